@@ -1,0 +1,50 @@
+// Package labtest is what tests use to tell whether they run inside the
+// hapscope lab: a Debian kernel booted under QEMU by internal/lab.
+//
+// Lab tests are named TestLab* (benchmarks BenchmarkLab*). On the host they
+// skip with a message naming the command that runs them; `make test` runs
+// them in the lab on every lab kernel, where Require never skips.
+package labtest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Environment variables set by the lab's /init for the payload.
+const (
+	EnvLab     = "HAPSCOPE_LAB"         // "1" inside the lab guest
+	EnvKernel  = "HAPSCOPE_LAB_KERNEL"  // lab kernel name: "6.12" or "6.1"
+	EnvRelease = "HAPSCOPE_LAB_RELEASE" // the Debian release uname -r must report
+	EnvOut     = "HAPSCOPE_LAB_OUT"     // writable directory shared with the host
+)
+
+// HostRoot is where the host's root file system is mounted, read-only, in the
+// guest (virtiofs).
+const HostRoot = "/host"
+
+// InLab reports whether the process runs inside a lab guest.
+func InLab() bool { return os.Getenv(EnvLab) == "1" }
+
+// Require skips t unless it runs in the lab. Lab tests are run by
+// `make lab-test` (and `make test`), never skipped there.
+func Require(t testing.TB) {
+	t.Helper()
+	if !InLab() {
+		t.Skip("lab-only test: run it with `make lab-test KERNEL=6.12 PKG=./...` (boots a Debian kernel under QEMU)")
+	}
+}
+
+// Kernel is the lab kernel name ("6.12", "6.1"), or "" outside the lab.
+func Kernel() string { return os.Getenv(EnvKernel) }
+
+// Release is the Debian kernel release the lab booted, or "" outside the lab.
+func Release() string { return os.Getenv(EnvRelease) }
+
+// Host returns the guest path of a host file (the host's / is at HostRoot).
+func Host(path string) string { return filepath.Join(HostRoot, path) }
+
+// OutDir is a directory whose files come back to the host after the run
+// (internal/lab copies it to the -out directory), or "" when there is none.
+func OutDir() string { return os.Getenv(EnvOut) }
