@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+/*
+ * hapscope's in-kernel counter: one program body, four entry points
+ * (kprobe.multi, fentry, kprobe, and a tp_btf used by self-tests). Each
+ * event carries a function index (the attach cookie); the program checks
+ * whether the current task lies in one of up to MAX_SCOPES cgroup v2
+ * subtrees and, if so, bumps hits[scope * nfuncs + index].
+ *
+ * Interrupt context (hard IRQ, serving soft IRQ, NMI) is detected from the
+ * per-CPU preempt count, read through bpf_this_cpu_ptr() on a typed
+ * __ksym per-CPU variable: pcpu_hot.preempt_count (x86-64, 6.2 to 6.14)
+ * or __preempt_count (before 6.2 and after 6.14). The loader patches the
+ * extern into a BTF-id load and sets preempt_mode; the verifier then prunes
+ * the branch that does not apply.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#define MAX_SCOPES 16
+
+/* include/linux/preempt.h */
+#define SOFTIRQ_OFFSET 0x00000100
+#define HARDIRQ_MASK 0x000f0000
+#define NMI_MASK 0x00f00000
+
+enum stat {
+	STAT_DROPPED = 0,   /* events that could not be recorded */
+	STAT_IRQ = 1,       /* events skipped: interrupt context */
+	STAT_MAX = 2,
+};
+
+struct scope {
+	__u64 cgid;  /* cgroup v2 id (inode); 0 = slot unused */
+	__u32 level; /* depth of that cgroup below the root (root = 0) */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SCOPES);
+	__type(key, __u32);
+	__type(value, struct scope);
+} scopes SEC(".maps");
+
+/* hits[scope * nfuncs + index]; max_entries is set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+} hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+volatile const __u32 nfuncs = 1;
+/* 0: count interrupt context too; 1: pcpu_hot; 2: __preempt_count */
+volatile const __u32 preempt_mode = 0;
+/* function index reported by the tp_btf self-test program */
+volatile const __u32 tp_index = 0;
+
+extern void pcpu_hot __ksym __weak;
+extern void __preempt_count __ksym __weak;
+
+static __always_inline void stat_inc(__u32 k)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &k);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int in_interrupt_ctx(void)
+{
+	int pc = 0;
+
+	if (preempt_mode == 1) {
+		struct pcpu_hot *h = (struct pcpu_hot *)bpf_this_cpu_ptr(&pcpu_hot);
+		pc = h->preempt_count;
+	} else if (preempt_mode == 2) {
+		int *p = (int *)bpf_this_cpu_ptr(&__preempt_count);
+		pc = *p;
+	}
+	return pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET);
+}
+
+static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
+{
+	__u32 key = i;
+	struct scope *s = bpf_map_lookup_elem(&scopes, &key);
+
+	if (!s || !s->cgid)
+		return;
+	if (bpf_get_current_ancestor_cgroup_id(s->level) != s->cgid)
+		return;
+	__u32 k = i * n + idx;
+	__u64 *c = bpf_map_lookup_elem(&hits, &k);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+	else
+		stat_inc(STAT_DROPPED);
+}
+
+#define SCOPE(i) count_scope(i, (__u32)idx, n)
+#if MAX_SCOPES != 16
+#error "update the SCOPE() list in count()"
+#endif
+
+static __always_inline void count(__u64 idx)
+{
+	__u32 n = nfuncs;
+
+	if (idx >= n) {
+		stat_inc(STAT_DROPPED);
+		return;
+	}
+	if (in_interrupt_ctx()) {
+		stat_inc(STAT_IRQ);
+		return;
+	}
+	/* Unrolled by hand: MAX_SCOPES array lookups (inlined by the
+	 * verifier) and one helper call per scope in use. */
+	SCOPE(0); SCOPE(1); SCOPE(2); SCOPE(3);
+	SCOPE(4); SCOPE(5); SCOPE(6); SCOPE(7);
+	SCOPE(8); SCOPE(9); SCOPE(10); SCOPE(11);
+	SCOPE(12); SCOPE(13); SCOPE(14); SCOPE(15);
+}
+
+SEC("kprobe.multi")
+int hap_kprobe_multi(void *ctx)
+{
+	count(bpf_get_attach_cookie(ctx));
+	return 0;
+}
+
+SEC("kprobe")
+int hap_kprobe(void *ctx)
+{
+	count(bpf_get_attach_cookie(ctx));
+	return 0;
+}
+
+/* The attach target is replaced per function by the loader. */
+SEC("fentry/vfs_read")
+int hap_fentry(void *ctx)
+{
+	count(bpf_get_attach_cookie(ctx));
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int hap_sys_enter(void *ctx)
+{
+	count(tp_index);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
