@@ -1,0 +1,179 @@
+// Command lab runs hapscope's privileged tests on real Debian kernels under
+// QEMU (see package internal/lab). It is plumbing for the Makefile:
+//
+//	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF)
+//	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
+//	lab test    -kernel K [-run RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
+//	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
+//
+// Exit status: 0 when everything passed, 1 on a failure, 2 on a usage error.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hapscope/hapscope/internal/lab"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: lab fetch|vmlinux|test|sh [flags] (see go doc ./internal/cmd/lab)")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "fetch":
+		err = fetch(ctx, os.Args[2:])
+	case "vmlinux":
+		fs := flag.NewFlagSet("vmlinux", flag.ExitOnError)
+		kernel := fs.String("kernel", "6.12", "lab kernel")
+		fs.Parse(os.Args[2:])
+		var p string
+		if p, err = lab.DebugVmlinux(ctx, *kernel, os.Stderr); err == nil {
+			fmt.Println(p)
+		}
+	case "test":
+		err = test(ctx, os.Args[2:])
+	case "sh":
+		err = sh(ctx, os.Args[2:])
+	default:
+		fmt.Fprintf(os.Stderr, "lab: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+func kernels(name string) ([]lab.KernelSpec, error) {
+	if name == "all" {
+		return lab.Kernels, nil
+	}
+	var out []lab.KernelSpec
+	for _, n := range strings.Split(name, ",") {
+		s, err := lab.Spec(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func fetch(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fetch", flag.ExitOnError)
+	kernel := fs.String("kernel", "all", "lab kernel(s): all, 6.12, 6.1 or a comma list")
+	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one")
+	refresh := fs.Bool("refresh", false, "refresh the apt lists even if recent")
+	fs.Parse(args)
+	specs, err := kernels(*kernel)
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		t := time.Now()
+		k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr, Refresh: *refresh})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s\t%s\t%s\t%s (%s)\n", s.Name, k.Release, k.Vmlinuz, s.Notes, time.Since(t).Round(time.Millisecond))
+		if *dbg && s.Debug {
+			p, err := lab.DebugVmlinux(ctx, s.Name, os.Stderr)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s\tvmlinux\t%s\n", s.Name, p)
+		}
+	}
+	return nil
+}
+
+func test(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("test", flag.ExitOnError)
+	kernel := fs.String("kernel", "6.12", "lab kernel(s): 6.12, 6.1, all or a comma list (one boot each)")
+	run := fs.String("run", "^TestLab", "tests to run (regexp)")
+	bench := fs.String("bench", "", "run benchmarks matching this regexp instead of tests")
+	timeout := fs.Duration("timeout", 30*time.Minute, "limit for each boot")
+	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread (slower; steadier under mass detach)")
+	out := fs.String("out", "", "host directory shared read-write at /out ($HAPSCOPE_LAB_OUT)")
+	extra := fs.String("args", "", "extra flags for each test binary, space separated (e.g. -test.count=2)")
+	fs.Parse(args)
+	pkgs := fs.Args()
+	if len(pkgs) == 0 {
+		pkgs = []string{"./..."}
+	}
+	specs, err := kernels(*kernel)
+	if err != nil {
+		return err
+	}
+	var failed []string
+	for _, s := range specs {
+		k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("=== lab %s: %s, packages %s\n", s.Name, k.Release, strings.Join(pkgs, " "))
+		res, err := lab.RunTests(ctx, lab.TestConfig{
+			Kernel: k, Packages: pkgs, Run: *run, Bench: *bench, Timeout: *timeout,
+			SingleThread: *single, Console: os.Stdout, OutDir: *out, Args: strings.Fields(*extra),
+		})
+		if res != nil && res.Result != nil {
+			passed, nfail := 0, 0
+			for _, p := range res.Packages {
+				if p.ExitCode == 0 {
+					passed++
+				} else {
+					nfail++
+				}
+			}
+			fmt.Printf("=== lab %s: %d packages passed, %d failed (boot %s, wall %s, %s); no lab tests in %d packages\n",
+				s.Name, passed, nfail, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel, len(res.Skipped))
+		}
+		if err != nil {
+			return fmt.Errorf("kernel %s: %w", s.Name, err)
+		}
+		if res.Failed() {
+			failed = append(failed, s.Name)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("lab tests failed on kernel %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func sh(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sh", flag.ExitOnError)
+	kernel := fs.String("kernel", "6.12", "lab kernel")
+	timeout := fs.Duration("timeout", 10*time.Minute, "limit for the boot")
+	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
+	fs.Parse(args)
+	s, err := lab.Spec(*kernel)
+	if err != nil {
+		return err
+	}
+	k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	res, err := lab.Run(ctx, lab.Config{Kernel: k, Script: strings.Join(fs.Args(), " "), Timeout: *timeout,
+		Console: os.Stdout, SingleThread: *single})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond))
+	if res.ExitCode != 0 {
+		os.Exit(res.ExitCode)
+	}
+	return nil
+}

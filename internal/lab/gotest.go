@@ -1,0 +1,196 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hapscope/hapscope/internal/labtest"
+)
+
+// TestConfig says which Go tests to run in one boot of a lab kernel.
+type TestConfig struct {
+	Kernel   *Kernel
+	Packages []string // go package patterns, e.g. ./coverage/...
+	// Run selects tests (default ^TestLab); Bench, when set, selects
+	// benchmarks instead (tests are then not run).
+	Run, Bench string
+	// Args are extra flags for every test binary (e.g. -test.count=3).
+	Args         []string
+	Timeout      time.Duration // whole boot; default 30m
+	SingleThread bool          // see Config.SingleThread
+	Console      io.Writer     // test output and guest console
+	OutDir       string        // see Config.OutDir
+}
+
+// PackageResult is one package's outcome in the guest.
+type PackageResult struct {
+	ImportPath string
+	ExitCode   int
+	Seconds    int
+}
+
+// TestResult is the outcome of RunTests.
+type TestResult struct {
+	*Result
+	Packages []PackageResult // packages that had matching tests, in order
+	Skipped  []string        // packages with no matching test, not booted for
+}
+
+// Failed reports whether any package failed or did not report.
+func (r *TestResult) Failed() bool {
+	if r.Result == nil || r.ExitCode != 0 {
+		return true
+	}
+	for _, p := range r.Packages {
+		if p.ExitCode != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+type testPkg struct{ importPath, dir, bin string }
+
+// RunTests compiles the test binaries of cfg.Packages (static, CGO_ENABLED=0),
+// keeps those that have tests matching cfg.Run (or benchmarks matching
+// cfg.Bench), and runs them all in a single boot of cfg.Kernel, each with its
+// working directory set to its package directory under /host. It prints a
+// go-test style "ok"/"FAIL" line per package to cfg.Console.
+func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
+	if cfg.Run == "" {
+		cfg.Run = "^TestLab"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Minute
+	}
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	cache, err := CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	runDir := filepath.Join(cache, "run")
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return nil, err
+	}
+	// Test binaries live outside /tmp: the guest mounts its own tmpfs over
+	// /host/tmp.
+	work, err := os.MkdirTemp(runDir, "tests-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+
+	list := exec.CommandContext(ctx, "go", append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}{{len .XTestGoFiles}}"}, cfg.Packages...)...)
+	out, err := list.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list %s: %w", strings.Join(cfg.Packages, " "), stderrOf(err))
+	}
+	sel := cfg.Run
+	if cfg.Bench != "" {
+		sel = cfg.Bench
+	}
+	res := &TestResult{}
+	var pkgs []testPkg
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 || f[2] == "00" {
+			continue
+		}
+		bin := filepath.Join(work, fmt.Sprintf("%02d-%s.test", len(pkgs), filepath.Base(f[0])))
+		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, f[0])
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build test binary of %s: %w\n%s", f[0], err, b)
+		}
+		names, err := exec.CommandContext(ctx, bin, "-test.list", sel).Output()
+		if err != nil {
+			return nil, fmt.Errorf("list tests of %s: %w", f[0], stderrOf(err))
+		}
+		if len(bytes.TrimSpace(names)) == 0 {
+			res.Skipped = append(res.Skipped, f[0])
+			continue
+		}
+		pkgs = append(pkgs, testPkg{importPath: f[0], dir: f[1], bin: bin})
+	}
+	if len(pkgs) == 0 {
+		return res, fmt.Errorf("no package in %s has tests matching %q", strings.Join(cfg.Packages, " "), sel)
+	}
+
+	k := cfg.Kernel
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
+	if cfg.OutDir != "" {
+		fmt.Fprintf(&sb, "export %s=/out\n", labtest.EnvOut)
+	}
+	fmt.Fprintf(&sb, "echo \"lab: kernel $(uname -r) (expected %s), accel %s\"\n", k.Release, accelName(cfg.SingleThread))
+	sb.WriteString("fail=0\n")
+	for _, p := range pkgs {
+		args := []string{labtest.Host(p.bin), "-test.v=true", "-test.timeout=" + cfg.Timeout.String()}
+		if cfg.Bench != "" {
+			args = append(args, "-test.run=^$", "-test.bench="+cfg.Bench)
+		} else {
+			args = append(args, "-test.run="+cfg.Run)
+		}
+		args = append(args, cfg.Args...)
+		for i := range args {
+			args[i] = shq(args[i])
+		}
+		fmt.Fprintf(&sb, "cd %s || exit 126\n", shq(labtest.Host(p.dir)))
+		sb.WriteString("t0=$(cut -d. -f1 /proc/uptime)\n")
+		fmt.Fprintf(&sb, "%s\nrc=$?\n", strings.Join(args, " "))
+		sb.WriteString("t1=$(cut -d. -f1 /proc/uptime)\n")
+		fmt.Fprintf(&sb, "echo \"pkg %s $rc $((t1-t0))\" >&$STATUS_FD\n", p.importPath)
+		fmt.Fprintf(&sb, "if [ $rc = 0 ]; then printf 'ok  \\t%%s\\t%%ss [lab %s]\\n' %s $((t1-t0)); else fail=1; printf 'FAIL\\t%%s\\t%%ss [lab %s]\\n' %s $((t1-t0)); fi\n",
+			k.Spec.Name, shq(p.importPath), k.Spec.Name, shq(p.importPath))
+	}
+	sb.WriteString("exit $fail\n")
+
+	r, err := Run(ctx, Config{
+		Kernel: k, Script: sb.String(), Timeout: cfg.Timeout, Console: cfg.Console,
+		SingleThread: cfg.SingleThread, OutDir: cfg.OutDir,
+	})
+	res.Result = r
+	if r != nil {
+		for _, line := range r.Status {
+			f := strings.Fields(line)
+			if len(f) == 4 && f[0] == "pkg" {
+				code, _ := strconv.Atoi(f[2])
+				secs, _ := strconv.Atoi(f[3])
+				res.Packages = append(res.Packages, PackageResult{ImportPath: f[1], ExitCode: code, Seconds: secs})
+			}
+		}
+	}
+	if err == nil && len(res.Packages) != len(pkgs) {
+		err = fmt.Errorf("lab: %d of %d packages reported a result", len(res.Packages), len(pkgs))
+	}
+	return res, err
+}
+
+func accelName(single bool) string {
+	if single {
+		return "tcg,thread=single"
+	}
+	return "tcg,thread=multi"
+}
+
+// shq quotes s for sh.
+func shq(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func stderrOf(err error) error {
+	if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+		return fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+	}
+	return err
+}

@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNaturalCompare(t *testing.T) {
+	in := []string{
+		"linux-image-6.12.117+deb13-cloud-amd64-unsigned",
+		"linux-image-6.12.9+deb13-cloud-amd64-unsigned",
+		"linux-image-6.12.118+deb13-cloud-amd64-unsigned",
+		"linux-image-6.12.38+deb13-cloud-amd64-unsigned",
+	}
+	want := []string{in[1], in[3], in[0], in[2]}
+	got := append([]string(nil), in...)
+	sortNatural(got)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("natural order (-want +got):\n%s", d)
+	}
+	if naturalCompare("6.1.0-9", "6.1.0-56") >= 0 || naturalCompare("a", "a") != 0 || naturalCompare("a1", "a01") != 0 {
+		t.Fatal("naturalCompare orders numbers wrongly")
+	}
+}
+
+func sortNatural(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && naturalCompare(s[j-1], s[j]) > 0; j-- {
+			s[j-1], s[j] = s[j], s[j-1]
+		}
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	deb822 := `Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://src.example/debian
+Suites: bookworm
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+`
+	got := parseSources("debian.sources", []byte(deb822))
+	want := []aptSource{
+		{URI: "http://mirror.example/debian", Suites: []string{"bookworm", "bookworm-updates"}, SignedBy: "/usr/share/keyrings/debian-archive-keyring.gpg"},
+		{URI: "http://mirror.example/debian-security", Suites: []string{"bookworm-security"}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("deb822 (-want +got):\n%s", d)
+	}
+	oneLine := "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb http://m.example/debian-security bookworm-security main\n"
+	got = parseSources("x.list", []byte(oneLine))
+	want = []aptSource{
+		{URI: "http://m.example/debian", Suites: []string{"bookworm"}, SignedBy: "/k.gpg"},
+		{URI: "http://m.example/debian-security", Suites: []string{"bookworm-security"}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("one-line (-want +got):\n%s", d)
+	}
+	lines, err := sourceLines(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(lines, "\n")
+	for _, w := range []string{
+		"deb [signed-by=/k.gpg] http://m.example/debian trixie main",
+		"deb http://m.example/debian-security trixie-security main",
+		"deb [signed-by=/k.gpg] http://m.example/debian bookworm main",
+	} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("private sources lack %q:\n%s", w, joined)
+		}
+	}
+	if _, err := sourceLines(nil); err == nil {
+		t.Fatal("no configured mirror must be an error")
+	}
+}
+
+func FuzzParseSources(f *testing.F) {
+	f.Add("debian.sources", "Types: deb\nURIs: http://a/debian\nSuites: bookworm\n")
+	f.Add("x.list", "deb [signed-by=/k] http://a/debian trixie main\n")
+	f.Add("x.list", "deb [ http://a\n")
+	f.Fuzz(func(t *testing.T, name, data string) {
+		for _, s := range parseSources(name, []byte(data)) {
+			if s.URI == "" {
+				t.Fatalf("source without URI from %q", data)
+			}
+		}
+	})
+}
+
+// TestArchive checks the initramfs writer against cpio(1)'s reading of it.
+func TestArchive(t *testing.T) {
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Skip("cpio not installed (make deps installs it)")
+	}
+	a := newArchive()
+	a.file("bin/busybox", 0o755, []byte("x"))
+	a.symlink("bin/sh", "busybox")
+	a.file("lab/script", 0o644, []byte("echo hi\n"))
+	a.mkdirAll("a/b/c")
+	var buf bytes.Buffer
+	if err := a.writeTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("cpio", "-it", "--quiet")
+	cmd.Stdin = &buf
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -it: %v", err)
+	}
+	got := strings.Fields(string(out))
+	want := []string{"a", "a/b", "a/b/c", "bin", "bin/busybox", "bin/sh", "lab", "lab/script"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("cpio listing (-want +got):\n%s", d)
+	}
+}
+
+// requireQEMU skips when QEMU is missing, except under `make test`
+// (HAPSCOPE_REQUIRE_LAB=1), where a missing lab is a failure.
+func requireQEMU(t *testing.T) *Kernel {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("HAPSCOPE_REQUIRE_LAB") == "1" {
+			t.Fatal("qemu-system-x86_64 missing; run make deps")
+		}
+		t.Skip("qemu-system-x86_64 missing; make deps installs it")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM; not in -short mode")
+	}
+	k, err := Fetch(context.Background(), Kernels[0], FetchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestRunReportsExitStatus boots the lab kernel and checks that the
+// script's exit status and status lines come back through the status port,
+// not from console text (the console claims a different status).
+func TestRunReportsExitStatus(t *testing.T) {
+	k := requireQEMU(t)
+	var con bytes.Buffer
+	res, err := Run(context.Background(), Config{Kernel: k, Console: &con, Timeout: 3 * time.Minute,
+		Script: "echo 'exit 0'; echo 'note one' >&$STATUS_FD; uname -r; exit 7"})
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, con.String())
+	}
+	if res.ExitCode != 7 {
+		t.Fatalf("exit code = %d, want 7", res.ExitCode)
+	}
+	if d := cmp.Diff([]string{"note one"}, res.Status); d != "" {
+		t.Fatalf("status lines (-want +got):\n%s", d)
+	}
+	if !strings.Contains(con.String(), k.Release) {
+		t.Fatalf("console lacks uname -r %q:\n%s", k.Release, con.String())
+	}
+	t.Logf("boot %s, wall %s", res.Boot, res.Wall)
+}
+
+// TestRunDetectsPanic crashes the guest kernel on purpose and checks that
+// Run fails with the panic text rather than hanging or passing.
+func TestRunDetectsPanic(t *testing.T) {
+	k := requireQEMU(t)
+	res, err := Run(context.Background(), Config{Kernel: k, Timeout: 3 * time.Minute,
+		Script: "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 5; exit 0"})
+	var crash *CrashError
+	if !errors.As(err, &crash) {
+		t.Fatalf("Run = %+v, %v; want a CrashError", res, err)
+	}
+	if !strings.Contains(crash.Text, "Kernel panic") && !strings.Contains(crash.Text, "Oops") {
+		t.Fatalf("crash text lacks the panic:\n%s", crash.Text)
+	}
+}
+
+// TestRunTimeout checks that a hung guest is killed with a clear message.
+func TestRunTimeout(t *testing.T) {
+	k := requireQEMU(t)
+	_, err := Run(context.Background(), Config{Kernel: k, Timeout: 15 * time.Second, Script: "echo sleeping; sleep 600"})
+	if err == nil || !strings.Contains(err.Error(), "did not finish within 15s") || !strings.Contains(err.Error(), "sleeping") {
+		t.Fatalf("want a timeout error quoting the console, got %v", err)
+	}
+}
