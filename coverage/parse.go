@@ -1,0 +1,182 @@
+package coverage
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// ksym is one line of /proc/kallsyms.
+type ksym struct {
+	addr   uint64
+	typ    byte   // t, T, d, …
+	name   string // without module suffix
+	module string // "" for vmlinux
+}
+
+// parseKallsyms reads /proc/kallsyms ("ADDR TYPE NAME [MODULE]"). Lines that
+// do not have that shape are an error: the file format is fixed.
+func parseKallsyms(r io.Reader, keep func(typ byte, module string) bool) ([]ksym, error) {
+	var out []ksym
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		f := bytes.Fields(line)
+		if len(f) < 3 || len(f) > 4 || len(f[1]) != 1 {
+			return nil, fmt.Errorf("kallsyms line %d: want ADDR TYPE NAME [MODULE], got %q", n, line)
+		}
+		addr, err := strconv.ParseUint(string(f[0]), 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("kallsyms line %d: address: %w", n, err)
+		}
+		s := ksym{addr: addr, typ: f[1][0]}
+		if len(f) == 4 {
+			m := f[3]
+			if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
+				return nil, fmt.Errorf("kallsyms line %d: module %q not in brackets", n, m)
+			}
+			s.module = string(m[1 : len(m)-1])
+		}
+		if keep != nil && !keep(s.typ, s.module) {
+			continue
+		}
+		s.name = string(f[2])
+		out = append(out, s)
+	}
+	return out, sc.Err()
+}
+
+// traceable is one line of tracefs available_filter_functions ("NAME
+// [MODULE]") or available_filter_functions_addrs ("ADDR NAME [MODULE]").
+type traceable struct {
+	addr   uint64 // 0 when the file has no addresses
+	name   string
+	module string
+}
+
+// parseFilterFunctions reads available_filter_functions or, with addrs set,
+// available_filter_functions_addrs.
+func parseFilterFunctions(r io.Reader, addrs bool) ([]traceable, error) {
+	var out []traceable
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		var t traceable
+		if addrs {
+			if len(f) < 2 {
+				return nil, fmt.Errorf("available_filter_functions_addrs line %d: want ADDR NAME [MODULE], got %q", n, sc.Text())
+			}
+			a, err := strconv.ParseUint(f[0], 16, 64)
+			if err != nil {
+				return nil, fmt.Errorf("available_filter_functions_addrs line %d: address: %w", n, err)
+			}
+			t.addr = a
+			f = f[1:]
+		}
+		if len(f) > 2 {
+			return nil, fmt.Errorf("available_filter_functions line %d: want NAME [MODULE], got %q", n, sc.Text())
+		}
+		t.name = f[0]
+		if len(f) == 2 {
+			m := f[1]
+			if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
+				return nil, fmt.Errorf("available_filter_functions line %d: module %q not in brackets", n, m)
+			}
+			t.module = m[1 : len(m)-1]
+		}
+		out = append(out, t)
+	}
+	return out, sc.Err()
+}
+
+// parseProcCgroup returns the cgroup v2 path ("0::/a/b") of a process from
+// the text of /proc/<pid>/cgroup. ok is false when the process has no v2
+// entry (a pure v1 system).
+func parseProcCgroup(text string) (path string, ok bool, err error) {
+	for i, line := range strings.Split(text, "\n") {
+		if line == "" {
+			continue
+		}
+		// hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
+		id, rest, found := strings.Cut(line, ":")
+		if !found {
+			return "", false, fmt.Errorf("/proc/<pid>/cgroup line %d: no ':' in %q", i+1, line)
+		}
+		ctrl, p, found := strings.Cut(rest, ":")
+		if !found {
+			return "", false, fmt.Errorf("/proc/<pid>/cgroup line %d: want ID:CONTROLLERS:PATH, got %q", i+1, line)
+		}
+		if _, err := strconv.ParseUint(id, 10, 32); err != nil {
+			return "", false, fmt.Errorf("/proc/<pid>/cgroup line %d: hierarchy id %q: %w", i+1, id, err)
+		}
+		if id == "0" && ctrl == "" {
+			if !strings.HasPrefix(p, "/") {
+				return "", false, fmt.Errorf("/proc/<pid>/cgroup line %d: v2 path %q is not absolute", i+1, p)
+			}
+			return p, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// mount is the part of a /proc/self/mountinfo line hapscope needs.
+type mount struct {
+	root, point, fstype string
+}
+
+// parseMountinfo reads /proc/<pid>/mountinfo.
+func parseMountinfo(text string) ([]mount, error) {
+	var out []mount
+	for i, line := range strings.Split(text, "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		sep := -1
+		for j := 6; j < len(f); j++ {
+			if f[j] == "-" {
+				sep = j
+				break
+			}
+		}
+		if len(f) < 7 || sep < 0 || sep+1 >= len(f) {
+			return nil, fmt.Errorf("mountinfo line %d: malformed %q", i+1, line)
+		}
+		out = append(out, mount{root: unescapeOctal(f[3]), point: unescapeOctal(f[4]), fstype: f[sep+1]})
+	}
+	return out, nil
+}
+
+// unescapeOctal undoes the \040-style escaping of mountinfo fields.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
