@@ -1,0 +1,223 @@
+package symbolize
+
+import (
+	"cmp"
+	"debug/dwarf"
+	"slices"
+	"strings"
+)
+
+// rawIndex is the index before encoding; encode/decode turn it into an Index.
+type rawIndex struct {
+	buildID string
+	text    uint64
+	strs    []string
+	funcs   []rawFunc
+}
+
+type rawFunc struct {
+	name, file uint32 // string table indices
+	line       uint32
+	flags      uint32
+	entry      uint64
+	ranges     [][2]uint64
+	own, inl   []uint64 // fileString<<32 | line, sorted, unique
+	est        uint32   // estimated line count (flagEstimated)
+}
+
+const (
+	flagEstimated = 1 << iota // no line table for this code: est holds a size-based line count
+	flagFromSymbol            // no subprogram DIE: ranges come from the ELF symbol
+)
+
+type interner struct {
+	idx  map[string]uint32
+	strs []string
+}
+
+func (in *interner) id(s string) uint32 {
+	if i, ok := in.idx[s]; ok {
+		return i
+	}
+	i := uint32(len(in.strs))
+	in.idx[s] = i
+	in.strs = append(in.strs, s)
+	return i
+}
+
+// assemble merges the per-unit results: concrete instances that share an
+// abstract origin (clones such as foo.isra.0 and foo.constprop.0, the
+// out-of-line copy of an inline function) become one function; code that has
+// no subprogram DIE (assembly) is taken from the ELF symbols.
+func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) {
+	strs := &interner{idx: map[string]uint32{}}
+	strs.id("") // index 0: unknown
+	symAt := map[uint64]string{}
+	for _, s := range in.syms {
+		if _, dup := symAt[s.addr]; !dup {
+			symAt[s.addr] = s.name
+		}
+	}
+
+	type group struct {
+		f        rawFunc
+		hasName  bool // the entry's ELF symbol is the plain DWARF name
+		own, inl []uint64
+	}
+	var groups []*group
+	byKey := map[dwarf.Offset]*group{}
+	type orphan struct {
+		addr uint64
+		key  uint64
+	}
+	var orphans []orphan
+	for ri := range results {
+		res := &results[ri]
+		gfile := make([]uint32, len(res.files))
+		for i, f := range res.files {
+			gfile[i] = strs.id(f)
+		}
+		remap := func(ks []uint64) []uint64 {
+			for i, k := range ks {
+				ks[i] = uint64(gfile[k>>32])<<32 | k&0xffffffff
+			}
+			return ks
+		}
+		for _, o := range res.orphans {
+			orphans = append(orphans, orphan{o.addr, uint64(gfile[o.key>>32])<<32 | o.key&0xffffffff})
+		}
+		for i := range res.funcs {
+			cf := &res.funcs[i]
+			if cf.name == "" {
+				resolveForeign(d, cf)
+			}
+			g := byKey[cf.key]
+			if g == nil {
+				g = &group{f: rawFunc{name: strs.id(cf.name), entry: cf.entry}}
+				if cf.declFile >= 0 && cf.declFile < len(gfile) {
+					g.f.file, g.f.line = gfile[cf.declFile], uint32(cf.declLine)
+				}
+				g.hasName = symAt[cf.entry] == cf.name
+				byKey[cf.key] = g
+				groups = append(groups, g)
+			} else if !g.hasName && (symAt[cf.entry] == cf.name || cf.entry < g.f.entry) {
+				g.f.entry = cf.entry
+				g.hasName = symAt[cf.entry] == cf.name
+			}
+			g.f.ranges = append(g.f.ranges, cf.ranges...)
+			g.own = append(g.own, remap(cf.own)...)
+			g.inl = append(g.inl, remap(cf.inl)...)
+		}
+	}
+	raw := &rawIndex{buildID: in.buildID, text: in.text}
+	for _, g := range groups {
+		g.f.ranges = mergeRanges(g.f.ranges)
+		g.f.own, g.f.inl = sortUniq(g.own), sortUniq(g.inl)
+		raw.funcs = append(raw.funcs, g.f)
+	}
+
+	// Everything DWARF functions cover, to place orphan rows and symbols.
+	type span struct {
+		lo, hi uint64
+		fn     int
+	}
+	var spans []span
+	for i, f := range raw.funcs {
+		for _, r := range f.ranges {
+			spans = append(spans, span{r[0], r[1], i})
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	find := func(a uint64) int {
+		j, ok := slices.BinarySearchFunc(spans, a, func(s span, a uint64) int {
+			if s.hi <= a {
+				return -1
+			}
+			if s.lo > a {
+				return 1
+			}
+			return 0
+		})
+		if !ok {
+			return -1
+		}
+		return spans[j].fn
+	}
+	slices.SortFunc(orphans, func(a, b orphan) int { return cmp.Compare(a.addr, b.addr) })
+	var rest []orphan
+	for _, o := range orphans {
+		if fn := find(o.addr); fn >= 0 { // a row of another unit's function (LTO)
+			f := &raw.funcs[fn]
+			f.own = append(f.own, o.key)
+			continue
+		}
+		rest = append(rest, o)
+	}
+	for i := range raw.funcs {
+		raw.funcs[i].own = sortUniq(raw.funcs[i].own)
+	}
+
+	// ELF function symbols outside every subprogram: assembly, or C built
+	// without -g. Lines come from the line table when it has rows there.
+	syms := slices.Clone(in.syms)
+	slices.SortFunc(syms, func(a, b symbol) int { return cmp.Compare(a.addr, b.addr) })
+	for i, s := range syms {
+		if i > 0 && syms[i-1].addr == s.addr {
+			continue // alias
+		}
+		if find(s.addr) >= 0 {
+			continue // part of a DWARF function (foo.cold, foo.isra.0, …)
+		}
+		f := rawFunc{name: strs.id(baseName(s.name)), entry: s.addr, flags: flagFromSymbol, ranges: [][2]uint64{{s.addr, s.addr + s.size}}}
+		lo, _ := slices.BinarySearchFunc(rest, s.addr, func(o orphan, a uint64) int { return cmp.Compare(o.addr, a) })
+		for j := lo; j < len(rest) && rest[j].addr < s.addr+s.size; j++ {
+			if f.own == nil {
+				f.file = uint32(rest[j].key >> 32)
+			}
+			f.own = append(f.own, rest[j].key)
+		}
+		if len(f.own) == 0 {
+			f.flags |= flagEstimated
+			f.est = estimateLines(s.size)
+		}
+		f.own = sortUniq(f.own)
+		raw.funcs = append(raw.funcs, f)
+	}
+	raw.strs = strs.strs
+	return decode(encode(raw))
+}
+
+// resolveForeign follows an abstract_origin/specification chain that left
+// the unit (DW_FORM_ref_addr, as LTO emits) to find the name and identity.
+func resolveForeign(d *dwarf.Data, cf *cuFunc) {
+	r := d.Reader()
+	at := cf.key
+	for hop := 0; hop < 8; hop++ {
+		r.Seek(at)
+		e, err := r.Next()
+		if err != nil || e == nil {
+			return
+		}
+		if cf.name == "" {
+			cf.name, _ = e.Val(dwarf.AttrName).(string)
+		}
+		o, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+		if !ok {
+			o, ok = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+		}
+		if !ok {
+			break
+		}
+		at = o
+	}
+	cf.key = at
+}
+
+// baseName is the C identifier of a symbol name: compiler suffixes such as
+// .isra.0, .constprop.0, .part.0 and .cold are dropped.
+func baseName(sym string) string {
+	if i := strings.IndexByte(sym, '.'); i > 0 {
+		return sym[:i]
+	}
+	return sym
+}

@@ -1,0 +1,583 @@
+package symbolize
+
+import (
+	"bytes"
+	"cmp"
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Build indexes the DWARF of the ELF file at path (a vmlinux with debug info):
+// one pass over the DIEs and one over the line table of each compilation unit,
+// the units spread over all CPUs. progress, if not nil, is called with the
+// number of units done and their total. Build does not look at the cache; see
+// Open for that.
+func Build(path string, progress func(done, total int)) (*Index, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open vmlinux: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat vmlinux: %w", err)
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("vmlinux %s is empty", path)
+	}
+	// mmap: only the pages of the sections we read become resident.
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read vmlinux: %w", err)
+		}
+	} else {
+		defer unix.Munmap(data)
+	}
+	ix, err := buildELF(data, progress)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	return ix, nil
+}
+
+// debugSections are the DWARF sections the index needs (no loclists, frames).
+var debugSections = []string{
+	".debug_info", ".debug_abbrev", ".debug_line", ".debug_str", ".debug_ranges",
+	".debug_line_str", ".debug_addr", ".debug_str_offsets", ".debug_rnglists",
+}
+
+// noRecover makes panics inside the DWARF readers propagate (set by fuzz
+// tests so that the fuzzer reports them instead of hiding them as errors).
+var noRecover = false
+
+// buildELF indexes an ELF image held in memory.
+func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error) {
+	if !noRecover {
+		defer func() {
+			if r := recover(); r != nil {
+				ix, err = nil, fmt.Errorf("corrupt ELF or DWARF data (reader panicked: %v)", r)
+			}
+		}()
+	}
+	ef, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("not an ELF file: %w", err)
+	}
+	secs := map[string][]byte{}
+	for _, name := range debugSections {
+		s := ef.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		var b []byte
+		if s.Flags&elf.SHF_COMPRESSED == 0 && s.Offset+s.Size <= uint64(len(data)) && s.Offset <= s.Offset+s.Size {
+			b = data[s.Offset : s.Offset+s.Size : s.Offset+s.Size]
+		} else if b, err = s.Data(); err != nil {
+			return nil, fmt.Errorf("read section %s: %w", name, err)
+		}
+		secs[name] = b
+	}
+	in := buildInput{sections: secs, buildID: elfBuildID(ef)}
+	syms, _ := ef.Symbols() // no .symtab: DWARF alone still works
+	for _, s := range syms {
+		if s.Name == "_text" {
+			in.text = s.Value
+		}
+		// Assembly entry points are often NOTYPE symbols with a size.
+		typ := elf.ST_TYPE(s.Info)
+		exec := int(s.Section) < len(ef.Sections) && ef.Sections[s.Section].Flags&elf.SHF_EXECINSTR != 0
+		if (typ == elf.STT_FUNC || typ == elf.STT_NOTYPE) && exec && s.Size > 0 && s.Value != 0 {
+			in.syms = append(in.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
+		}
+	}
+	if len(secs[".debug_info"]) == 0 {
+		return nil, errors.New("no DWARF debug info (.debug_info missing): use the -dbg/debuginfo vmlinux, not the stripped one")
+	}
+	return buildFromSections(in, progress)
+}
+
+type symbol struct {
+	name       string
+	addr, size uint64
+}
+
+type buildInput struct {
+	sections map[string][]byte
+	buildID  string
+	text     uint64
+	syms     []symbol // ELF function symbols (for code without subprogram DIEs)
+}
+
+// elfBuildID returns the hex NT_GNU_BUILD_ID of ef, or "".
+func elfBuildID(ef *elf.File) string {
+	for _, s := range ef.Sections {
+		if s.Type != elf.SHT_NOTE {
+			continue
+		}
+		b, err := s.Data()
+		if err != nil {
+			continue
+		}
+		if id := buildIDFromNotes(b, ef.ByteOrder); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// cuResult is what one compilation unit contributes.
+type cuResult struct {
+	files   []string // normalised names, local index = line table file index
+	funcs   []cuFunc
+	orphans []orphanRow // rows at addresses outside every subprogram of the unit
+}
+
+type cuFunc struct {
+	key      dwarf.Offset // identity: root of the abstract_origin/specification chain
+	name     string
+	declFile int // local file index, -1 if unknown
+	declLine int
+	entry    uint64
+	ranges   [][2]uint64
+	own, inl []uint64 // keys: localFile<<32 | line
+}
+
+type orphanRow struct {
+	addr uint64
+	key  uint64 // localFile<<32 | line
+}
+
+// dieInfo is what we keep of every subprogram DIE of a unit to resolve names.
+type dieInfo struct {
+	name     string
+	declFile int
+	declLine int
+	origin   dwarf.Offset // abstract_origin or specification, 0 if none
+}
+
+func buildFromSections(in buildInput, progress func(done, total int)) (*Index, error) {
+	s := in.sections
+	d, err := dwarf.New(s[".debug_abbrev"], nil, nil, s[".debug_info"], s[".debug_line"], nil, s[".debug_ranges"], s[".debug_str"])
+	if err != nil {
+		return nil, fmt.Errorf("parse DWARF: %w", err)
+	}
+	for _, name := range []string{".debug_addr", ".debug_line_str", ".debug_str_offsets", ".debug_rnglists"} {
+		if b := s[name]; len(b) > 0 {
+			if err := d.AddSection(name, b); err != nil {
+				return nil, fmt.Errorf("parse DWARF section %s: %w", name, err)
+			}
+		}
+	}
+	units, err := compileUnitOffsets(s[".debug_info"])
+	if err != nil {
+		return nil, err
+	}
+	results := make([]cuResult, len(units))
+	errs := make([]error, len(units))
+	var next, done atomic.Int64
+	workers := min(runtime.GOMAXPROCS(0), max(len(units), 1))
+	var wg sync.WaitGroup
+	var panicked atomic.Value
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !noRecover {
+				defer func() {
+					if r := recover(); r != nil {
+						panicked.Store(fmt.Sprint(r))
+					}
+				}()
+			}
+			r := d.Reader()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(units) {
+					return
+				}
+				results[i], errs[i] = indexUnit(d, r, units[i])
+				n := done.Add(1)
+				if progress != nil && (n%16 == 0 || int(n) == len(units)) {
+					progress(int(n), len(units))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if p := panicked.Load(); p != nil {
+		return nil, fmt.Errorf("corrupt DWARF data (reader panicked: %v)", p)
+	}
+	for i, e := range errs {
+		if e != nil {
+			return nil, fmt.Errorf("compilation unit at .debug_info+%#x: %w", units[i], e)
+		}
+	}
+	return assemble(d, in, results)
+}
+
+// compileUnitOffsets lists the offset of the first DIE of every unit in
+// .debug_info by walking the unit headers.
+func compileUnitOffsets(info []byte) ([]dwarf.Offset, error) {
+	var out []dwarf.Offset
+	for off := uint64(0); off < uint64(len(info)); {
+		start := off
+		if off+4 > uint64(len(info)) {
+			return nil, fmt.Errorf("truncated unit header at .debug_info+%#x", start)
+		}
+		length := uint64(binary.LittleEndian.Uint32(info[off:]))
+		off += 4
+		dwarf64 := false
+		if length == 0xffffffff {
+			if off+8 > uint64(len(info)) {
+				return nil, fmt.Errorf("truncated unit header at .debug_info+%#x", start)
+			}
+			length = binary.LittleEndian.Uint64(info[off:])
+			off += 8
+			dwarf64 = true
+		} else if length >= 0xfffffff0 {
+			return nil, fmt.Errorf("bad unit length %#x at .debug_info+%#x", length, start)
+		}
+		end := off + length
+		if end < off || end > uint64(len(info)) || off+2 > end {
+			return nil, fmt.Errorf("unit at .debug_info+%#x overruns the section", start)
+		}
+		version := binary.LittleEndian.Uint16(info[off:])
+		off += 2
+		offSize := uint64(4)
+		if dwarf64 {
+			offSize = 8
+		}
+		hdr := uint64(0)
+		switch {
+		case version >= 2 && version <= 4:
+			hdr = offSize + 1
+		case version == 5:
+			if off >= end {
+				return nil, fmt.Errorf("truncated unit header at .debug_info+%#x", start)
+			}
+			switch unitType := info[off]; unitType {
+			case 0x01, 0x03: // DW_UT_compile, DW_UT_partial
+				hdr = 2 + offSize
+			case 0x04, 0x05: // DW_UT_skeleton, DW_UT_split_compile
+				hdr = 2 + offSize + 8
+			case 0x02, 0x06: // DW_UT_type, DW_UT_split_type
+				hdr = 2 + offSize + 8 + offSize
+			default:
+				return nil, fmt.Errorf("unknown DWARF 5 unit type %#x at .debug_info+%#x", unitType, start)
+			}
+		default:
+			return nil, fmt.Errorf("unsupported DWARF version %d at .debug_info+%#x", version, start)
+		}
+		if off+hdr > end {
+			return nil, fmt.Errorf("truncated unit header at .debug_info+%#x", start)
+		}
+		if off+hdr < end { // an empty unit has no DIE to seek to
+			out = append(out, dwarf.Offset(off+hdr))
+		}
+		off = end
+	}
+	return out, nil
+}
+
+type frame struct {
+	fn    int // index into res.funcs, -1 outside concrete code
+	depth int // inlining depth: 0 in the subprogram itself
+}
+
+// indexUnit walks the DIEs and the line table of the unit whose first DIE is
+// at off.
+func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, error) {
+	var res cuResult
+	r.Seek(off)
+	cu, err := r.Next()
+	if err != nil {
+		return res, err
+	}
+	if cu == nil || (cu.Tag != dwarf.TagCompileUnit && cu.Tag != dwarf.TagPartialUnit) {
+		return res, nil // type units and the like carry no code
+	}
+	compDir, _ := cu.Val(dwarf.AttrCompDir).(string)
+	lr, err := d.LineReader(cu)
+	if err != nil {
+		return res, fmt.Errorf("line table: %w", err)
+	}
+	fileIdx := map[*dwarf.LineFile]int{}
+	if lr != nil {
+		for i, f := range lr.Files() {
+			name := ""
+			if f != nil {
+				name = normalizePath(compDir, f.Name)
+				fileIdx[f] = i
+			}
+			res.files = append(res.files, name)
+		}
+	}
+	validFile := func(v any) int {
+		i, ok := v.(int64)
+		if !ok || i < 0 || i >= int64(len(res.files)) || res.files[i] == "" {
+			return -1
+		}
+		return int(i)
+	}
+
+	// DIE pass.
+	dies := map[dwarf.Offset]*dieInfo{}
+	var inlRanges [][2]uint64
+	var stack []frame
+	cur := frame{fn: -1}
+	if cu.Children {
+		for {
+			e, err := r.Next()
+			if err != nil {
+				return res, err
+			}
+			if e == nil {
+				break
+			}
+			if e.Tag == 0 {
+				if len(stack) == 0 {
+					break // end of the unit's children
+				}
+				cur, stack = stack[len(stack)-1], stack[:len(stack)-1]
+				continue
+			}
+			child := cur
+			descend := false
+			switch e.Tag {
+			case dwarf.TagSubprogram:
+				di := &dieInfo{declFile: -1}
+				di.name, _ = e.Val(dwarf.AttrName).(string)
+				if v := e.Val(dwarf.AttrDeclFile); v != nil {
+					di.declFile = validFile(v)
+				}
+				if v, ok := e.Val(dwarf.AttrDeclLine).(int64); ok {
+					di.declLine = int(v)
+				}
+				if o, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset); ok {
+					di.origin = o
+				} else if o, ok := e.Val(dwarf.AttrSpecification).(dwarf.Offset); ok {
+					di.origin = o
+				}
+				dies[e.Offset] = di
+				child = frame{fn: -1}
+				if rg, err := d.Ranges(e); err == nil && len(rg) > 0 {
+					f := cuFunc{key: e.Offset, ranges: rg, entry: rg[0][0]}
+					if lo, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
+						f.entry = lo
+					} else if ep, ok := e.Val(dwarf.AttrEntrypc).(uint64); ok {
+						f.entry = ep
+					}
+					res.funcs = append(res.funcs, f)
+					child = frame{fn: len(res.funcs) - 1}
+				}
+				descend = true
+			case dwarf.TagInlinedSubroutine:
+				if cur.fn >= 0 {
+					rg, err := d.Ranges(e)
+					if err == nil && len(rg) > 0 {
+						if cur.depth == 0 {
+							inlRanges = append(inlRanges, rg...)
+						}
+						// The call site is a line of the caller: its own line
+						// for a direct call, an inlined line deeper down.
+						if line, ok := e.Val(dwarf.AttrCallLine).(int64); ok && line > 0 && line < 1<<32 {
+							if fi := validFile(e.Val(dwarf.AttrCallFile)); fi >= 0 {
+								k := uint64(fi)<<32 | uint64(line)
+								if cur.depth == 0 {
+									res.funcs[cur.fn].own = append(res.funcs[cur.fn].own, k)
+								} else {
+									res.funcs[cur.fn].inl = append(res.funcs[cur.fn].inl, k)
+								}
+							}
+						}
+					}
+					child = frame{fn: cur.fn, depth: cur.depth + 1}
+				}
+				descend = true
+			case dwarf.TagLexDwarfBlock, dwarf.TagNamespace, dwarf.TagModule:
+				descend = true
+			}
+			if e.Children {
+				if descend {
+					stack = append(stack, cur)
+					cur = child
+				} else {
+					r.SkipChildren()
+				}
+			}
+		}
+	}
+
+	// Names and identities: follow abstract_origin/specification to the root.
+	for i := range res.funcs {
+		f := &res.funcs[i]
+		f.declFile = -1
+		at := f.key
+		for hop := 0; hop < 8; hop++ {
+			di := dies[at]
+			if di == nil {
+				break // cross-unit reference: resolved in assemble
+			}
+			if f.name == "" {
+				f.name = di.name
+			}
+			if f.declFile < 0 && di.declFile >= 0 {
+				f.declFile, f.declLine = di.declFile, di.declLine
+			}
+			if di.origin == 0 {
+				break
+			}
+			at = di.origin
+		}
+		f.key = at
+	}
+
+	// Line pass.
+	if lr == nil {
+		return res, nil
+	}
+	type span struct {
+		lo, hi uint64
+		fn     int
+	}
+	var spans []span
+	for i, f := range res.funcs {
+		for _, rg := range f.ranges {
+			if rg[0] < rg[1] {
+				spans = append(spans, span{rg[0], rg[1], i})
+			}
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	inl := mergeRanges(inlRanges)
+	var row dwarf.LineEntry
+	var lastFile *dwarf.LineFile
+	lastIdx := -1
+	for {
+		if err := lr.Next(&row); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return res, fmt.Errorf("line table: %w", err)
+		}
+		if row.EndSequence || row.Line <= 0 || row.File == nil {
+			continue
+		}
+		if row.File != lastFile {
+			lastFile = row.File
+			idx, ok := fileIdx[row.File]
+			if !ok { // DW_LNE_define_file (DWARF 2-4)
+				idx = len(res.files)
+				fileIdx[row.File] = idx
+				res.files = append(res.files, normalizePath(compDir, row.File.Name))
+			}
+			lastIdx = idx
+		}
+		k := uint64(lastIdx)<<32 | uint64(uint32(row.Line))
+		j, _ := slices.BinarySearchFunc(spans, row.Address, func(s span, a uint64) int {
+			if s.hi <= a {
+				return -1
+			}
+			if s.lo > a {
+				return 1
+			}
+			return 0
+		})
+		if j >= len(spans) || spans[j].lo > row.Address || row.Address >= spans[j].hi {
+			res.orphans = append(res.orphans, orphanRow{row.Address, k})
+			continue
+		}
+		f := &res.funcs[spans[j].fn]
+		if inRanges(inl, row.Address) {
+			f.inl = append(f.inl, k)
+		} else {
+			f.own = append(f.own, k)
+		}
+	}
+	for i := range res.funcs {
+		res.funcs[i].own = sortUniq(res.funcs[i].own)
+		res.funcs[i].inl = sortUniq(res.funcs[i].inl)
+	}
+	return res, nil
+}
+
+// mergeRanges sorts and merges overlapping half-open ranges.
+func mergeRanges(rs [][2]uint64) [][2]uint64 {
+	slices.SortFunc(rs, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	out := rs[:0]
+	for _, r := range rs {
+		if r[0] >= r[1] {
+			continue
+		}
+		if n := len(out); n > 0 && r[0] <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func inRanges(rs [][2]uint64, a uint64) bool {
+	i, _ := slices.BinarySearchFunc(rs, a, func(r [2]uint64, a uint64) int {
+		if r[1] <= a {
+			return -1
+		}
+		if r[0] > a {
+			return 1
+		}
+		return 0
+	})
+	return i < len(rs) && rs[i][0] <= a && a < rs[i][1]
+}
+
+func sortUniq(s []uint64) []uint64 {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// normalizePath turns a DWARF file name into a kernel-tree path: cleaned,
+// relative to the compilation directory when below it, and without a
+// Debian-style out-of-tree build prefix (debian/build/build_*/).
+func normalizePath(compDir, name string) string {
+	if name == "" {
+		return ""
+	}
+	p := path.Clean(name)
+	if compDir != "" {
+		cd := path.Clean(compDir)
+		if !path.IsAbs(p) && path.IsAbs(cd) {
+			p = path.Join(cd, p)
+		}
+		if cd != "." && strings.HasPrefix(p, cd+"/") {
+			p = p[len(cd)+1:]
+		}
+	}
+	// Build directories with a different comp_dir spelling (e.g. tools that
+	// print the joined name): strip the Debian kernel build prefix.
+	if i := strings.Index(p, "debian/build/build_"); i >= 0 && (i == 0 || p[i-1] == '/') {
+		rest := p[i+len("debian/build/build_"):]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			p = rest[j+1:]
+		}
+	}
+	for strings.HasPrefix(p, "./") {
+		p = p[2:]
+	}
+	return p
+}

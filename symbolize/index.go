@@ -1,0 +1,166 @@
+package symbolize
+
+import (
+	"cmp"
+	"encoding/binary"
+	"iter"
+	"slices"
+	"sort"
+)
+
+// Index maps kernel functions to the source lines their machine code comes
+// from. Addresses are link-time (vmlinux) addresses; subtract the KASLR
+// offset (see Kernel.Offset) from runtime addresses first. An Index is safe
+// for concurrent use.
+type Index struct {
+	buildID string
+	text    uint64
+	strs    []string
+	funcs   []Function
+	ranges  []Range  // contiguous per function
+	owner   []uint32 // function of ranges[i]
+	byAddr  []uint32 // range indices sorted by Lo
+	byName  []uint32 // function indices sorted by Name, then Entry
+	lines   []byte
+}
+
+// Range is a half-open address range [Lo, Hi).
+type Range struct{ Lo, Hi uint64 }
+
+// Line is a source line: a kernel-tree path such as "fs/read_write.c" and a
+// 1-based line number.
+type Line struct {
+	File string
+	Line int
+}
+
+// Function is one kernel function: all of its address ranges (.cold parts
+// and compiler clones such as .isra/.constprop merged in) and its lines.
+type Function struct {
+	Name  string  // C name, without compiler suffixes
+	File  string  // file of the definition ("" if unknown)
+	Line  int     // line of the definition (0 if unknown)
+	Entry uint64  // entry address (link-time)
+	Ranges []Range // every address range, sorted (shared: do not modify)
+
+	// Estimated is set when no line table covers the function: LineCount is
+	// then Size()/BytesPerLine, and Lines returns nothing. Never exact.
+	Estimated bool
+
+	ix                 *Index
+	linesOff, linesLen uint32
+	nOwn, nInl, est    uint32
+	flags              uint32
+}
+
+// Size is the number of code bytes in all of the function's ranges.
+func (f *Function) Size() uint64 {
+	var n uint64
+	for _, r := range f.Ranges {
+		n += r.Hi - r.Lo
+	}
+	return n
+}
+
+// Lines returns the function's own lines (its body, including the call
+// sites of what it inlines) and the lines of the code inlined into it, each
+// sorted by file then line. Both are empty for an Estimated function.
+func (f *Function) Lines() (own, inlined []Line) {
+	if f.ix == nil {
+		return nil, nil
+	}
+	b := f.ix.lines[f.linesOff : f.linesOff+f.linesLen]
+	own, b = f.ix.decodeLines(b, int(f.nOwn))
+	inlined, _ = f.ix.decodeLines(b, int(f.nInl))
+	return own, inlined
+}
+
+// LineCount is the number of distinct lines (own ∪ inlined), or the
+// size-based estimate when Estimated.
+func (f *Function) LineCount() int {
+	if f.Estimated {
+		return int(f.est)
+	}
+	own, inl := f.Lines()
+	n := len(own)
+	for _, l := range inl {
+		if _, dup := slices.BinarySearchFunc(own, l, compareLine); !dup {
+			n++
+		}
+	}
+	return n
+}
+
+func compareLine(a, b Line) int {
+	if c := cmp.Compare(a.File, b.File); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Line, b.Line)
+}
+
+// decodeLines reads n delta-encoded keys; it stops early on corrupt input.
+func (ix *Index) decodeLines(b []byte, n int) ([]Line, []byte) {
+	out := make([]Line, 0, n)
+	var k uint64
+	for range n {
+		d, m := binary.Uvarint(b)
+		if m <= 0 {
+			return out, nil
+		}
+		b = b[m:]
+		k += d
+		file := k >> 32
+		if file >= uint64(len(ix.strs)) {
+			return out, nil
+		}
+		out = append(out, Line{File: ix.strs[file], Line: int(k & 0xffffffff)})
+	}
+	return out, b
+}
+
+// BuildID is the GNU build-id (hex) of the vmlinux the index was built from.
+func (ix *Index) BuildID() string { return ix.buildID }
+
+// Text is the link-time address of _text in that vmlinux (0 if unknown).
+func (ix *Index) Text() uint64 { return ix.text }
+
+// Len is the number of functions.
+func (ix *Index) Len() int { return len(ix.funcs) }
+
+// All yields every function, in index order.
+func (ix *Index) All() iter.Seq[*Function] {
+	return func(yield func(*Function) bool) {
+		for i := range ix.funcs {
+			if !yield(&ix.funcs[i]) {
+				return
+			}
+		}
+	}
+}
+
+// FuncAt returns the function whose code contains the link-time address
+// addr, or nil.
+func (ix *Index) FuncAt(addr uint64) *Function {
+	i := sort.Search(len(ix.byAddr), func(i int) bool { return ix.ranges[ix.byAddr[i]].Lo > addr })
+	if i == 0 {
+		return nil
+	}
+	r := ix.byAddr[i-1]
+	if addr >= ix.ranges[r].Hi {
+		return nil
+	}
+	return &ix.funcs[ix.owner[r]]
+}
+
+// Lookup returns the functions named name, sorted by entry address (static
+// functions of different files may share a name). Compiler suffixes are
+// ignored: "foo.isra.0" finds foo.
+func (ix *Index) Lookup(name string) []*Function {
+	name = baseName(name)
+	i := sort.Search(len(ix.byName), func(i int) bool { return ix.funcs[ix.byName[i]].Name >= name })
+	var out []*Function
+	for ; i < len(ix.byName) && ix.funcs[ix.byName[i]].Name == name; i++ {
+		out = append(out, &ix.funcs[ix.byName[i]])
+	}
+	return out
+}

@@ -1,0 +1,225 @@
+package symbolize
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Options say which kernel to symbolize and where its debug info is.
+type Options struct {
+	// VMLinux is the path of a vmlinux with DWARF. Empty: look in the distro
+	// locations for Release, then ask debuginfod (DEBUGINFOD_URLS) by build-id.
+	VMLinux string
+	// Kernel is the kernel the addresses came from. Zero: the running kernel,
+	// and the vmlinux's build-id must match it. With Kernel.BuildID set, the
+	// vmlinux must match that; with only Kernel.Release set, no check is made.
+	Kernel Kernel
+	// CacheDir holds indexes by build-id. Empty: os.UserCacheDir()/hapscope.
+	CacheDir string
+	// Rebuild ignores a cached index (the new one replaces it).
+	Rebuild bool
+	// Progress, if set, reports the build: units done of total.
+	Progress func(done, total int)
+}
+
+// Open returns the index for the kernel in o: loaded from the cache when an
+// index for the build-id exists (milliseconds), otherwise built from the
+// vmlinux (seconds) and cached.
+func Open(ctx context.Context, o Options) (*Index, error) {
+	k := o.Kernel
+	checkRunning := k == (Kernel{})
+	if checkRunning {
+		rk, err := RunningKernel()
+		if err != nil {
+			return nil, err
+		}
+		k = rk
+	}
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		d, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("find the cache directory: %w (set XDG_CACHE_HOME or pass a cache dir)", err)
+		}
+		cacheDir = filepath.Join(d, "hapscope")
+	}
+	if o.VMLinux == "" && k.BuildID != "" && !o.Rebuild {
+		if ix, err := loadCached(cacheDir, k.BuildID); err == nil {
+			return ix, nil
+		}
+	}
+	path := o.VMLinux
+	if path == "" {
+		p, err := findVMLinux(ctx, k, cacheDir)
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	id, err := fileBuildID(path)
+	if err != nil {
+		return nil, err
+	}
+	if k.BuildID != "" && id != k.BuildID {
+		who := "the running kernel (" + k.Release + ")"
+		if !checkRunning {
+			who = "the requested kernel"
+		}
+		return nil, fmt.Errorf("%s has build-id %s but %s has %s: its lines would be wrong; use the vmlinux of that exact build, or say which kernel the addresses came from (--build-id %s)", path, orNone(id), who, k.BuildID, orNone(id))
+	}
+	if id != "" && !o.Rebuild {
+		if ix, err := loadCached(cacheDir, id); err == nil {
+			return ix, nil
+		}
+	}
+	ix, err := Build(path, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	if id != "" {
+		if err := ix.writeFile(cachePath(cacheDir, id)); err != nil {
+			return ix, fmt.Errorf("index built but not cached: %w (check that %s is writable)", err, cacheDir)
+		}
+	}
+	return ix, nil
+}
+
+func orNone(id string) string {
+	if id == "" {
+		return "(none)"
+	}
+	return id
+}
+
+// CachePath is where Open keeps the index of a build-id under cacheDir.
+func cachePath(cacheDir, buildID string) string {
+	return filepath.Join(cacheDir, "index", buildID+".hsidx")
+}
+
+func loadCached(cacheDir, buildID string) (*Index, error) {
+	return Load(cachePath(cacheDir, buildID))
+}
+
+// Load reads an index file written by WriteTo.
+func Load(path string) (*Index, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load index: %w", err)
+	}
+	ix, err := ReadIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("load index %s: %w", path, err)
+	}
+	return ix, nil
+}
+
+// fileBuildID reads the GNU build-id of an ELF file.
+func fileBuildID(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("open vmlinux %s: %w", path, err)
+	}
+	defer f.Close()
+	return elfBuildID(f), nil
+}
+
+// DebugInfoPaths are the places distros keep a vmlinux with DWARF, in the
+// order they are searched (%s is the kernel release).
+var debugInfoPaths = []string{
+	"/usr/lib/debug/boot/vmlinux-%s",          // Debian, Ubuntu
+	"/usr/lib/debug/lib/modules/%s/vmlinux",   // Fedora, RHEL, SUSE
+	"/boot/vmlinux-%s",                        // self-built, Arch
+	"/lib/modules/%s/build/vmlinux",           // a kernel build tree
+	"/usr/lib/debug/boot/vmlinux-%s.debug",    // some derivatives
+	"/usr/lib/debug/lib/modules/%s/vmlinux.debug",
+}
+
+func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error) {
+	var tried []string
+	if k.Release != "" {
+		for _, p := range debugInfoPaths {
+			p = fmt.Sprintf(p, k.Release)
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				return p, nil
+			}
+			tried = append(tried, p)
+		}
+	}
+	urls := strings.Fields(os.Getenv("DEBUGINFOD_URLS"))
+	if len(urls) > 0 && k.BuildID != "" {
+		p, err := fetchDebuginfod(ctx, urls, k.BuildID, cacheDir)
+		if err == nil {
+			return p, nil
+		}
+		tried = append(tried, err.Error())
+	} else if k.BuildID != "" {
+		tried = append(tried, "debuginfod (DEBUGINFOD_URLS not set)")
+	}
+	return "", fmt.Errorf("no vmlinux with debug info for kernel %q (build-id %s); tried %s. Install the debug package (Debian: linux-image-%s-dbg) or pass --vmlinux PATH",
+		k.Release, orNone(k.BuildID), strings.Join(tried, ", "), k.Release)
+}
+
+// fetchDebuginfod downloads the debuginfo of buildID from the first server
+// that has it into cacheDir/debuginfod/<build-id>/vmlinux and checks it.
+func fetchDebuginfod(ctx context.Context, urls []string, buildID, cacheDir string) (string, error) {
+	dst := filepath.Join(cacheDir, "debuginfod", buildID, "vmlinux")
+	if id, err := fileBuildID(dst); err == nil && id == buildID {
+		return dst, nil
+	}
+	var errs []error
+	for _, base := range urls {
+		u := strings.TrimRight(base, "/") + "/buildid/" + buildID + "/debuginfo"
+		if err := download(ctx, u, dst); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		id, err := fileBuildID(dst)
+		if err != nil || id != buildID {
+			os.Remove(dst)
+			errs = append(errs, fmt.Errorf("%s: served a file with build-id %s, not %s", u, orNone(id), buildID))
+			continue
+		}
+		return dst, nil
+	}
+	return "", fmt.Errorf("debuginfod: %w", errors.Join(errs...))
+}
+
+func download(ctx context.Context, url, dst string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return fmt.Errorf("%s: %s %s", url, resp.Status, bytes.TrimSpace(msg))
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".download-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, resp.Body); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
