@@ -1,0 +1,54 @@
+package hap_test
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+func lines(file string, ls ...int) []symbolize.Line {
+	var out []symbolize.Line
+	for _, l := range ls {
+		out = append(out, symbolize.Line{File: file, Line: l})
+	}
+	return out
+}
+
+// New scores functions that were measured and symbolized elsewhere.
+func ExampleNew() {
+	p := hap.New(hap.Meta{Label: "cat", Backend: "fentry"}, []hap.Func{
+		{Name: "vfs_read", File: "fs/read_write.c", Own: lines("fs/read_write.c", 450, 451, 452), Inlined: lines("include/linux/fs.h", 2900)},
+		{Name: "ksys_read", File: "fs/read_write.c", Own: lines("fs/read_write.c", 610, 611)},
+	}, hap.Options{Density: 0.17})
+	p.WriteText(os.Stdout)
+	// Output:
+	// cat: 2 functions, 6 lines (5 own, 1 inlined), 2 files, ~0.00 latent bugs at 0.17/KLOC [fentry, exact]
+	// kernel unknown (build-id unknown), window 0s after 0s warm-up, misses 0, drops 0
+	// subsystem  functions  lines  estimated  share
+	// fs         2          5      0          83.3%
+	// include    0          1      0          16.7%
+	// total      2          6      0          100.0%
+}
+
+// Diff tells what one workload drives that the other does not.
+func ExampleDiff() {
+	a := hap.New(hap.Meta{Label: "native"}, []hap.Func{
+		{Name: "vfs_read", File: "fs/read_write.c", Own: lines("fs/read_write.c", 450, 451)},
+		{Name: "tcp_sendmsg", File: "net/ipv4/tcp.c", Own: lines("net/ipv4/tcp.c", 1300, 1301)},
+	}, hap.Options{})
+	b := hap.New(hap.Meta{Label: "gvisor"}, []hap.Func{
+		{Name: "vfs_read", File: "fs/read_write.c", Own: lines("fs/read_write.c", 450, 451)},
+	}, hap.Options{})
+	d := hap.Diff(a, b)
+	fmt.Println("only native:", d.OnlyA)
+	d.WriteText(os.Stdout, "native", "gvisor")
+	// Output:
+	// only native: [tcp_sendmsg (net/ipv4/tcp.c)]
+	// functions: only native 1, only gvisor 0, both 1
+	// lines:     only native 2, only gvisor 0, both 2
+	// subsystem  only native  only gvisor  both
+	// net/ipv4   2            0            0
+	// fs         0            0            2
+}
