@@ -54,7 +54,7 @@ func (p *Profile) WriteText(w io.Writer) error {
 	if p.Workload != nil {
 		fmt.Fprintf(w, "workload: %s (exit %d)\n", strings.Join(p.Workload.Command, " "), p.Workload.ExitCode)
 	}
-	fmt.Fprintln(tw, "subsystem\tfunctions\tlines\testimated\tshare\t")
+	fmt.Fprintln(tw, "subsystem\tfunctions\tlines\testimated\tshare")
 	for _, s := range p.Subsystems {
 		share := 0.0
 		if p.Lines.Total > 0 {
