@@ -26,8 +26,8 @@ type rawFunc struct {
 }
 
 const (
-	flagEstimated = 1 << iota // no line table for this code: est holds a size-based line count
-	flagFromSymbol            // no subprogram DIE: ranges come from the ELF symbol
+	flagEstimated  = 1 << iota // no line table for this code: est holds a size-based line count
+	flagFromSymbol             // no subprogram DIE: ranges come from the ELF symbol
 )
 
 type interner struct {

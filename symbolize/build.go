@@ -168,6 +168,7 @@ type dieInfo struct {
 	declFile int
 	declLine int
 	origin   dwarf.Offset // abstract_origin or specification, 0 if none
+	defn     bool         // a definition, not a DW_AT_declaration
 }
 
 func buildFromSections(in buildInput, progress func(done, total int)) (*Index, error) {
@@ -316,28 +317,45 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 	if err != nil {
 		return res, fmt.Errorf("line table: %w", err)
 	}
+	// A file can be listed twice (DWARF 5 repeats the primary file as
+	// entries 0 and 1): every index maps to the first with the same name.
 	fileIdx := map[*dwarf.LineFile]int{}
+	byName := map[string]int{}
+	var canon []int
+	addFile := func(name string) int {
+		if name == "" {
+			canon = append(canon, -1)
+			res.files = append(res.files, "")
+			return -1
+		}
+		c, ok := byName[name]
+		if !ok {
+			c = len(res.files)
+			byName[name] = c
+		}
+		canon = append(canon, c)
+		res.files = append(res.files, name)
+		return c
+	}
 	if lr != nil {
-		for i, f := range lr.Files() {
-			name := ""
-			if f != nil {
-				name = normalizePath(compDir, f.Name)
-				fileIdx[f] = i
+		for _, f := range lr.Files() {
+			if f == nil {
+				addFile("")
+				continue
 			}
-			res.files = append(res.files, name)
+			fileIdx[f] = addFile(normalizePath(compDir, f.Name))
 		}
 	}
 	validFile := func(v any) int {
 		i, ok := v.(int64)
-		if !ok || i < 0 || i >= int64(len(res.files)) || res.files[i] == "" {
+		if !ok || i < 0 || i >= int64(len(canon)) {
 			return -1
 		}
-		return int(i)
+		return canon[i]
 	}
 
 	// DIE pass.
 	dies := map[dwarf.Offset]*dieInfo{}
-	var inlRanges [][2]uint64
 	var stack []frame
 	cur := frame{fn: -1}
 	if cu.Children {
@@ -373,6 +391,8 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 				} else if o, ok := e.Val(dwarf.AttrSpecification).(dwarf.Offset); ok {
 					di.origin = o
 				}
+				decl, _ := e.Val(dwarf.AttrDeclaration).(bool)
+				di.defn = !decl
 				dies[e.Offset] = di
 				child = frame{fn: -1}
 				if rg, err := d.Ranges(e); err == nil && len(rg) > 0 {
@@ -390,19 +410,11 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 				if cur.fn >= 0 {
 					rg, err := d.Ranges(e)
 					if err == nil && len(rg) > 0 {
-						if cur.depth == 0 {
-							inlRanges = append(inlRanges, rg...)
-						}
-						// The call site is a line of the caller: its own line
-						// for a direct call, an inlined line deeper down.
+						// The call site is a line of the caller (reported
+						// by symbolizers as an inline frame).
 						if line, ok := e.Val(dwarf.AttrCallLine).(int64); ok && line > 0 && line < 1<<32 {
 							if fi := validFile(e.Val(dwarf.AttrCallFile)); fi >= 0 {
-								k := uint64(fi)<<32 | uint64(line)
-								if cur.depth == 0 {
-									res.funcs[cur.fn].own = append(res.funcs[cur.fn].own, k)
-								} else {
-									res.funcs[cur.fn].inl = append(res.funcs[cur.fn].inl, k)
-								}
+								res.funcs[cur.fn].own = append(res.funcs[cur.fn].own, uint64(fi)<<32|uint64(line))
 							}
 						}
 					}
@@ -464,7 +476,6 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 		}
 	}
 	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
-	inl := mergeRanges(inlRanges)
 	var row dwarf.LineEntry
 	var lastFile *dwarf.LineFile
 	lastIdx := -1
@@ -475,20 +486,22 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 			}
 			return res, fmt.Errorf("line table: %w", err)
 		}
-		if row.EndSequence || row.Line <= 0 || row.File == nil {
+		if row.EndSequence || row.Line <= 0 || row.Line >= 1<<32 || row.File == nil {
 			continue
 		}
 		if row.File != lastFile {
 			lastFile = row.File
 			idx, ok := fileIdx[row.File]
 			if !ok { // DW_LNE_define_file (DWARF 2-4)
-				idx = len(res.files)
+				idx = addFile(normalizePath(compDir, row.File.Name))
 				fileIdx[row.File] = idx
-				res.files = append(res.files, normalizePath(compDir, row.File.Name))
 			}
 			lastIdx = idx
 		}
-		k := uint64(lastIdx)<<32 | uint64(uint32(row.Line))
+		if lastIdx < 0 {
+			continue
+		}
+		k := uint64(lastIdx)<<32 | uint64(row.Line)
 		j, _ := slices.BinarySearchFunc(spans, row.Address, func(s span, a uint64) int {
 			if s.hi <= a {
 				return -1
@@ -503,16 +516,9 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 			continue
 		}
 		f := &res.funcs[spans[j].fn]
-		if inRanges(inl, row.Address) {
-			f.inl = append(f.inl, k)
-		} else {
-			f.own = append(f.own, k)
-		}
+		f.own = append(f.own, k)
 	}
-	for i := range res.funcs {
-		res.funcs[i].own = sortUniq(res.funcs[i].own)
-		res.funcs[i].inl = sortUniq(res.funcs[i].inl)
-	}
+	splitOwn(&res, dies)
 	return res, nil
 }
 
@@ -533,17 +539,43 @@ func mergeRanges(rs [][2]uint64) [][2]uint64 {
 	return out
 }
 
-func inRanges(rs [][2]uint64, a uint64) bool {
-	i, _ := slices.BinarySearchFunc(rs, a, func(r [2]uint64, a uint64) int {
-		if r[1] <= a {
-			return -1
+// splitOwn divides each function's lines by source extent: own lines lie in
+// its decl_file from its decl_line up to (not including) the next function
+// definition in that file; all others come from inlined code. Inlined-
+// subroutine address ranges are not used: gcc's do not cover every
+// instruction of the inlined code, so they misfile lines both ways.
+func splitOwn(res *cuResult, dies map[dwarf.Offset]*dieInfo) {
+	defs := map[int][]int{} // file → sorted decl lines of definitions
+	for _, di := range dies {
+		if di.defn && di.declFile >= 0 && di.declLine > 0 {
+			defs[di.declFile] = append(defs[di.declFile], di.declLine)
 		}
-		if r[0] > a {
-			return 1
+	}
+	for _, l := range defs {
+		slices.Sort(l)
+	}
+	for i := range res.funcs {
+		f := &res.funcs[i]
+		all := sortUniq(f.own)
+		if f.declFile < 0 || f.declLine <= 0 {
+			f.own = all
+			continue
 		}
-		return 0
-	})
-	return i < len(rs) && rs[i][0] <= a && a < rs[i][1]
+		lo, hi := uint64(f.declLine), uint64(1<<32)
+		l := defs[f.declFile]
+		if j, _ := slices.BinarySearch(l, f.declLine+1); j < len(l) {
+			hi = uint64(l[j])
+		}
+		fk := uint64(f.declFile) << 32
+		f.own, f.inl = nil, nil
+		for _, k := range all {
+			if k >= fk+lo && k < fk+hi {
+				f.own = append(f.own, k)
+			} else {
+				f.inl = append(f.inl, k)
+			}
+		}
+	}
 }
 
 func sortUniq(s []uint64) []uint64 {

@@ -37,10 +37,10 @@ type Line struct {
 // Function is one kernel function: all of its address ranges (.cold parts
 // and compiler clones such as .isra/.constprop merged in) and its lines.
 type Function struct {
-	Name  string  // C name, without compiler suffixes
-	File  string  // file of the definition ("" if unknown)
-	Line  int     // line of the definition (0 if unknown)
-	Entry uint64  // entry address (link-time)
+	Name   string  // C name, without compiler suffixes
+	File   string  // file of the definition ("" if unknown)
+	Line   int     // line of the definition (0 if unknown)
+	Entry  uint64  // entry address (link-time)
 	Ranges []Range // every address range, sorted (shared: do not modify)
 
 	// Estimated is set when no line table covers the function: LineCount is

@@ -134,11 +134,11 @@ func fileBuildID(path string) (string, error) {
 // DebugInfoPaths are the places distros keep a vmlinux with DWARF, in the
 // order they are searched (%s is the kernel release).
 var debugInfoPaths = []string{
-	"/usr/lib/debug/boot/vmlinux-%s",          // Debian, Ubuntu
-	"/usr/lib/debug/lib/modules/%s/vmlinux",   // Fedora, RHEL, SUSE
-	"/boot/vmlinux-%s",                        // self-built, Arch
-	"/lib/modules/%s/build/vmlinux",           // a kernel build tree
-	"/usr/lib/debug/boot/vmlinux-%s.debug",    // some derivatives
+	"/usr/lib/debug/boot/vmlinux-%s",        // Debian, Ubuntu
+	"/usr/lib/debug/lib/modules/%s/vmlinux", // Fedora, RHEL, SUSE
+	"/boot/vmlinux-%s",                      // self-built, Arch
+	"/lib/modules/%s/build/vmlinux",         // a kernel build tree
+	"/usr/lib/debug/boot/vmlinux-%s.debug",  // some derivatives
 	"/usr/lib/debug/lib/modules/%s/vmlinux.debug",
 }
 

@@ -1,0 +1,202 @@
+package symbolize
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// fixture is the test program of testdata/fixture compiled by one compiler.
+type fixture struct {
+	name string // e.g. "gcc-dwarf5"
+	cc   string
+	path string
+}
+
+// buildFixtures compiles testdata/fixture with gcc and clang at -O2 -g, as
+// DWARF 4 and 5. A missing compiler fails the test: the fixtures are the
+// package's ground truth.
+func buildFixtures(t testing.TB) []fixture {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := filepath.Abs("testdata/fixture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []fixture
+	for _, cc := range []string{"gcc", "clang"} {
+		if _, err := exec.LookPath(cc); err != nil {
+			t.Fatalf("%s not found: install gcc and clang (apt-get install gcc clang) to run the fixture tests", cc)
+		}
+		for _, v := range []string{"4", "5"} {
+			f := fixture{name: cc + "-dwarf" + v, cc: cc, path: filepath.Join(dir, cc+"-dwarf"+v)}
+			cmd := exec.Command(cc, "-O2", "-g", "-gdwarf-"+v, "-o", f.path, "a.c", "b.c")
+			cmd.Dir = src
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", cmd, err, b)
+			}
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func fmtLines(ls []Line) string {
+	var s []string
+	for _, l := range ls {
+		s = append(s, fmt.Sprintf("%s:%d", l.File, l.Line))
+	}
+	return strings.Join(s, " ")
+}
+
+func TestFixtureDump(t *testing.T) {
+	if os.Getenv("DUMP") == "" {
+		t.Skip("debug aid: DUMP=1")
+	}
+	for _, fx := range buildFixtures(t) {
+		ix, err := Build(fx.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for f := range ix.All() {
+			names = append(names, fmt.Sprintf("%s %s:%d %#x %v est=%v\n  own %s\n  inl %s", f.Name, f.File, f.Line, f.Entry, f.Ranges, f.Estimated, fmtLines(must2(f.Lines())), fmtLines(second(f.Lines()))))
+		}
+		sort.Strings(names)
+		t.Logf("%s:\n%s", fx.name, strings.Join(names, "\n"))
+	}
+}
+
+func must2(a, _ []Line) []Line  { return a }
+func second(_, b []Line) []Line { return b }
+
+// L builds a line list: L("a.c", 1, 2) = a.c:1 a.c:2.
+func L(file string, lines ...int) []Line {
+	var out []Line
+	for _, l := range lines {
+		out = append(out, Line{file, l})
+	}
+	return out
+}
+
+func cat(ls ...[]Line) []Line {
+	var out []Line
+	for _, l := range ls {
+		out = append(out, l...)
+	}
+	sort.Slice(out, func(i, j int) bool { return compareLine(out[i], out[j]) < 0 })
+	return out
+}
+
+type want struct {
+	file     string
+	own, inl []Line
+	copies   int // functions of that name (hget: one out-of-line copy per unit)
+	ranges   int // address ranges (split: hot + cold with gcc)
+}
+
+// fixtureWant are the exact line sets of testdata/fixture, read off the
+// source: every statement line, the call sites of inlined functions as own
+// lines, and the inlined bodies. gcc also marks the opening line of inlined
+// functions and closing braces; clang does not.
+func fixtureWant(cc string) map[string]want {
+	if cc == "gcc" {
+		return map[string]want{
+			"outer":  {file: "a.c", own: L("a.c", 19, 20, 21, 22, 23, 24), inl: cat(L("a.c", 5, 7, 8, 9), L("hdr.h", 5, 7, 8, 9, 10)), copies: 1, ranges: 1},
+			"scaled": {file: "a.c", own: L("a.c", 12, 14, 15, 16), copies: 1, ranges: 1},
+			"report": {file: "a.c", own: L("a.c", 27, 28, 29), copies: 1, ranges: 1},
+			"split":  {file: "a.c", own: L("a.c", 32, 33, 34, 35, 36, 37, 39, 40, 41), copies: 1, ranges: 2},
+			"main":   {file: "b.c", own: L("b.c", 10, 11, 12, 13, 14, 15), inl: L("hdr.h", 5, 7, 8, 9, 10), copies: 1, ranges: 1},
+			"hget":   {file: "hdr.h", own: L("hdr.h", 13, 14, 15, 16), copies: 2, ranges: 1},
+		}
+	}
+	return map[string]want{
+		"outer":  {file: "a.c", own: L("a.c", 19, 20, 21, 22, 23), inl: cat(L("a.c", 7, 8, 9), L("hdr.h", 7, 8, 9, 10)), copies: 1, ranges: 1},
+		"scaled": {file: "a.c", own: L("a.c", 13, 14, 15), copies: 1, ranges: 1},
+		"report": {file: "a.c", own: L("a.c", 27, 28, 29), copies: 1, ranges: 1},
+		"split":  {file: "a.c", own: L("a.c", 32, 33, 34, 35, 36, 39, 40, 41), copies: 1, ranges: 1},
+		"main":   {file: "b.c", own: L("b.c", 10, 11, 12, 13, 14), inl: L("hdr.h", 7, 8, 9, 10), copies: 1, ranges: 1},
+		"hget":   {file: "hdr.h", own: L("hdr.h", 13, 14, 15), copies: 2, ranges: 1},
+	}
+}
+
+func TestFixtureLines(t *testing.T) {
+	for _, fx := range buildFixtures(t) {
+		t.Run(fx.name, func(t *testing.T) {
+			ix, err := Build(fx.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, w := range fixtureWant(fx.cc) {
+				fns := ix.Lookup(name)
+				if len(fns) != w.copies {
+					t.Errorf("Lookup(%q): %d functions, want %d", name, len(fns), w.copies)
+					continue
+				}
+				for _, f := range fns {
+					own, inl := f.Lines()
+					if f.File != w.file || f.Estimated || len(f.Ranges) != w.ranges {
+						t.Errorf("%s: file %q estimated %v ranges %v; want file %q, %d ranges", name, f.File, f.Estimated, f.Ranges, w.file, w.ranges)
+					}
+					if d := cmp.Diff(w.own, own, cmpopts.EquateEmpty()); d != "" {
+						t.Errorf("%s own lines (-want +got):\n%s", name, d)
+					}
+					if d := cmp.Diff(w.inl, inl, cmpopts.EquateEmpty()); d != "" {
+						t.Errorf("%s inlined lines (-want +got):\n%s", name, d)
+					}
+					if n := f.LineCount(); n != len(cat(w.own, w.inl)) {
+						t.Errorf("%s LineCount %d, want %d", name, n, len(cat(w.own, w.inl)))
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFixtureSymbols: every ELF symbol of the fixture's own functions,
+// clones (.constprop) and cold parts included, maps to its C function by
+// address.
+func TestFixtureSymbols(t *testing.T) {
+	for _, fx := range buildFixtures(t) {
+		t.Run(fx.name, func(t *testing.T) {
+			ix, err := Build(fx.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ef, err := elf.Open(fx.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ef.Close()
+			syms, err := ef.Symbols()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, s := range syms {
+				if _, ours := fixtureWant(fx.cc)[baseName(s.Name)]; !ours || elf.ST_TYPE(s.Info) != elf.STT_FUNC {
+					continue
+				}
+				seen[s.Name] = true
+				f := ix.FuncAt(s.Value)
+				if f == nil || f.Name != baseName(s.Name) {
+					t.Errorf("FuncAt(%#x) for symbol %s = %v", s.Value, s.Name, f)
+				}
+				if got := ix.Lookup(s.Name); len(got) == 0 {
+					t.Errorf("Lookup(%q) found nothing", s.Name)
+				}
+			}
+			if fx.cc == "gcc" && (!seen["split.cold"] || !seen["scaled.constprop.0"]) {
+				t.Errorf("gcc did not make split.cold and scaled.constprop.0 (symbols %v): the fixture no longer tests clones", seen)
+			}
+		})
+	}
+}
