@@ -1,0 +1,173 @@
+package hap
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+// ScoreOptions configure Score.
+type ScoreOptions struct {
+	Label string
+	// Warmup is waited before the window (start-up is not steady state);
+	// Window is the measured time. Defaults: 5s and 10s.
+	Warmup, Window time.Duration
+	// Samples is how many convergence points the window is cut into
+	// (default 10).
+	Samples int
+	// Coverage configures the tracer (backend, interrupt context, progress).
+	Coverage coverage.Options
+	// Catalogue is the set of functions to probe; nil loads the running
+	// kernel's.
+	Catalogue *coverage.Catalogue
+	// Symbolize says where the kernel's debug info is.
+	Symbolize symbolize.Options
+	// AllowEstimate scores with size-based line estimates when no DWARF is
+	// found, instead of failing. The profile's Mode then says so.
+	AllowEstimate bool
+	Density       float64 // defects per 1,000 lines; 0 means DefaultDensity
+	// Workload, when set, is recorded in the profile.
+	Workload *Workload
+}
+
+// Score measures the kernel functions that the processes of the cgroup v2
+// directory cgroup (and its descendants) execute during the window, turns
+// them into source lines and scores them. The tracer is attached before the
+// warm-up and detached before Score returns.
+func Score(ctx context.Context, cgroup string, opt ScoreOptions) (*Profile, error) {
+	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
+	opt.Window = cmp.Or(opt.Window, 10*time.Second)
+	opt.Samples = cmp.Or(opt.Samples, 10)
+	ix, kern, err := openIndex(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	cat := opt.Catalogue
+	if cat == nil {
+		if cat, err = coverage.LoadCatalogue(); err != nil {
+			return nil, fmt.Errorf("score %s: %w", cgroup, err)
+		}
+	}
+	t, err := coverage.Open(ctx, cat, opt.Coverage)
+	if err != nil {
+		return nil, fmt.Errorf("score %s: %w", cgroup, err)
+	}
+	p, err := measure(ctx, t, cgroup, ix, kern, opt)
+	if cerr := t.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("score %s: detach: %w", cgroup, cerr)
+	}
+	return p, err
+}
+
+func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symbolize.Index, kern symbolize.Kernel, opt ScoreOptions) (*Profile, error) {
+	s, err := t.AddScope(cgroup)
+	if err != nil {
+		return nil, fmt.Errorf("score %s: %w", cgroup, err)
+	}
+	select {
+	case <-time.After(opt.Warmup):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := t.Reset(s); err != nil {
+		return nil, fmt.Errorf("score %s: %w", cgroup, err)
+	}
+	start := time.Now()
+	interval := opt.Window / time.Duration(opt.Samples)
+	newPer, snap, err := t.Converge(ctx, s, interval, opt.Samples)
+	if err != nil {
+		return nil, fmt.Errorf("score %s: %w", cgroup, err)
+	}
+	meta := Meta{
+		Label: opt.Label, Release: kern.Release, BuildID: cmp.Or(kern.BuildID, ix.BuildID()), Backend: string(t.Backend()),
+		Start: start.UTC(), Warmup: opt.Warmup, Window: opt.Window,
+		Interrupt: opt.Coverage.Interrupts, Workload: opt.Workload,
+	}
+	total := 0
+	for i, n := range newPer {
+		total += n
+		meta.Convergence = append(meta.Convergence, Point{At: time.Duration(i+1) * interval, Functions: total})
+	}
+	return FromSnapshot(snap, ix, kern, meta, Options{Density: opt.Density})
+}
+
+func openIndex(ctx context.Context, opt ScoreOptions) (*symbolize.Index, symbolize.Kernel, error) {
+	kern := opt.Symbolize.Kernel
+	if kern == (symbolize.Kernel{}) {
+		k, err := symbolize.RunningKernel()
+		if err != nil {
+			return nil, kern, fmt.Errorf("identify the running kernel: %w", err)
+		}
+		kern = k
+		opt.Symbolize.Kernel = k
+	}
+	ix, err := symbolize.Open(ctx, opt.Symbolize)
+	if err == nil {
+		return ix, kern, nil
+	}
+	if !opt.AllowEstimate {
+		return nil, kern, fmt.Errorf("no line information for kernel %s: %w (install its debug info, pass a vmlinux, or allow size-based estimates)", kern.Release, err)
+	}
+	f, ferr := os.Open("/proc/kallsyms")
+	if ferr != nil {
+		return nil, kern, errors.Join(err, ferr)
+	}
+	defer f.Close()
+	syms, ferr := symbolize.ParseKallsyms(f)
+	if ferr != nil {
+		return nil, kern, errors.Join(err, ferr)
+	}
+	est, ferr := symbolize.Estimate(syms)
+	if ferr != nil {
+		return nil, kern, errors.Join(err, ferr)
+	}
+	return est, kern, nil
+}
+
+// FromSnapshot symbolizes a coverage snapshot and scores it. Runtime
+// addresses are mapped to the index with kern's KASLR offset; functions
+// that resolve to the same index function (a clone and its origin) count
+// once. A hit that no index function contains is an error: the index does
+// not belong to the kernel that was measured.
+func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.Kernel, meta Meta, opt Options) (*Profile, error) {
+	off := kern.Offset(ix)
+	byFn := map[*symbolize.Function]int{}
+	var funcs []Func
+	var unresolved []string
+	for _, h := range snap.Hits {
+		sf := ix.FuncAt(h.Addr - off)
+		if sf == nil {
+			unresolved = append(unresolved, fmt.Sprintf("%s@%#x", h.Name, h.Addr))
+			continue
+		}
+		if i, ok := byFn[sf]; ok {
+			funcs[i].Hits += h.Count
+			continue
+		}
+		f := Func{Name: sf.Name, Addr: h.Addr, Hits: h.Count, File: sf.File}
+		if sf.Estimated {
+			f.Estimated = sf.LineCount()
+		} else {
+			f.Own, f.Inlined = sf.Lines()
+		}
+		byFn[sf] = len(funcs)
+		funcs = append(funcs, f)
+	}
+	if len(unresolved) > 0 {
+		n := min(len(unresolved), 5)
+		return nil, fmt.Errorf("%d of %d measured functions are not in the debug info of build-id %s (e.g. %v): wrong vmlinux for this kernel?",
+			len(unresolved), len(snap.Hits), ix.BuildID(), unresolved[:n])
+	}
+	meta.Backend = cmp.Or(meta.Backend, string(snap.Backend))
+	meta.Misses, meta.Drops = snap.Misses, snap.Dropped
+	if meta.BuildID == "" {
+		meta.BuildID = ix.BuildID()
+	}
+	return New(meta, funcs, opt), nil
+}
