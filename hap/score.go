@@ -38,31 +38,65 @@ type ScoreOptions struct {
 
 // Score measures the kernel functions that the processes of the cgroup v2
 // directory cgroup (and its descendants) execute during the window, turns
-// them into source lines and scores them. The tracer is attached before the
-// warm-up and detached before Score returns.
+// them into source lines and scores them. It is NewScorer, Scorer.Score and
+// Scorer.Close in one call.
 func Score(ctx context.Context, cgroup string, opt ScoreOptions) (*Profile, error) {
-	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
-	opt.Window = cmp.Or(opt.Window, 10*time.Second)
-	opt.Samples = cmp.Or(opt.Samples, 10)
-	ix, kern, err := openIndex(ctx, opt)
+	s, err := NewScorer(ctx, opt)
 	if err != nil {
 		return nil, err
 	}
+	p, err := s.Score(ctx, cgroup)
+	if cerr := s.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return p, err
+}
+
+// Scorer is an attached tracer and an open line index: it scores cgroups
+// one after another (or concurrently) without attaching again.
+type Scorer struct {
+	t    *coverage.Tracer
+	ix   *symbolize.Index
+	kern symbolize.Kernel
+	opt  ScoreOptions
+}
+
+// NewScorer attaches the tracer (the step that fails on kernels that cannot
+// be traced, with the reason) and opens the line index of the kernel.
+func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
+	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
+	opt.Window = cmp.Or(opt.Window, 10*time.Second)
+	opt.Samples = cmp.Or(opt.Samples, 10)
 	cat := opt.Catalogue
 	if cat == nil {
+		var err error
 		if cat, err = coverage.LoadCatalogue(); err != nil {
-			return nil, fmt.Errorf("score %s: %w", cgroup, err)
+			return nil, err
 		}
 	}
 	t, err := coverage.Open(ctx, cat, opt.Coverage)
 	if err != nil {
-		return nil, fmt.Errorf("score %s: %w", cgroup, err)
+		return nil, err
 	}
-	p, err := measure(ctx, t, cgroup, ix, kern, opt)
-	if cerr := t.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("score %s: detach: %w", cgroup, cerr)
+	ix, kern, err := openIndex(ctx, opt)
+	if err != nil {
+		t.Close()
+		return nil, err
 	}
-	return p, err
+	return &Scorer{t: t, ix: ix, kern: kern, opt: opt}, nil
+}
+
+// Score measures cgroup: warm-up, then the window (see ScoreOptions).
+func (s *Scorer) Score(ctx context.Context, cgroup string) (*Profile, error) {
+	return measure(ctx, s.t, cgroup, s.ix, s.kern, s.opt)
+}
+
+// Close detaches the tracer.
+func (s *Scorer) Close() error {
+	if err := s.t.Close(); err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	return nil
 }
 
 func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symbolize.Index, kern symbolize.Kernel, opt ScoreOptions) (*Profile, error) {
@@ -70,10 +104,11 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 	if err != nil {
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)
 	}
+	defer t.RemoveScope(s)
 	select {
 	case <-time.After(opt.Warmup):
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, context.Cause(ctx)
 	}
 	if err := t.Reset(s); err != nil {
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)

@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+// exitWorkload is the exit code when the measured workload failed: the
+// measurement is not scored.
+const exitWorkload = 3
+
+func init() {
+	register("run", "run a command in a new cgroup and score its steady state", cmdRun)
+	register("score", "score an existing cgroup (or a process's cgroup) over a window", cmdScore)
+}
+
+// scoreFlags are the flags run and score share.
+type scoreFlags struct {
+	warmup, window       time.Duration
+	samples              int
+	jsonOut              bool
+	out                  string
+	label                string
+	backend              string
+	interrupts, estimate bool
+	vmlinux              string
+	density              float64
+	quiet                bool
+}
+
+func (f *scoreFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "time to wait before measuring (start-up is not steady state)")
+	fs.DurationVar(&f.window, "window", 10*time.Second, "measured window")
+	fs.IntVar(&f.samples, "samples", 10, "convergence points in the window")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the profile as JSON instead of a table")
+	fs.StringVar(&f.out, "o", "", "also write the profile JSON to this file")
+	fs.StringVar(&f.label, "label", "", "label of the profile (default: the command or cgroup)")
+	fs.StringVar(&f.backend, "backend", "", "force a backend: kprobe.multi, fentry or kprobe (default: best available)")
+	fs.BoolVar(&f.interrupts, "interrupts", false, "also count hard-IRQ, soft-IRQ and NMI context")
+	fs.BoolVar(&f.estimate, "estimate", false, "without DWARF, estimate lines from function sizes (marked estimated)")
+	fs.StringVar(&f.vmlinux, "vmlinux", "", "vmlinux with DWARF (default: distro locations, then debuginfod)")
+	fs.Float64Var(&f.density, "density", 0, fmt.Sprintf("bug density, defects per 1,000 lines (default %.2f)", hap.DefaultDensity))
+	fs.BoolVar(&f.quiet, "q", false, "no progress output")
+}
+
+func (f *scoreFlags) options() hap.ScoreOptions {
+	o := hap.ScoreOptions{
+		Label: f.label, Warmup: f.warmup, Window: f.window, Samples: f.samples,
+		Coverage:      coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
+		Symbolize:     symbolize.Options{VMLinux: f.vmlinux},
+		AllowEstimate: f.estimate, Density: f.density,
+	}
+	if !f.quiet {
+		o.Coverage.Progress = progressPrinter()
+		o.Symbolize.Progress = indexProgress()
+	}
+	return o
+}
+
+// progressPrinter draws attach/detach progress bars on stderr.
+func progressPrinter() func(coverage.Progress) {
+	var bar *progressbar.ProgressBar
+	var stage string
+	return func(p coverage.Progress) {
+		if bar == nil || p.Stage != stage {
+			if bar != nil {
+				bar.Finish()
+			}
+			stage = p.Stage
+			bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(os.Stderr),
+				progressbar.OptionSetDescription(fmt.Sprintf("%s %s", p.Stage, p.Backend)),
+				progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish())
+		}
+		bar.Set(p.Done)
+	}
+}
+
+// indexProgress draws the DWARF index build.
+func indexProgress() func(done, total int) {
+	var bar *progressbar.ProgressBar
+	return func(done, total int) {
+		if bar == nil {
+			bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr),
+				progressbar.OptionSetDescription("index DWARF"), progressbar.OptionShowCount(),
+				progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+		}
+		bar.Set(done)
+	}
+}
+
+func (f *scoreFlags) print(p *hap.Profile) int {
+	if f.out != "" {
+		w, err := os.Create(f.out)
+		if err == nil {
+			err = p.WriteJSON(w)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return fail(fmt.Errorf("write %s: %w", f.out, err))
+		}
+	}
+	var err error
+	if f.jsonOut {
+		err = p.WriteJSON(os.Stdout)
+	} else {
+		err = p.WriteText(os.Stdout)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func cmdScore(args []string) int {
+	fs := flag.NewFlagSet("score", flag.ContinueOnError)
+	var sf scoreFlags
+	sf.register(fs)
+	cg := fs.String("cgroup", "", "cgroup v2 directory to measure (with its descendants)")
+	pid := fs.Int("pid", 0, "measure the cgroup of this process")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope score (--cgroup DIR | --pid PID) [--window D] [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if (*cg == "") == (*pid == 0) || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	if *pid != 0 {
+		p, err := coverage.CgroupOf(*pid)
+		if err != nil {
+			return fail(err)
+		}
+		*cg = p
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o := sf.options()
+	o.Label = firstNonEmpty(o.Label, filepath.Base(*cg))
+	p, err := hap.Score(ctx, *cg, o)
+	if err != nil {
+		return fail(err)
+	}
+	return sf.print(p)
+}
+
+func cmdRun(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var sf scoreFlags
+	sf.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope run [--warmup D] [--window D] [--json] [flags] -- CMD [ARG...]")
+		fmt.Fprintln(fs.Output(), "Runs CMD in a new cgroup v2, measures its steady state and prints the score.")
+		fmt.Fprintln(fs.Output(), "CMD still running at the end of the window is stopped (SIGTERM). A CMD that exits")
+		fmt.Fprintln(fs.Output(), "non-zero, or exits before the window starts, is reported and not scored (exit status 3).")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	cmdline := fs.Args()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	root, err := cgroup2Root()
+	if err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp(root, "hapscope-run-")
+	if err != nil {
+		return fail(fmt.Errorf("create a cgroup under %s: %w (hapscope run needs root)", root, err))
+	}
+	defer removeCgroup(dir)
+	cgfd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		return fail(err)
+	}
+	cmd := exec.Command(cmdline[0], cmdline[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd, Setpgid: true}
+
+	o := sf.options()
+	o.Label = firstNonEmpty(o.Label, filepath.Base(cmdline[0]))
+	wl := &hap.Workload{Command: cmdline, ExitCode: -1}
+	o.Workload = wl
+
+	// The tracer is attached before the workload starts, so start-up is
+	// excluded by the warm-up, not missed, and a kernel that cannot be
+	// traced is reported before anything runs.
+	scorer, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		syscall.Close(cgfd)
+		return fail(err)
+	}
+	defer scorer.Close()
+	scoreCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type result struct {
+		p   *hap.Profile
+		err error
+	}
+	started := make(chan struct{})
+	res := make(chan result, 1)
+	go func() {
+		<-started
+		p, err := scorer.Score(scoreCtx, dir)
+		res <- result{p, err}
+	}()
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		syscall.Close(cgfd)
+		return fail(fmt.Errorf("start %s: %w", cmdline[0], err))
+	}
+	syscall.Close(cgfd)
+	close(started)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	var r result
+	select {
+	case r = <-res:
+		// Window over: stop the workload if it still runs.
+		stopWorkload(cmd, exited, wl)
+	case werr := <-exited:
+		wl.ExitCode = exitCode(werr)
+		if wl.ExitCode != 0 || time.Since(t0) < o.Warmup {
+			why := fmt.Sprintf("exit status %d", wl.ExitCode)
+			if wl.ExitCode == 0 {
+				why = fmt.Sprintf("exited after %s, before the %s warm-up ended", time.Since(t0).Round(time.Millisecond), o.Warmup)
+			}
+			cancel(errors.New("workload ended"))
+			<-res
+			fmt.Fprintf(os.Stderr, "hapscope: workload %q failed (%s); not scored\n", strings.Join(cmdline, " "), why)
+			return exitWorkload
+		}
+		r = <-res
+	}
+	if r.err != nil {
+		return fail(r.err)
+	}
+	if err := scorer.Close(); err != nil {
+		return fail(err)
+	}
+	if wl.ExitCode > 0 {
+		fmt.Fprintf(os.Stderr, "hapscope: workload %q exited with status %d during the window; not scored\n", strings.Join(cmdline, " "), wl.ExitCode)
+		return exitWorkload
+	}
+	return sf.print(r.p)
+}
+
+// stopWorkload ends a workload still running at the end of the window and
+// records how it ended.
+func stopWorkload(cmd *exec.Cmd, exited chan error, wl *hap.Workload) {
+	select {
+	case werr := <-exited:
+		wl.ExitCode = exitCode(werr)
+		return
+	default:
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	wl.ExitCode = -1
+	wl.Error = "still running at the end of the window; stopped by hapscope"
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return 1
+}
+
+// cgroup2Root finds where the cgroup v2 hierarchy is mounted.
+func cgroup2Root() (string, error) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return parseCgroup2Root(f)
+}
+
+func parseCgroup2Root(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 3 && f[2] == "cgroup2" {
+			return unescapeMount(f[1]), nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); hapscope scopes by cgroup v2")
+}
+
+// unescapeMount decodes the octal escapes of /proc/self/mounts (\040 …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// removeCgroup removes a cgroup made by run, after its processes are gone.
+func removeCgroup(dir string) {
+	for range 50 {
+		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return
+		}
+		if data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil && len(data) > 0 {
+			for _, pid := range strings.Fields(string(data)) {
+				if n, err := strconv.Atoi(pid); err == nil {
+					syscall.Kill(n, syscall.SIGKILL)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "hapscope: could not remove cgroup %s; remove it by hand\n", dir)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}

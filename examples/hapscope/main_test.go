@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hapscope/hapscope/internal/labtest"
+)
+
+// build compiles the CLI once per test binary.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "hapscope")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestHostRunExplainsRefusal runs `hapscope run -- true` on a kernel that
+// cannot be traced: it must say why in plain lines (each backend, lockdown
+// or missing CONFIG), exit 1, and not run the workload or print a stack trace.
+func TestHostRunExplainsRefusal(t *testing.T) {
+	if labtest.InLab() || os.Geteuid() != 0 {
+		t.Skip("host test, needs root")
+	}
+	bin := build(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	cmd := exec.Command(bin, "run", "-q", "--", "touch", marker)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil {
+		t.Skip("this kernel can be traced; the refusal path does not apply")
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1\n%s", err, stderr.String())
+	}
+	msg := stderr.String()
+	for _, want := range []string{"kprobe.multi", "fentry", "kprobe", "EPERM", "lockdown"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("refusal does not mention %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "goroutine ") || strings.Contains(msg, "panic:") {
+		t.Errorf("stack trace instead of an explanation:\n%s", msg)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the workload ran although nothing could be measured")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	bin := build(t)
+	for _, args := range [][]string{{}, {"nope"}, {"run"}, {"compare", "a.json"}, {"score"}} {
+		cmd := exec.Command(bin, args...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("hapscope %v: %v, want exit status 2\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "usage:") {
+			t.Errorf("hapscope %v prints no usage:\n%s", args, out)
+		}
+	}
+}
+
+func TestParseCgroup2Root(t *testing.T) {
+	mounts := "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/my\\040dir cgroup2 rw 0 0\n"
+	got, err := parseCgroup2Root(strings.NewReader(mounts))
+	if err != nil || got != "/sys/fs/cgroup/my dir" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if _, err := parseCgroup2Root(strings.NewReader("proc /proc proc rw 0 0\n")); err == nil {
+		t.Fatal("no cgroup2 mount must be an error")
+	}
+}
+
+func FuzzParseCgroup2Root(f *testing.F) {
+	f.Add("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n")
+	f.Add("x /a\\04 cgroup2\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		root, err := parseCgroup2Root(strings.NewReader(s))
+		if err == nil && root == "" && !strings.Contains(s, "cgroup2") {
+			t.Fatal("root found without a cgroup2 line")
+		}
+	})
+}
