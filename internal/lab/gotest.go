@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/symbolize"
 )
 
 // TestConfig says which Go tests to run in one boot of a lab kernel.
@@ -128,6 +129,13 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 
 	k := cfg.Kernel
 	var sb strings.Builder
+	if k.Spec.Debug {
+		vmlinux, cacheDir, err := prepareIndex(ctx, k, cfg.Console)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
+	}
 	fmt.Fprintf(&sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
 	if cfg.OutDir != "" {
 		fmt.Fprintf(&sb, "export %s=/out\n", labtest.EnvOut)
@@ -174,6 +182,28 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 		err = fmt.Errorf("lab: %d of %d packages reported a result", len(res.Packages), len(pkgs))
 	}
 	return res, err
+}
+
+// prepareIndex fetches the kernel's vmlinux with DWARF and builds its line
+// index into the host's symbolize cache, so that tests in the guest load it
+// in milliseconds instead of building it under emulation.
+func prepareIndex(ctx context.Context, k *Kernel, log io.Writer) (vmlinux, cacheDir string, err error) {
+	vmlinux, err = DebugVmlinux(ctx, k.Spec.Name, log)
+	if err != nil {
+		return "", "", err
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", "", err
+	}
+	cacheDir = filepath.Join(d, "hapscope")
+	start := time.Now()
+	ix, err := symbolize.Open(ctx, symbolize.Options{VMLinux: vmlinux, Kernel: symbolize.Kernel{Release: k.Release}, CacheDir: cacheDir})
+	if err != nil {
+		return "", "", fmt.Errorf("build the line index of %s: %w", vmlinux, err)
+	}
+	fmt.Fprintf(log, "lab: line index of %s (build-id %s, %d functions) ready in %s\n", k.Release, ix.BuildID(), ix.Len(), time.Since(start).Round(time.Millisecond))
+	return vmlinux, cacheDir, nil
 }
 
 func accelName(single bool) string {

@@ -18,6 +18,12 @@ const (
 	EnvKernel  = "HAPSCOPE_LAB_KERNEL"  // lab kernel name: "6.12" or "6.1"
 	EnvRelease = "HAPSCOPE_LAB_RELEASE" // the Debian release uname -r must report
 	EnvOut     = "HAPSCOPE_LAB_OUT"     // writable directory shared with the host
+	// EnvVmlinux is the guest path of the vmlinux with DWARF that matches the
+	// booted kernel (unset for kernels without one, e.g. 6.1).
+	EnvVmlinux = "HAPSCOPE_LAB_VMLINUX"
+	// EnvIndexCache is the guest path of the host's symbolize index cache,
+	// where the runner built the booted kernel's line index beforehand.
+	EnvIndexCache = "HAPSCOPE_LAB_INDEX_CACHE"
 )
 
 // HostRoot is where the host's root file system is mounted, read-only, in the
@@ -48,3 +54,11 @@ func Host(path string) string { return filepath.Join(HostRoot, path) }
 // OutDir is a directory whose files come back to the host after the run
 // (internal/lab copies it to the -out directory), or "" when there is none.
 func OutDir() string { return os.Getenv(EnvOut) }
+
+// Vmlinux is the guest path of the booted kernel's vmlinux with DWARF, or ""
+// when the lab has none for it.
+func Vmlinux() string { return os.Getenv(EnvVmlinux) }
+
+// IndexCache is the guest path of the (read-only) symbolize cache holding the
+// booted kernel's line index, or "" when there is none.
+func IndexCache() string { return os.Getenv(EnvIndexCache) }

@@ -1,0 +1,175 @@
+package hap
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+// startIn starts a busybox shell loop in a new cgroup under the v2 root.
+func startIn(t *testing.T, name, script string) (dir string, stop func()) {
+	t.Helper()
+	dir = filepath.Join("/sys/fs/cgroup", name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		for range 50 {
+			if os.Remove(dir) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// TestLabScore scores two known workloads with one attach on the lab kernel
+// and checks what every profile must satisfy. On 6.12 lines come from the
+// Debian vmlinux's DWARF (index built on the host by the lab runner); on 6.1,
+// which has no DWARF in the lab, lines are size-based estimates and the
+// profile must say so.
+func TestLabScore(t *testing.T) {
+	labtest.Require(t)
+	ctx := context.Background()
+	cat, err := coverage.LoadCatalogue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := ScoreOptions{Warmup: time.Second, Window: 3 * time.Second, Samples: 3, Catalogue: cat}
+	exact := labtest.Vmlinux() != ""
+	if exact {
+		opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
+	} else {
+		// fentry on 6.1 attaches one program per function (and detaches
+		// slowly under emulation): probe a bounded set that includes the
+		// functions asserted below.
+		opt.AllowEstimate = true
+		n := 0
+		opt.Catalogue = cat.Subset(func(f coverage.Function) bool {
+			keep := f.Name == "vfs_read" || f.Name == "vfs_mkdir" || f.Name == "do_mkdirat" || f.Name == "ksys_read" ||
+				(n < 60 && (strings.HasPrefix(f.Name, "vfs_") || strings.HasSuffix(f.Name, "_read")))
+			if keep {
+				n++
+			}
+			return keep
+		})
+	}
+	t.Logf("catalogue: %d functions (exact lines: %v)", len(opt.Catalogue.Functions), exact)
+	start := time.Now()
+	sc, err := NewScorer(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("attached in %s", time.Since(start).Round(time.Millisecond))
+	defer func() {
+		start := time.Now()
+		if err := sc.Close(); err != nil {
+			t.Error(err)
+		}
+		t.Logf("detached in %s", time.Since(start).Round(time.Millisecond))
+	}()
+
+	readDir, stopRead := startIn(t, "hap-read", "while :; do dd if=/dev/zero of=/dev/null bs=4096 count=200 2>/dev/null; done")
+	defer stopRead()
+	mkdirDir, stopMkdir := startIn(t, "hap-mkdir", "cd /tmp; while :; do mkdir hapx; rmdir hapx; done")
+	defer stopMkdir()
+
+	read, err := sc.Score(ctx, readDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read.Label = "read"
+	mk, err := sc.Score(ctx, mkdirDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk.Label = "mkdir"
+	for _, p := range []*Profile{read, mk} {
+		t.Log(p.Summary())
+		checkInvariants(t, p)
+		if p.Release != labtest.Release() {
+			t.Errorf("%s: release %q, want %q", p.Label, p.Release, labtest.Release())
+		}
+		wantMode := ModeExact
+		if !exact {
+			wantMode = ModeEstimated
+		}
+		if p.Mode != wantMode {
+			t.Errorf("%s: mode %q, want %q", p.Label, p.Mode, wantMode)
+		}
+		if len(p.Convergence) != 3 {
+			t.Errorf("%s: %d convergence points, want 3", p.Label, len(p.Convergence))
+		}
+		var js bytes.Buffer
+		if err := p.WriteJSON(&js); err != nil {
+			t.Fatal(err)
+		}
+		q, err := ReadJSON(bytes.NewReader(js.Bytes()))
+		if err != nil {
+			t.Fatalf("%s: JSON round trip: %v", p.Label, err)
+		}
+		if !Diff(p, q).Empty() || q.Lines != p.Lines || len(q.Functions) != len(p.Functions) {
+			t.Errorf("%s: JSON round trip changed the profile", p.Label)
+		}
+		if out := labtest.OutDir(); out != "" {
+			os.WriteFile(filepath.Join(out, fmt.Sprintf("score-%s-%s.json", labtest.Kernel(), p.Label)), js.Bytes(), 0o644)
+		}
+	}
+	has := func(p *Profile, name string) *Func {
+		for i := range p.Functions {
+			if p.Functions[i].Name == name {
+				return &p.Functions[i]
+			}
+		}
+		return nil
+	}
+	vr := has(read, "vfs_read")
+	if vr == nil {
+		t.Fatalf("read workload profile lacks vfs_read: %v", read.Functions)
+	}
+	if vr.Lines < 5 {
+		t.Errorf("vfs_read has %d lines, want at least 5", vr.Lines)
+	}
+	if exact && vr.File != "fs/read_write.c" {
+		t.Errorf("vfs_read defined in %q, want fs/read_write.c", vr.File)
+	}
+	if has(mk, "vfs_mkdir") == nil && has(mk, "do_mkdirat") == nil {
+		t.Errorf("mkdir workload profile lacks vfs_mkdir and do_mkdirat")
+	}
+	if has(read, "vfs_mkdir") != nil || has(read, "do_mkdirat") != nil {
+		t.Errorf("read workload profile holds mkdir functions: the scopes leak")
+	}
+	d := Diff(read, mk)
+	if len(d.OnlyA)+len(d.Both) != len(read.Functions) || len(d.OnlyB)+len(d.Both) != len(mk.Functions) {
+		t.Error("Diff does not partition the functions")
+	}
+	if d.LinesOnlyA+d.LinesBoth != read.Lines.Union || d.LinesOnlyB+d.LinesBoth != mk.Lines.Union {
+		t.Error("Diff does not partition the lines")
+	}
+	var txt bytes.Buffer
+	d.WriteText(&txt, "read", "mkdir")
+	t.Logf("diff:\n%s", txt.String())
+}
