@@ -34,6 +34,7 @@ const (
 	Varargs      Reason = "varargs (fentry)"
 	ManyArgs     Reason = "more than 6 arguments (fentry)"
 	StructArg    Reason = "struct passed by value (fentry)"
+	Alias        Reason = "alias: another name has the same address (the first in kallsyms, as ftrace prints, is kept)"
 	Filtered     Reason = "left out by Catalogue.Subset"
 )
 
@@ -239,7 +240,13 @@ func denied(name string) bool {
 func buildCatalogue(syms []ksym, funcs map[string]Reason, trace []traceable, withAddrs bool, notes []string) *Catalogue {
 	c := &Catalogue{Excluded: map[Reason]int{}, Notes: notes}
 	byName := map[string][]uint64{}
-	for _, s := range syms {
+	firstAt := map[uint64]int{} // address -> index in syms of its first name
+	pos := map[ksym]int{}
+	for i, s := range syms {
+		k := ksym{addr: s.addr, name: s.name}
+		if _, ok := pos[k]; !ok {
+			pos[k] = i
+		}
 		if !slices.Contains(byName[s.name], s.addr) {
 			byName[s.name] = append(byName[s.name], s.addr)
 		}
@@ -297,6 +304,22 @@ func buildCatalogue(syms []ksym, funcs map[string]Reason, trace []traceable, wit
 			}
 		}
 	}
+	// One function per address: aliases would share one BPF attach point.
+	for _, f := range c.Functions {
+		p := pos[ksym{addr: f.Addr, name: f.Name}]
+		if q, ok := firstAt[f.Addr]; !ok || p < q {
+			firstAt[f.Addr] = p
+		}
+	}
+	kept := c.Functions[:0]
+	for _, f := range c.Functions {
+		if firstAt[f.Addr] == pos[ksym{addr: f.Addr, name: f.Name}] {
+			kept = append(kept, f)
+		} else {
+			c.Excluded[Alias]++
+		}
+	}
+	c.Functions = kept
 	return c
 }
 

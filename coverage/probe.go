@@ -67,7 +67,7 @@ func probe(b Backend, cat *Catalogue, target int) error {
 	case Fentry:
 		var p *ebpf.Program
 		if p, err = objs.Fentry(f.Name); err == nil {
-			l, err = link.AttachTracing(link.TracingOptions{Program: p, Cookie: 0})
+			l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: 0})
 			p.Close()
 		}
 	case Kprobe:

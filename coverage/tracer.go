@@ -47,6 +47,7 @@ type Tracer struct {
 	progs    []ebpf.ProgramID // fentry programs (their FDs are closed once linked)
 	attached int
 	excluded map[Reason]int
+	samples  map[Reason]string // one error text per attach failure reason
 
 	mu     sync.Mutex
 	scopes [MaxScopes]*Scope
@@ -122,7 +123,7 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
-	t := &Tracer{cat: cat, backend: b, opts: opts, objs: objs, excluded: map[Reason]int{}}
+	t := &Tracer{cat: cat, backend: b, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{}}
 	for r, n := range cat.Excluded {
 		t.excluded[r] = n
 	}
@@ -218,7 +219,11 @@ func (t *Tracer) attachMulti(ctx context.Context) error {
 			return explain(KprobeMulti, err)
 		}
 		if len(idx) == 1 {
-			t.excluded[attachReason(err)]++
+			r := attachReason(err)
+			t.excluded[r]++
+			if _, ok := t.samples[r]; !ok {
+				t.samples[r] = fmt.Sprintf("%s: %v", t.cat.Functions[idx[0]].Name, err)
+			}
 			return nil
 		}
 		h := len(idx) / 2
@@ -277,7 +282,7 @@ func (t *Tracer) attachEach(ctx context.Context) error {
 				if t.backend == Fentry {
 					var p *ebpf.Program
 					if p, err = t.objs.Fentry(f.Name); err == nil {
-						if l, err = link.AttachTracing(link.TracingOptions{Program: p, Cookie: uint64(i)}); err == nil {
+						if l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: uint64(i)}); err == nil {
 							if info, ierr := p.Info(); ierr == nil {
 								id, _ = info.ID()
 							}
@@ -290,6 +295,9 @@ func (t *Tracer) attachEach(ctx context.Context) error {
 				mu.Lock()
 				if err != nil {
 					reasons[i] = attachReason(err)
+					if _, ok := t.samples[reasons[i]]; !ok {
+						t.samples[reasons[i]] = fmt.Sprintf("%s: %v", f.Name, err)
+					}
 					if fatal(err) && firstErr == nil {
 						firstErr = explain(t.backend, fmt.Errorf("attach %s: %w", f.Name, err))
 					}
