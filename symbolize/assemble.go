@@ -67,8 +67,8 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 	var groups []*group
 	byKey := map[dwarf.Offset]*group{}
 	type orphan struct {
-		addr uint64
-		key  uint64
+		addr, end uint64
+		key       uint64
 	}
 	var orphans []orphan
 	for ri := range results {
@@ -84,7 +84,7 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			return ks
 		}
 		for _, o := range res.orphans {
-			orphans = append(orphans, orphan{o.addr, uint64(gfile[o.key>>32])<<32 | o.key&0xffffffff})
+			orphans = append(orphans, orphan{o.addr, o.end, uint64(gfile[o.key>>32])<<32 | o.key&0xffffffff})
 		}
 		for i := range res.funcs {
 			cf := &res.funcs[i]
@@ -117,31 +117,18 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 	}
 
 	// Everything DWARF functions cover, to place orphan rows and symbols.
-	type span struct {
-		lo, hi uint64
-		fn     int
-	}
-	var spans []span
+	var spans spanTable
 	for i, f := range raw.funcs {
 		for _, r := range f.ranges {
 			spans = append(spans, span{r[0], r[1], i})
 		}
 	}
-	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	spans, _ = spans.normalize()
 	find := func(a uint64) int {
-		j, ok := slices.BinarySearchFunc(spans, a, func(s span, a uint64) int {
-			if s.hi <= a {
-				return -1
-			}
-			if s.lo > a {
-				return 1
-			}
-			return 0
-		})
-		if !ok {
-			return -1
+		if j := spans.find(a); j >= 0 {
+			return spans[j].fn
 		}
-		return spans[j].fn
+		return -1
 	}
 	slices.SortFunc(orphans, func(a, b orphan) int { return cmp.Compare(a.addr, b.addr) })
 	var rest []orphan
@@ -180,8 +167,23 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			f.flags |= flagEstimated
 			f.est = estimateLines(s.size)
 		}
-		f.own = sortUniq(f.own)
 		raw.funcs = append(raw.funcs, f)
+	}
+	// An orphan row that runs into a function's first bytes (the previous
+	// row of an assembly unit, say) is what symbolizers report there.
+	for i := range raw.funcs {
+		f := &raw.funcs[i]
+		for _, r := range f.ranges {
+			j, _ := slices.BinarySearchFunc(rest, r[0], func(o orphan, a uint64) int { return cmp.Compare(o.addr, a) })
+			if j > 0 && rest[j-1].end > r[0] {
+				f.own = append(f.own, rest[j-1].key)
+			}
+		}
+		if f.flags&flagEstimated != 0 && len(f.own) > 0 {
+			f.flags &^= flagEstimated
+			f.est = 0
+		}
+		f.own = sortUniq(f.own)
 	}
 	raw.strs = strs.strs
 	return decode(encode(raw))

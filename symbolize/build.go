@@ -13,6 +13,7 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,8 +159,8 @@ type cuFunc struct {
 }
 
 type orphanRow struct {
-	addr uint64
-	key  uint64 // localFile<<32 | line
+	addr, end uint64 // the row covers [addr, end)
+	key       uint64 // localFile<<32 | line
 }
 
 // dieInfo is what we keep of every subprogram DIE of a unit to resolve names.
@@ -395,7 +396,8 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 				di.defn = !decl
 				dies[e.Offset] = di
 				child = frame{fn: -1}
-				if rg, err := d.Ranges(e); err == nil && len(rg) > 0 {
+				if rg, err := d.Ranges(e); err == nil && len(liveRanges(rg)) > 0 {
+					rg = liveRanges(rg)
 					f := cuFunc{key: e.Offset, ranges: rg, entry: rg[0][0]}
 					if lo, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
 						f.entry = lo
@@ -409,7 +411,7 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 			case dwarf.TagInlinedSubroutine:
 				if cur.fn >= 0 {
 					rg, err := d.Ranges(e)
-					if err == nil && len(rg) > 0 {
+					if err == nil && len(liveRanges(rg)) > 0 {
 						// The call site is a line of the caller (reported
 						// by symbolizers as an inline frame).
 						if line, ok := e.Val(dwarf.AttrCallLine).(int64); ok && line > 0 && line < 1<<32 {
@@ -463,19 +465,48 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 	if lr == nil {
 		return res, nil
 	}
-	type span struct {
-		lo, hi uint64
-		fn     int
-	}
-	var spans []span
+	var spans spanTable
 	for i, f := range res.funcs {
 		for _, rg := range f.ranges {
-			if rg[0] < rg[1] {
-				spans = append(spans, span{rg[0], rg[1], i})
-			}
+			spans = append(spans, span{rg[0], rg[1], i})
 		}
 	}
-	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	spans, aliases := spans.normalize()
+	findSpan := spans.find
+	// A row covers [its address, the next row's address). When that reaches
+	// into other functions' ranges (a .cold part placed right after another
+	// function's code, with no row of its own at its start), symbolizers
+	// give the row's line for their first bytes: the row counts for them too.
+	var pend struct {
+		ok       bool
+		addr, hi uint64 // hi: end of the span holding addr (addr if none)
+		key      uint64
+		orphan   int // index in res.orphans, -1 if none
+	}
+	closePending := func(next uint64) {
+		if !pend.ok {
+			return
+		}
+		if pend.orphan >= 0 {
+			res.orphans[pend.orphan].end = next
+		}
+		if next <= pend.hi {
+			return
+		}
+		if pend.orphan < 0 { // the part past the function's end, for assemble
+			res.orphans = append(res.orphans, orphanRow{addr: pend.hi, end: next, key: pend.key})
+		}
+		j, _ := slices.BinarySearchFunc(spans, pend.addr, func(s span, a uint64) int {
+			if s.lo <= a {
+				return -1
+			}
+			return 1
+		})
+		for ; j < len(spans) && spans[j].lo < next; j++ {
+			f := &res.funcs[spans[j].fn]
+			f.own = append(f.own, pend.key)
+		}
+	}
 	var row dwarf.LineEntry
 	var lastFile *dwarf.LineFile
 	lastIdx := -1
@@ -486,6 +517,8 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 			}
 			return res, fmt.Errorf("line table: %w", err)
 		}
+		closePending(row.Address)
+		pend.ok = false
 		if row.EndSequence || row.Line <= 0 || row.Line >= 1<<32 || row.File == nil {
 			continue
 		}
@@ -502,24 +535,82 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 			continue
 		}
 		k := uint64(lastIdx)<<32 | uint64(row.Line)
-		j, _ := slices.BinarySearchFunc(spans, row.Address, func(s span, a uint64) int {
-			if s.hi <= a {
-				return -1
-			}
-			if s.lo > a {
-				return 1
-			}
-			return 0
-		})
-		if j >= len(spans) || spans[j].lo > row.Address || row.Address >= spans[j].hi {
-			res.orphans = append(res.orphans, orphanRow{row.Address, k})
+		pend.ok, pend.addr, pend.hi, pend.key, pend.orphan = true, row.Address, row.Address, k, -1
+		j := findSpan(row.Address)
+		if j < 0 {
+			pend.orphan = len(res.orphans)
+			res.orphans = append(res.orphans, orphanRow{addr: row.Address, end: row.Address, key: k})
 			continue
 		}
+		pend.hi = spans[j].hi
 		f := &res.funcs[spans[j].fn]
 		f.own = append(f.own, k)
 	}
+	for _, a := range aliases {
+		res.funcs[a[0]].own = append(res.funcs[a[0]].own, res.funcs[a[1]].own...)
+	}
 	splitOwn(&res, dies)
 	return res, nil
+}
+
+// liveRanges drops the ranges of code the linker discarded: their addresses
+// were relocated against 0 (e.g. [0, size)).
+func liveRanges(rs [][2]uint64) [][2]uint64 {
+	out := rs[:0]
+	for _, r := range rs {
+		if r[0] != 0 && r[0] < r[1] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+type span struct {
+	lo, hi uint64
+	fn     int
+}
+
+// spanTable is a sorted list of non-overlapping code ranges.
+type spanTable []span
+
+// normalize sorts the spans and clips overlaps, so that find's binary search
+// is sound. A span identical to the one before it (an alias: gas emits a
+// subprogram per symbol name of the same code) is dropped and reported in
+// aliases as [dropped fn, kept fn]; other overlaps only corrupt input has.
+func (t spanTable) normalize() (spanTable, [][2]int) {
+	var aliases [][2]int
+	slices.SortFunc(t, func(a, b span) int {
+		if c := cmp.Compare(a.lo, b.lo); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.hi, b.hi)
+	})
+	out := t[:0]
+	for _, s := range t {
+		if s.lo == 0 || s.lo >= s.hi {
+			continue
+		}
+		if n := len(out); n > 0 && s.lo < out[n-1].hi {
+			if s.lo == out[n-1].lo && s.hi == out[n-1].hi && s.fn != out[n-1].fn {
+				aliases = append(aliases, [2]int{s.fn, out[n-1].fn})
+			}
+			if s.hi <= out[n-1].hi {
+				continue
+			}
+			s.lo = out[n-1].hi
+		}
+		out = append(out, s)
+	}
+	return out, aliases
+}
+
+// find returns the index of the span holding a, or -1.
+func (t spanTable) find(a uint64) int {
+	j := sort.Search(len(t), func(i int) bool { return t[i].lo > a }) - 1
+	if j < 0 || a >= t[j].hi {
+		return -1
+	}
+	return j
 }
 
 // mergeRanges sorts and merges overlapping half-open ranges.
