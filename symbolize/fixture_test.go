@@ -2,12 +2,9 @@ package symbolize
 
 import (
 	"debug/elf"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -27,56 +24,14 @@ type fixture struct {
 func buildFixtures(t testing.TB) []fixture {
 	t.Helper()
 	dir := t.TempDir()
-	src, err := filepath.Abs("testdata/fixture")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []fixture
 	for _, cc := range []string{"gcc", "clang"} {
-		if _, err := exec.LookPath(cc); err != nil {
-			t.Fatalf("%s not found: install gcc and clang (apt-get install gcc clang) to run the fixture tests", cc)
-		}
 		for _, v := range []string{"4", "5"} {
-			f := fixture{name: cc + "-dwarf" + v, cc: cc, path: filepath.Join(dir, cc+"-dwarf"+v)}
-			cmd := exec.Command(cc, "-O2", "-g", "-gdwarf-"+v, "-o", f.path, "a.c", "b.c")
-			cmd.Dir = src
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%s: %v\n%s", cmd, err, b)
-			}
-			out = append(out, f)
+			out = append(out, compileFixture(t, dir, cc, v))
 		}
 	}
 	return out
 }
-
-func fmtLines(ls []Line) string {
-	var s []string
-	for _, l := range ls {
-		s = append(s, fmt.Sprintf("%s:%d", l.File, l.Line))
-	}
-	return strings.Join(s, " ")
-}
-
-func TestFixtureDump(t *testing.T) {
-	if os.Getenv("DUMP") == "" {
-		t.Skip("debug aid: DUMP=1")
-	}
-	for _, fx := range buildFixtures(t) {
-		ix, err := Build(fx.path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for f := range ix.All() {
-			names = append(names, fmt.Sprintf("%s %s:%d %#x %v est=%v\n  own %s\n  inl %s", f.Name, f.File, f.Line, f.Entry, f.Ranges, f.Estimated, fmtLines(must2(f.Lines())), fmtLines(second(f.Lines()))))
-		}
-		sort.Strings(names)
-		t.Logf("%s:\n%s", fx.name, strings.Join(names, "\n"))
-	}
-}
-
-func must2(a, _ []Line) []Line  { return a }
-func second(_, b []Line) []Line { return b }
 
 // L builds a line list: L("a.c", 1, 2) = a.c:1 a.c:2.
 func L(file string, lines ...int) []Line {
@@ -199,4 +154,23 @@ func TestFixtureSymbols(t *testing.T) {
 			}
 		})
 	}
+}
+
+// compileFixture builds testdata/fixture with cc at -O2 -g -gdwarf-v into dir.
+func compileFixture(t testing.TB, dir, cc, v string) fixture {
+	t.Helper()
+	if _, err := exec.LookPath(cc); err != nil {
+		t.Fatalf("%s not found: install gcc and clang (apt-get install gcc clang) to run the fixture tests", cc)
+	}
+	src, err := filepath.Abs("testdata/fixture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fixture{name: cc + "-dwarf" + v, cc: cc, path: filepath.Join(dir, cc+"-dwarf"+v)}
+	cmd := exec.Command(cc, "-O2", "-g", "-gdwarf-"+v, "-o", f.path, "a.c", "b.c")
+	cmd.Dir = src
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, b)
+	}
+	return f
 }

@@ -6,19 +6,23 @@ import (
 	"testing"
 )
 
-// testVMLinux returns the Debian 6.12 vmlinux with DWARF, or skips: the file
-// (346 MB) is fetched by the lab tooling, never committed.
+// testVMLinux returns a Debian 6.12 vmlinux with DWARF, or skips: the file
+// (~346 MB) is fetched by the lab tooling (`make fetch`), never committed.
+// Order: $HAPSCOPE_VMLINUX, the lab's (guest or host cache), ~/.cache/hapscope/dbg.
 func testVMLinux(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("HAPSCOPE_VMLINUX"); p != "" {
-		return p
+	for _, env := range []string{"HAPSCOPE_VMLINUX", "HAPSCOPE_LAB_VMLINUX"} {
+		if p := os.Getenv(env); p != "" {
+			return p
+		}
 	}
 	var globs []string
+	if d := os.Getenv("HAPSCOPE_LAB_CACHE"); d != "" {
+		globs = append(globs, filepath.Join(d, "dbg", "6.12*", "vmlinux"))
+	}
 	if d, err := os.UserCacheDir(); err == nil {
 		globs = append(globs,
-			filepath.Join(d, "hapscope-lab", "*", "usr/lib/debug/boot/vmlinux-6.12*"),
-			filepath.Join(d, "hapscope-lab", "*", "vmlinux-6.12*"),
-			filepath.Join(d, "hapscope-lab", "vmlinux-6.12*"),
+			filepath.Join(d, "hapscope-lab", "dbg", "6.12*", "vmlinux"),
 			filepath.Join(d, "hapscope", "dbg", "usr/lib/debug/boot/vmlinux-6.12*"))
 	}
 	for _, g := range globs {
@@ -26,7 +30,7 @@ func testVMLinux(t testing.TB) string {
 			return m[len(m)-1]
 		}
 	}
-	t.Skip("no Debian 6.12 vmlinux with DWARF: set HAPSCOPE_VMLINUX or fetch it with the lab tooling")
+	t.Skip("no Debian 6.12 vmlinux with DWARF: run `make fetch` (lab tooling) or set HAPSCOPE_VMLINUX")
 	return ""
 }
 
