@@ -33,7 +33,7 @@ const (
 	Ambiguous    Reason = "name with several addresses (backend attaches by name)"
 	Varargs      Reason = "varargs (fentry)"
 	ManyArgs     Reason = "more than 6 arguments (fentry)"
-	StructArg    Reason = "struct passed by value (fentry)"
+	StructArg    Reason = "struct passed or returned by value (fentry)"
 	Alias        Reason = "alias: another name has the same address (the first in kallsyms, as ftrace prints, is kept)"
 	Filtered     Reason = "left out by Catalogue.Subset"
 )
@@ -172,8 +172,9 @@ func btfFuncs(spec *btf.Spec) map[string]Reason {
 			continue
 		}
 		r := fentryReason(fn)
-		if prev, dup := out[fn.Name]; dup && prev == "" {
-			continue
+		if _, dup := out[fn.Name]; dup {
+			// Several BTF FUNCs of one name: the kernel refuses to pick.
+			r = Ambiguous
 		}
 		out[fn.Name] = r
 	}
@@ -183,6 +184,10 @@ func btfFuncs(spec *btf.Spec) map[string]Reason {
 func fentryReason(fn *btf.Func) Reason {
 	proto, ok := fn.Type.(*btf.FuncProto)
 	if !ok {
+		return StructArg
+	}
+	switch btf.UnderlyingType(proto.Return).(type) {
+	case *btf.Struct, *btf.Union:
 		return StructArg
 	}
 	ps := proto.Params
@@ -216,6 +221,9 @@ var denyExact = map[string]bool{
 	"bpf_get_current_ancestor_cgroup_id": true, "bpf_get_current_cgroup_id": true,
 	"bpf_map_lookup_elem": true, "array_map_lookup_elem": true, "percpu_array_map_lookup_elem": true,
 	"bpf_this_cpu_ptr": true, "bpf_prog_inc_misses_counter": true,
+	// kprobe.multi's own path (cookie lookup, dispatch).
+	"bpf_kprobe_multi_cookie_cmp": true, "bpf_kprobe_multi_addrs_cmp": true,
+	"kprobe_multi_link_prog_run": true, "kprobe_multi_link_handler": true,
 }
 
 var denyPrefix = []string{

@@ -50,6 +50,8 @@ func TestMain(m *testing.M) {
 			os.Remove(p)
 		}
 		os.Remove(d)
+	case "groundtruth":
+		groundTruthWork()
 	case "hold":
 		// Opens a tracer and waits to be killed (cleanup after SIGKILL).
 		cat, err := LoadCatalogue()
