@@ -66,11 +66,23 @@ lint:
 generate: deps
 	$(GO) generate ./bpf/...
 
-# The main job. Until the demo measures a workload (issue 5), it boots the lab
-# kernels and runs the smoke test: fentry on vfs_read counts a cgroup's reads.
+# The main job: score redis SET and GET, native and under runc. Runs on this
+# kernel when it can be traced (hapscope doctor), else in the lab's Debian 6.12
+# under QEMU. Profiles and the HTML report land in out/demo/.
+DEMO_PACKAGES := redis-server redis-tools runc
 demo: deps
-	@echo "demo: the HAP demo is not built yet; running the lab smoke test instead (fentry on vfs_read in Debian 6.12 and 6.1 under QEMU)"
-	$(LAB) test -kernel 6.12,6.1 -run '^TestLabSmoke$$' ./internal/lab
+	@missing=$$(for p in $(DEMO_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "demo: installing $$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	CGO_ENABLED=0 $(GO) build -o out/hapscope ./examples/hapscope
+	@mkdir -p out/demo
+	@if out/hapscope doctor -q; then \
+		echo "demo: this kernel can be traced; measuring natively"; \
+		out/hapscope demo --out out/demo; \
+	else \
+		echo "demo: this kernel cannot be traced (see: out/hapscope doctor); measuring in the lab (Debian 6.12 under QEMU)"; \
+		$(LAB) run -kernel 6.12 -out out/demo -- out/hapscope demo --root /host --out /out; \
+	fi
+	@echo "demo: report: $(CURDIR)/out/demo/report.html"
 
 clean:
-	rm -f hapscope
+	rm -rf hapscope out

@@ -129,18 +129,9 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 
 	k := cfg.Kernel
 	var sb strings.Builder
-	if k.Spec.Debug {
-		vmlinux, cacheDir, err := prepareIndex(ctx, k, cfg.Console)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
+	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(&sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
-	if cfg.OutDir != "" {
-		fmt.Fprintf(&sb, "export %s=/out\n", labtest.EnvOut)
-	}
-	fmt.Fprintf(&sb, "echo \"lab: kernel $(uname -r) (expected %s), accel %s\"\n", k.Release, accelName(cfg.SingleThread))
 	sb.WriteString("fail=0\n")
 	for _, p := range pkgs {
 		args := []string{labtest.Host(p.bin), "-test.v=true", "-test.timeout=" + cfg.Timeout.String()}
@@ -182,6 +173,50 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 		err = fmt.Errorf("lab: %d of %d packages reported a result", len(res.Packages), len(pkgs))
 	}
 	return res, err
+}
+
+// writeGuestEnv writes the script lines that export the lab environment
+// (see package labtest) for kernel k.
+func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, out, single bool, log io.Writer) error {
+	if k.Spec.Debug {
+		vmlinux, cacheDir, err := prepareIndex(ctx, k, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
+	}
+	fmt.Fprintf(sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
+	if out {
+		fmt.Fprintf(sb, "export %s=/out\n", labtest.EnvOut)
+	}
+	fmt.Fprintf(sb, "echo \"lab: kernel $(uname -r) (expected %s), accel %s\"\n", k.Release, accelName(single))
+	return nil
+}
+
+// Command runs a host program (path on the host) with args in one boot of
+// k, as root, with the lab environment exported and the working directory
+// set to the host's current one under /host. Its exit status is the
+// result's ExitCode.
+func Command(ctx context.Context, k *Kernel, argv []string, cfg Config) (*Result, error) {
+	bin, err := filepath.Abs(argv[0])
+	if err != nil {
+		return nil, err
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	var sb strings.Builder
+	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+		return nil, err
+	}
+	args := []string{shq(labtest.Host(bin))}
+	for _, a := range argv[1:] {
+		args = append(args, shq(a))
+	}
+	fmt.Fprintf(&sb, "cd %s || exit 126\n%s\n", shq(labtest.Host(wd)), strings.Join(args, " "))
+	cfg.Kernel, cfg.Script = k, sb.String()
+	return Run(ctx, cfg)
 }
 
 // prepareIndex fetches the kernel's vmlinux with DWARF and builds its line

@@ -93,6 +93,7 @@ fi
 for d in proc sys dev run tmp; do mount --rbind /$d /host/$d 2>/dev/null; done
 if [ -f /lab/out ]; then mount -t virtiofs out /out || echo "lab: mounting /out failed"; fi
 hostname lab
+ip link set lo up 2>/dev/null
 echo "hapscope-lab: script starting at guest uptime $(cut -d' ' -f1 /proc/uptime)s" >&3
 echo "ready" >&3
 sh /lab/script
@@ -192,6 +193,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		"-device", "vhost-user-fs-pci,chardev=fs0,tag=hostroot",
 	}
 	if cfg.OutDir != "" {
+		abs, err := filepath.Abs(cfg.OutDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.OutDir = abs
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return nil, err
 		}

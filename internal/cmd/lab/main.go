@@ -5,6 +5,8 @@
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
+//	lab run     -kernel K [-out DIR] [-timeout D] -- PROGRAM ARGS...
+//	                                             run a host program in the guest (lab env exported)
 //
 // Exit status: 0 when everything passed, 1 on a failure, 2 on a usage error.
 package main
@@ -45,6 +47,8 @@ func main() {
 		err = test(ctx, os.Args[2:])
 	case "sh":
 		err = sh(ctx, os.Args[2:])
+	case "run":
+		err = run(ctx, os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "lab: unknown command %q\n", os.Args[1])
 		os.Exit(2)
@@ -172,6 +176,36 @@ func sh(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond))
+	if res.ExitCode != 0 {
+		os.Exit(res.ExitCode)
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	kernel := fs.String("kernel", "6.12", "lab kernel")
+	timeout := fs.Duration("timeout", 15*time.Minute, "limit for the boot")
+	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
+	out := fs.String("out", "", "host directory shared read-write at /out")
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		return fmt.Errorf("run: no program given")
+	}
+	s, err := lab.Spec(*kernel)
+	if err != nil {
+		return err
+	}
+	k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "lab: booting %s (QEMU software emulation) to run %s\n", k.Release, strings.Join(fs.Args(), " "))
+	res, err := lab.Command(ctx, k, fs.Args(), lab.Config{Timeout: *timeout, Console: os.Stdout, SingleThread: *single, OutDir: *out})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s, %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel)
 	if res.ExitCode != 0 {
 		os.Exit(res.ExitCode)
 	}

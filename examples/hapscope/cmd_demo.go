@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/matrix"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+func init() {
+	register("demo", "score built-in workloads (redis SET/GET, native and runc) on this kernel", cmdDemo)
+}
+
+func cmdDemo(args []string) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	var sf scoreFlags
+	sf.register(fs)
+	out := fs.String("out", "out/demo", "directory for the profiles (JSON) and report.html")
+	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
+	cache := fs.String("index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the host's)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope demo [--out DIR] [--window D] [flags]")
+		fmt.Fprintln(fs.Output(), "Needs root, redis-server, redis-tools and runc. `make demo` runs it in the lab where this kernel cannot be traced.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	if !isFlagSet(fs, "warmup") {
+		sf.warmup = 2 * time.Second
+	}
+	if !isFlagSet(fs, "window") {
+		sf.window = 5 * time.Second
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fail(err)
+	}
+	cgRoot, err := matrix.Cgroup2Root()
+	if err != nil {
+		return fail(err)
+	}
+	env := &matrix.Env{Root: *root, Cgroup: filepath.Join(cgRoot, "hapscope-demo"), Log: os.Stderr, Work: "/tmp/hapscope-demo"}
+	if err := os.MkdirAll(env.Work, 0o755); err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(env.Work)
+	defer os.Remove(env.Cgroup)
+
+	o := sf.options()
+	if *cache != "" {
+		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
+	}
+	start := time.Now()
+	fmt.Fprintln(os.Stderr, "demo: attaching the tracer to every traceable kernel function …")
+	scorer, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "demo: attached in %s\n", time.Since(start).Round(time.Millisecond))
+	plan := matrix.Plan{
+		Workloads: []matrix.Workload{matrix.Redis("set"), matrix.Redis("get")},
+		Runtimes:  []matrix.Runtime{matrix.Native(), matrix.Runc("runc-noseccomp", nil)},
+	}
+	cells, err := plan.Run(ctx, env, scorer)
+	t0 := time.Now()
+	if cerr := scorer.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	fmt.Fprintf(os.Stderr, "demo: detached in %s\n", time.Since(t0).Round(time.Millisecond))
+	if err != nil {
+		return fail(err)
+	}
+	return writeCells(cells, *out, time.Since(start))
+}
+
+// writeCells prints the score table, writes each profile and the report,
+// and returns 1 when a cell failed.
+func writeCells(cells []matrix.Cell, out string, took time.Duration) int {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\truntime\tfunctions\tlines\town\tinlined\tlatent bugs\treq/s (traced)\tstatus")
+	var profiles []*hap.Profile
+	failed := 0
+	for _, c := range cells {
+		switch {
+		case c.Skipped != "":
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\tskipped: %s\n", c.Workload, c.Runtime, c.Skipped)
+		case c.Err != nil:
+			failed++
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%.0f\tFAILED: %v\n", c.Workload, c.Runtime, c.Load.RPS(), c.Err)
+		default:
+			p := c.Profile
+			profiles = append(profiles, p)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\tok (%s, %s)\n", c.Workload, c.Runtime, len(p.Functions), p.Lines.Total,
+				p.Lines.Own, p.Lines.Inlined, p.Bugs, c.Load.RPS(), p.Backend, p.Mode)
+			name := filepath.Join(out, c.Workload+"-"+c.Runtime+".json")
+			if f, err := os.Create(name); err == nil {
+				p.WriteJSON(f)
+				f.Close()
+			} else {
+				fmt.Fprintln(os.Stderr, "hapscope:", err)
+			}
+		}
+	}
+	tw.Flush()
+	if len(profiles) > 0 {
+		report := filepath.Join(out, "report.html")
+		f, err := os.Create(report)
+		if err != nil {
+			return fail(err)
+		}
+		err = hap.WriteHTML(f, profiles...)
+		f.Close()
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("\nprofiles (JSON) and report: %s (took %s)\n", report, took.Round(time.Second))
+	}
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "hapscope: %d cells failed; their workloads are not scored\n", failed)
+		return 1
+	}
+	return 0
+}
+
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}

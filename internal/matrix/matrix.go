@@ -1,0 +1,277 @@
+// Package matrix runs known workloads under container runtimes and scores
+// each with hapscope: the demo and the reproduction of the 2018 HAP study.
+//
+// A cell is one workload (a service and the load that drives it) under one
+// runtime. The service runs inside a fresh cgroup v2 directory (the scope);
+// the load client runs outside it. A cell whose load did not succeed is
+// reported as failed and never scored as a small HAP.
+package matrix
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hapscope/hapscope/hap"
+)
+
+// Env is where the matrix runs.
+type Env struct {
+	// Root is the directory that holds the userland (redis-server, runc …):
+	// "" for this machine's /, "/host" in a lab guest (the host's / over
+	// virtiofs). Commands run chrooted into it.
+	Root string
+	// Cgroup is the cgroup v2 directory under which cells make their scopes.
+	Cgroup string
+	// Log receives progress lines.
+	Log io.Writer
+	// Work is a writable scratch directory, as a path inside Root (e.g.
+	// /tmp/hapscope-demo).
+	Work string
+}
+
+func (e *Env) logf(format string, args ...any) {
+	if e.Log != nil {
+		fmt.Fprintf(e.Log, format+"\n", args...)
+	}
+}
+
+// command builds a command that runs in e.Root, optionally inside cgroup dir.
+func (e *Env) command(ctx context.Context, cgroupFD int, argv ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if e.Root != "" && e.Root != "/" {
+		// exec.Command looked argv[0] up here; look it up in the root.
+		if p, err := e.lookPath(argv[0]); err == nil {
+			c.Path, c.Err = p, nil
+		}
+		c.SysProcAttr.Chroot = e.Root
+		c.Dir = "/"
+		c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C"}
+	}
+	if cgroupFD >= 0 {
+		c.SysProcAttr.UseCgroupFD = true
+		c.SysProcAttr.CgroupFD = cgroupFD
+	}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = 5 * time.Second
+	return c
+}
+
+// Service is a long-running server a workload drives.
+type Service struct {
+	Argv []string // started in the scope
+	Port int      // TCP port on 127.0.0.1 it answers on
+	// Ready reports whether the service answers; polled after start.
+	Ready func(ctx context.Context, port int) error
+}
+
+// LoadResult is what a load client achieved.
+type LoadResult struct {
+	Requests int           // completed requests
+	Errors   int           // failed requests (a cell with errors is failed)
+	Elapsed  time.Duration // time the load ran
+}
+
+// RPS is requests per second.
+func (r LoadResult) RPS() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Requests) / r.Elapsed.Seconds()
+}
+
+// Workload is a service and the load that drives it.
+type Workload struct {
+	Name    string
+	Service Service
+	// Load drives the service at port until ctx ends and reports what it
+	// achieved. It runs outside the measured cgroup.
+	Load func(ctx context.Context, e *Env, port int) (LoadResult, error)
+}
+
+// Runtime starts a service in a scope.
+type Runtime struct {
+	Name string
+	// Check says why the runtime cannot run here (nil: it can).
+	Check func(e *Env) error
+	// Start runs argv inside the cgroup dir (the scope) and returns a
+	// function that stops it.
+	Start func(ctx context.Context, e *Env, name, dir string, argv []string) (stop func() error, err error)
+}
+
+// Cell is the result of one workload under one runtime.
+type Cell struct {
+	Workload, Runtime string
+	Profile           *hap.Profile // nil when the cell failed or was skipped
+	Load              LoadResult
+	Skipped           string // why the runtime could not run here
+	Err               error  // why the cell failed
+}
+
+// Plan is a set of cells to run with one tracer.
+type Plan struct {
+	Workloads []Workload
+	Runtimes  []Runtime
+	// Warmup and Window of each measurement.
+	Warmup, Window time.Duration
+}
+
+// Run measures every workload under every runtime, one cell after another,
+// with the tracer of s (attached once). It returns every cell, failed and
+// skipped ones included; err is only for errors that stop the whole run.
+func (p Plan) Run(ctx context.Context, e *Env, s *hap.Scorer) ([]Cell, error) {
+	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", e.Cgroup, err)
+	}
+	var cells []Cell
+	for _, w := range p.Workloads {
+		for _, rt := range p.Runtimes {
+			c := Cell{Workload: w.Name, Runtime: rt.Name}
+			if err := rt.Check(e); err != nil {
+				c.Skipped = err.Error()
+				e.logf("matrix: %s/%s skipped: %s", w.Name, rt.Name, c.Skipped)
+				cells = append(cells, c)
+				continue
+			}
+			e.logf("matrix: %s under %s …", w.Name, rt.Name)
+			c.Profile, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
+			if ctx.Err() != nil {
+				return cells, ctx.Err()
+			}
+			if c.Err != nil {
+				e.logf("matrix: %s/%s FAILED: %v", w.Name, rt.Name, c.Err)
+				c.Profile = nil
+			} else {
+				e.logf("matrix: %s/%s: %s; load %d requests, %.0f req/s", w.Name, rt.Name, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
+			}
+			cells = append(cells, c)
+		}
+	}
+	return cells, nil
+}
+
+func (p Plan) runCell(ctx context.Context, e *Env, s *hap.Scorer, w Workload, rt Runtime) (*hap.Profile, LoadResult, error) {
+	var load LoadResult
+	dir := filepath.Join(e.Cgroup, w.Name+"-"+rt.Name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return nil, load, err
+	}
+	defer removeCgroup(dir)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service.Argv)
+	if err != nil {
+		return nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
+	}
+	defer stop()
+	readyCtx, readyCancel := context.WithTimeout(ctx, 60*time.Second)
+	err = poll(readyCtx, func() error { return w.Service.Ready(readyCtx, w.Service.Port) })
+	readyCancel()
+	if err != nil {
+		return nil, load, fmt.Errorf("%s under %s never answered on port %d: %w", w.Name, rt.Name, w.Service.Port, err)
+	}
+
+	// The load runs through warm-up and window; the score covers the window.
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	type lr struct {
+		r   LoadResult
+		err error
+	}
+	loadDone := make(chan lr, 1)
+	go func() {
+		r, err := w.Load(loadCtx, e, w.Service.Port)
+		loadDone <- lr{r, err}
+	}()
+	prof, serr := s.Score(ctx, dir)
+	stopLoad()
+	res := <-loadDone
+	load = res.r
+	switch {
+	case serr != nil:
+		return nil, load, serr
+	case res.err != nil:
+		return nil, load, fmt.Errorf("load: %w", res.err)
+	case load.Requests == 0:
+		return nil, load, errors.New("load completed no request: the workload did not run, so its HAP is not scored")
+	case load.Errors > 0:
+		return nil, load, fmt.Errorf("load had %d errors in %d requests: not scored", load.Errors, load.Requests)
+	}
+	prof.Label = w.Name + "/" + rt.Name
+	prof.Workload = &hap.Workload{Command: w.Service.Argv, ExitCode: -1, Error: "service; stopped after the window"}
+	return prof, load, nil
+}
+
+// poll calls f until it succeeds or ctx ends.
+func poll(ctx context.Context, f func() error) error {
+	var last error
+	for {
+		if last = f(); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// removeCgroup kills what is left in dir (and below) and removes it.
+func removeCgroup(dir string) {
+	for range 100 {
+		var dirs []string
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if data, err := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); err == nil {
+				for _, f := range strings.Fields(string(data)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+			os.Remove(dirs[i])
+		}
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// tcpCheck sends req to 127.0.0.1:port and expects a reply starting with want.
+func tcpCheck(ctx context.Context, port int, req, want string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(req)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(want))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if !bytes.Equal(buf, []byte(want)) {
+		return fmt.Errorf("answered %q, want %q", buf, want)
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package matrix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// inRoot returns the path of p (a path inside e.Root) as seen from here.
+func (e *Env) inRoot(p string) string {
+	if e.Root == "" {
+		return p
+	}
+	return filepath.Join(e.Root, p)
+}
+
+// lookPath finds bin in the PATH directories of e.Root and returns its
+// path inside the root.
+func (e *Env) lookPath(bin string) (string, error) {
+	if strings.Contains(bin, "/") {
+		return bin, nil
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		p := filepath.Join(d, bin)
+		if st, err := os.Stat(e.inRoot(p)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is not installed (Debian package: apt-get install %s)", bin, debPackage(bin))
+}
+
+func (e *Env) have(bin string) error {
+	_, err := e.lookPath(bin)
+	return err
+}
+
+func debPackage(bin string) string {
+	switch bin {
+	case "redis-server":
+		return "redis-server"
+	case "redis-benchmark":
+		return "redis-tools"
+	case "bwrap":
+		return "bubblewrap"
+	}
+	return bin
+}
+
+// startIn runs argv inside cgroup dir and returns a stop function that
+// kills its process group.
+func (e *Env) startIn(ctx context.Context, dir string, argv []string) (*processHandle, error) {
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	c := e.command(ctx, fd, argv...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	h := &processHandle{out: &out, done: make(chan struct{})}
+	go func() { h.err = c.Wait(); close(h.done) }()
+	h.kill = func() { syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	return h, nil
+}
+
+type processHandle struct {
+	out  *bytes.Buffer
+	done chan struct{}
+	err  error
+	kill func()
+}
+
+func (h *processHandle) stop() error {
+	h.kill()
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		return errors.New("process did not exit after SIGKILL")
+	}
+	return nil
+}
+
+// Native runs the service as a plain process in the scope.
+func Native() Runtime {
+	return Runtime{
+		Name:  "native",
+		Check: func(e *Env) error { return nil },
+		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (func() error, error) {
+			if err := e.have(argv[0]); err != nil {
+				return nil, err
+			}
+			h, err := e.startIn(ctx, dir, argv)
+			if err != nil {
+				return nil, err
+			}
+			return h.stop, nil
+		},
+	}
+}
+
+// Runc runs the service in a runc container whose read-only root file
+// system is the machine's own / (so the service binary and its libraries
+// are there), sharing the host network namespace so the load client can
+// reach it. runc itself runs in <scope>/launcher and the container in
+// <scope>/ctr: both inside the measured subtree. seccomp, when set, is the
+// container's linux.seccomp section (nil: no seccomp filter).
+func Runc(name string, seccomp map[string]any) Runtime {
+	return Runtime{
+		Name:  name,
+		Check: func(e *Env) error { return e.have("runc") },
+		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (func() error, error) {
+			return startRunc(ctx, e, id, dir, argv, seccomp)
+		},
+	}
+}
+
+func startRunc(ctx context.Context, e *Env, id, dir string, argv []string, seccomp map[string]any) (func() error, error) {
+	bundle := filepath.Join(e.Work, "runc-"+id)
+	rootfs := filepath.Join(bundle, "rootfs")
+	// Mount where the chrooted runc will see it: a mount made on e.Work
+	// outside the root would not show up inside it.
+	if err := os.MkdirAll(e.inRoot(rootfs), 0o755); err != nil {
+		return nil, err
+	}
+	// The container's root: a read-only, non-recursive bind of the userland root.
+	src := e.Root
+	if src == "" {
+		src = "/"
+	}
+	if err := unix.Mount(src, e.inRoot(rootfs), "", unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("bind %s on %s: %w", src, e.inRoot(rootfs), err)
+	}
+	unix.Mount("", e.inRoot(rootfs), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	cleanup := func() {
+		unix.Unmount(e.inRoot(rootfs), unix.MNT_DETACH)
+		os.RemoveAll(e.inRoot(bundle))
+	}
+	spec, err := runcSpec(ctx, e, bundle)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	cgroupsPath, err := e.cgroupPath(filepath.Join(dir, "ctr"))
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	if err := editSpec(spec, argv, rootfs, cgroupsPath, seccomp); err != nil {
+		cleanup()
+		return nil, err
+	}
+	data, _ := json.MarshalIndent(spec, "", "  ")
+	if err := os.WriteFile(e.inRoot(filepath.Join(bundle, "config.json")), data, 0o644); err != nil {
+		cleanup()
+		return nil, err
+	}
+	launcher := filepath.Join(dir, "launcher")
+	if err := os.Mkdir(launcher, 0o755); err != nil && !os.IsExist(err) {
+		cleanup()
+		return nil, err
+	}
+	h, err := e.startIn(ctx, launcher, []string{"runc", "--root", filepath.Join(e.Work, "runc-state"), "run", "--bundle", bundle, id})
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	// runc exits at once when the container cannot start: report its words.
+	select {
+	case <-h.done:
+		cleanup()
+		return nil, fmt.Errorf("runc run exited: %v: %s", h.err, strings.TrimSpace(h.out.String()))
+	case <-time.After(500 * time.Millisecond):
+	}
+	return func() error {
+		kill := e.command(context.Background(), -1, "runc", "--root", filepath.Join(e.Work, "runc-state"), "kill", id, "KILL")
+		kill.Run()
+		err := h.stop()
+		del := e.command(context.Background(), -1, "runc", "--root", filepath.Join(e.Work, "runc-state"), "delete", "-f", id)
+		del.Run()
+		cleanup()
+		return err
+	}, nil
+}
+
+// cgroupPath turns a cgroup directory into the path runc wants: relative to
+// the cgroup v2 mount, with a leading slash.
+func (e *Env) cgroupPath(dir string) (string, error) {
+	root, err := Cgroup2Root()
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("%s is not under the cgroup v2 mount %s", dir, root)
+	}
+	return "/" + rel, nil
+}
+
+func runcSpec(ctx context.Context, e *Env, bundle string) (map[string]any, error) {
+	os.Remove(e.inRoot(filepath.Join(bundle, "config.json")))
+	c := e.command(ctx, -1, "runc", "spec", "--bundle", bundle)
+	if out, err := c.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("runc spec: %v: %s", err, out)
+	}
+	data, err := os.ReadFile(e.inRoot(filepath.Join(bundle, "config.json")))
+	if err != nil {
+		return nil, err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("runc spec output: %w", err)
+	}
+	return spec, nil
+}
+
+// editSpec adapts runc's default spec: our command, our root, host network,
+// writable /tmp and /run, the cgroup inside the scope.
+func editSpec(spec map[string]any, argv []string, rootfs, cgroupsPath string, seccomp map[string]any) error {
+	proc, ok := spec["process"].(map[string]any)
+	linux, ok2 := spec["linux"].(map[string]any)
+	if !ok || !ok2 {
+		return errors.New("runc spec has no process or linux section")
+	}
+	proc["args"] = argv
+	proc["terminal"] = false
+	proc["cwd"] = "/tmp"
+	spec["root"] = map[string]any{"path": rootfs, "readonly": true}
+	var ns []any
+	if list, ok := linux["namespaces"].([]any); ok {
+		for _, n := range list {
+			if m, ok := n.(map[string]any); ok && m["type"] == "network" {
+				continue
+			}
+			ns = append(ns, n)
+		}
+	}
+	linux["namespaces"] = ns
+	linux["cgroupsPath"] = cgroupsPath
+	if seccomp != nil {
+		linux["seccomp"] = seccomp
+	} else {
+		delete(linux, "seccomp")
+	}
+	mounts, _ := spec["mounts"].([]any)
+	for _, d := range []string{"/tmp", "/run"} {
+		mounts = append(mounts, map[string]any{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "mode=1777"}})
+	}
+	spec["mounts"] = mounts
+	return nil
+}
+
+// Cgroup2Root returns where the cgroup v2 hierarchy is mounted.
+func Cgroup2Root() (string, error) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1], nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy is mounted; hapscope scopes by cgroup v2")
+}
