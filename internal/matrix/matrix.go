@@ -98,7 +98,15 @@ type Workload struct {
 	// Load drives the service at port until ctx ends and reports what it
 	// achieved. It runs outside the measured cgroup.
 	Load func(ctx context.Context, e *Env, port int) (LoadResult, error)
+	// Served, when set, reads a counter of requests the service has
+	// served. The warm-up starts only once it grows by loadStarted: load
+	// clients can take seconds to start under emulation, and a warm-up
+	// spent waiting for them would put start-up into the window.
+	Served func(ctx context.Context, port int) (int, error)
 }
+
+// loadStarted is how many served requests mean the load is flowing.
+const loadStarted = 100
 
 // Runtime starts a service in a scope.
 type Runtime struct {
@@ -108,6 +116,12 @@ type Runtime struct {
 	// Start runs argv inside the cgroup dir (the scope) and returns a
 	// function that stops it.
 	Start func(ctx context.Context, e *Env, name, dir string, argv []string) (stop func() error, err error)
+}
+
+// lr is a load's outcome.
+type lr struct {
+	r   LoadResult
+	err error
 }
 
 // Cell is the result of one workload under one runtime.
@@ -184,15 +198,18 @@ func (p Plan) runCell(ctx context.Context, e *Env, s *hap.Scorer, w Workload, rt
 
 	// The load runs through warm-up and window; the score covers the window.
 	loadCtx, stopLoad := context.WithCancel(ctx)
-	type lr struct {
-		r   LoadResult
-		err error
-	}
 	loadDone := make(chan lr, 1)
 	go func() {
 		r, err := w.Load(loadCtx, e, w.Service.Port)
 		loadDone <- lr{r, err}
 	}()
+	if w.Served != nil {
+		if err := waitFlowing(ctx, w, loadDone); err != nil {
+			stopLoad()
+			<-loadDone
+			return nil, load, err
+		}
+	}
 	prof, serr := s.Score(ctx, dir)
 	stopLoad()
 	res := <-loadDone
@@ -210,6 +227,33 @@ func (p Plan) runCell(ctx context.Context, e *Env, s *hap.Scorer, w Workload, rt
 	prof.Label = w.Name + "/" + rt.Name
 	prof.Workload = &hap.Workload{Command: w.Service.Argv, ExitCode: -1, Error: "service; stopped after the window"}
 	return prof, load, nil
+}
+
+// waitFlowing waits until the service has served loadStarted requests of
+// the load (at most a minute), or the load ended early.
+func waitFlowing(ctx context.Context, w Workload, loadDone <-chan lr) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	first, err := w.Served(ctx, w.Service.Port)
+	if err != nil {
+		return fmt.Errorf("read served requests: %w", err)
+	}
+	for {
+		n, err := w.Served(ctx, w.Service.Port)
+		if err != nil {
+			return fmt.Errorf("read served requests: %w", err)
+		}
+		if n-first >= loadStarted {
+			return nil
+		}
+		select {
+		case res := <-loadDone:
+			return fmt.Errorf("load ended before it got going: %v", res.err)
+		case <-ctx.Done():
+			return fmt.Errorf("load did not get going within a minute (%d requests served): %w", n-first, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // poll calls f until it succeeds or ctx ends.

@@ -28,6 +28,10 @@ func Redis(test string) Workload {
 		Load: func(ctx context.Context, e *Env, port int) (LoadResult, error) {
 			return redisLoad(ctx, e, port, test)
 		},
+		Served: func(ctx context.Context, port int) (int, error) {
+			c, err := redisStats(ctx, port)
+			return c.commands, err
+		},
 	}
 }
 
