@@ -109,7 +109,7 @@ func WriteHTML(w io.Writer, profiles ...*Profile) error {
 	const barH, gap, labelW = 28.0, 14.0, 0.0
 	scale := (d.Width - 160) / float64(maxTotal)
 	for i, p := range profiles {
-		b := bar{Label: cmp.Or(p.Label, fmt.Sprintf("profile %d", i+1)), Y: float64(i) * (barH + gap), Total: p.Lines.Total,
+		b := bar{Label: cmp.Or(p.Label, fmt.Sprintf("profile %d", i+1)), Y: 16 + float64(i)*(barH+gap), Total: p.Lines.Total,
 			Functions: len(p.Functions), Bugs: fmt.Sprintf("%.2f", p.Bugs), Mode: p.Mode}
 		b.LabelTitle = p.Summary()
 		x := labelW
@@ -134,7 +134,7 @@ func WriteHTML(w io.Writer, profiles ...*Profile) error {
 		}
 		d.Bars = append(d.Bars, b)
 	}
-	d.BarsHeight = float64(len(profiles))*(barH+gap) + 10
+	d.BarsHeight = 16 + float64(len(profiles))*(barH+gap)
 
 	// Convergence curves.
 	var maxAt time.Duration
