@@ -9,9 +9,9 @@ FUZZTIME ?= 10s
 LAB := $(GO) run ./internal/cmd/lab
 export HAPSCOPE_REQUIRE_LAB := 1
 
-APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils
+APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc
 
-.PHONY: all build deps fetch test test-host lab-test lab-bench bench fuzz lint generate demo clean
+.PHONY: all build deps fetch test test-host lab-test lab-bench bench fuzz lint generate demo report-check clean
 
 all: build
 
@@ -57,6 +57,11 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# The HTML report rendered by headless Chromium (Debian's package): no console
+# errors, the expected bars. Also part of test-host.
+report-check: deps
+	$(GO) test -count=1 -run '^TestReportInChromium$$' -v ./hap
 
 lint:
 	$(GO) vet ./...
