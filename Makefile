@@ -74,10 +74,7 @@ generate: deps
 # The main job: score redis SET and GET, native and under runc. Runs on this
 # kernel when it can be traced (hapscope doctor), else in the lab's Debian 6.12
 # under QEMU. Profiles and the HTML report land in out/demo/.
-DEMO_PACKAGES := redis-server redis-tools runc
 demo: deps
-	@missing=$$(for p in $(DEMO_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "demo: installing $$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	CGO_ENABLED=0 $(GO) build -o out/hapscope ./examples/hapscope
 	@mkdir -p out/demo
 	@if out/hapscope doctor -q; then \
