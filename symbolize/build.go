@@ -212,7 +212,7 @@ func buildFromSections(in buildInput, progress func(done, total int)) (*Index, e
 				if i >= len(units) {
 					return
 				}
-				results[i], errs[i] = indexUnit(d, r, units[i])
+				results[i], errs[i] = indexUnit(d, r, units[i], s[".debug_line"])
 				n := done.Add(1)
 				if progress != nil && (n%16 == 0 || int(n) == len(units)) {
 					progress(int(n), len(units))
@@ -303,7 +303,7 @@ type frame struct {
 
 // indexUnit walks the DIEs and the line table of the unit whose first DIE is
 // at off.
-func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, error) {
+func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte) (cuResult, error) {
 	var res cuResult
 	r.Seek(off)
 	cu, err := r.Next()
@@ -314,6 +314,11 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset) (cuResult, erro
 		return res, nil // type units and the like carry no code
 	}
 	compDir, _ := cu.Val(dwarf.AttrCompDir).(string)
+	if so, ok := cu.Val(dwarf.AttrStmtList).(int64); ok {
+		if err := checkLineHeader(lineSec, uint64(so)); err != nil {
+			return res, err
+		}
+	}
 	lr, err := d.LineReader(cu)
 	if err != nil {
 		return res, fmt.Errorf("line table: %w", err)

@@ -320,7 +320,7 @@ func (ix *Index) raw() *rawIndex {
 }
 
 func decodeKeys(b []byte, n int) ([]uint64, []byte) {
-	out := make([]uint64, 0, n)
+	out := make([]uint64, 0, min(n, len(b)))
 	var k uint64
 	for range n {
 		d, m := binary.Uvarint(b)

@@ -100,7 +100,7 @@ func compareLine(a, b Line) int {
 
 // decodeLines reads n delta-encoded keys; it stops early on corrupt input.
 func (ix *Index) decodeLines(b []byte, n int) ([]Line, []byte) {
-	out := make([]Line, 0, n)
+	out := make([]Line, 0, min(n, len(b))) // a key takes at least one byte
 	var k uint64
 	for range n {
 		d, m := binary.Uvarint(b)
