@@ -6,8 +6,11 @@
 //	hapscope <command> [flags] [args]
 //
 // Each command lives in its own file (cmd_*.go) and registers itself in init.
-// Exit codes: 0 success, 1 the command failed (one line on stderr says why and
-// what to do), 2 usage error.
+//
+// Exit codes: 0 success; 1 the command failed (stderr says why and what to
+// do; for doctor: this kernel cannot be traced); 2 usage error; 3 the
+// measured workload failed (run: non-zero exit or ended before the window),
+// so nothing was scored.
 package main
 
 import (

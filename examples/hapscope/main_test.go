@@ -55,6 +55,34 @@ func TestHostRunExplainsRefusal(t *testing.T) {
 	}
 }
 
+// TestHostDoctor checks that doctor names each backend and says why it
+// cannot be used on a kernel that refuses tracing, with exit status 1.
+func TestHostDoctor(t *testing.T) {
+	if labtest.InLab() || os.Geteuid() != 0 {
+		t.Skip("host test, needs root")
+	}
+	bin := build(t)
+	out, err := exec.Command(bin, "doctor").CombinedOutput()
+	msg := string(out)
+	if err == nil {
+		if !strings.Contains(msg, "works") {
+			t.Fatalf("doctor exited 0 without a working backend:\n%s", msg)
+		}
+		t.Skip("this kernel can be traced")
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("doctor: %v, want exit status 1\n%s", err, msg)
+	}
+	for _, want := range []string{"NO  kprobe.multi", "NO  fentry", "NO  kprobe", "lockdown", "kernel ", "make demo"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, msg)
+		}
+	}
+	if q, err := exec.Command(bin, "doctor", "-q").CombinedOutput(); err == nil || len(q) != 0 {
+		t.Errorf("doctor -q: %v, output %q; want exit 1 and no output", err, q)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	bin := build(t)
 	for _, args := range [][]string{{}, {"nope"}, {"run"}, {"compare", "a.json"}, {"score"}} {
