@@ -1,8 +1,10 @@
 package hap_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/symbolize"
@@ -51,4 +53,20 @@ func ExampleDiff() {
 	// subsystem  only native  only gvisor  both
 	// net/ipv4   2            0            0
 	// fs         0            0            2
+}
+
+// Score measures a cgroup on the running kernel: it needs root, a kernel
+// that can be traced (see `hapscope doctor`) and the kernel's debug info.
+// This example is compiled, not run: there is no such kernel in CI's host.
+func ExampleScore() {
+	p, err := hap.Score(context.Background(), "/sys/fs/cgroup/system.slice/redis.service", hap.ScoreOptions{
+		Warmup: 5 * time.Second,  // start-up is not steady state
+		Window: 30 * time.Second, // the measured window
+	})
+	if err != nil {
+		fmt.Println(err) // says which backend failed and why, or what debug info is missing
+		return
+	}
+	fmt.Println(p.Summary())
+	p.WriteJSON(os.Stdout)
 }
