@@ -35,6 +35,7 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func encode(raw *rawIndex) []byte {
+	sortStrings(raw)
 	var b []byte
 	u32 := func(v uint32) { b = binary.LittleEndian.AppendUint32(b, v) }
 	u64 := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
@@ -112,6 +113,36 @@ func encode(raw *rawIndex) []byte {
 	u32(uint32(len(lines)))
 	b = append(b, lines...)
 	return b
+}
+
+// sortStrings orders the string table, so that keys (fileString<<32|line)
+// sort by file name, then line.
+func sortStrings(raw *rawIndex) {
+	perm := make([]uint32, len(raw.strs))
+	for i := range perm {
+		perm[i] = uint32(i)
+	}
+	slices.SortStableFunc(perm, func(x, y uint32) int { return strings.Compare(raw.strs[x], raw.strs[y]) })
+	newID := make([]uint32, len(perm))
+	strs := make([]string, len(perm))
+	for to, from := range perm {
+		newID[from] = uint32(to)
+		strs[to] = raw.strs[from]
+	}
+	raw.strs = strs
+	remap := func(ks []uint64) []uint64 {
+		out := make([]uint64, len(ks))
+		for i, k := range ks {
+			out[i] = uint64(newID[k>>32])<<32 | k&0xffffffff
+		}
+		slices.Sort(out)
+		return out
+	}
+	for i := range raw.funcs {
+		f := &raw.funcs[i]
+		f.name, f.file = newID[f.name], newID[f.file]
+		f.own, f.inl = remap(f.own), remap(f.inl)
+	}
 }
 
 func cmpU64(a, b uint64) int {

@@ -99,7 +99,16 @@ func orNone(id string) string {
 	return id
 }
 
-// CachePath is where Open keeps the index of a build-id under cacheDir.
+// IndexPath is the file where Open caches the index of a build-id; an empty
+// cacheDir means the default, os.UserCacheDir()/hapscope.
+func IndexPath(cacheDir, buildID string) string {
+	if cacheDir == "" {
+		d, _ := os.UserCacheDir()
+		cacheDir = filepath.Join(d, "hapscope")
+	}
+	return cachePath(cacheDir, buildID)
+}
+
 func cachePath(cacheDir, buildID string) string {
 	return filepath.Join(cacheDir, "index", buildID+".hsidx")
 }
