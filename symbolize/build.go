@@ -102,7 +102,10 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 		// Assembly entry points are often NOTYPE symbols with a size.
 		typ := elf.ST_TYPE(s.Info)
 		exec := int(s.Section) < len(ef.Sections) && ef.Sections[s.Section].Flags&elf.SHF_EXECINSTR != 0
-		if (typ == elf.STT_FUNC || typ == elf.STT_NOTYPE) && exec && s.Size > 0 && s.Value != 0 {
+		// __pfx_/__cfi_ symbols are the padding/CFI preamble before each
+		// function (CONFIG_CALL_PADDING), not functions.
+		pad := strings.HasPrefix(s.Name, "__pfx_") || strings.HasPrefix(s.Name, "__cfi_")
+		if (typ == elf.STT_FUNC || typ == elf.STT_NOTYPE) && exec && !pad && s.Size > 0 && s.Value != 0 {
 			in.syms = append(in.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
 		}
 	}

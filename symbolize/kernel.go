@@ -127,10 +127,13 @@ func ParseKallsyms(r io.Reader) ([]Symbol, error) {
 }
 
 // BytesPerLine converts code size to an estimated line count where there is
-// no DWARF. Calibrated on the Debian 6.12.117 cloud vmlinux (DWARF 5, gcc 14):
-// total bytes of all DWARF functions / their total distinct lines. See
-// TestVmlinuxCalibrate for the measured error.
-const BytesPerLine = 15.3
+// no DWARF: Σ kallsyms sizes ÷ Σ distinct lines (own ∪ inlined) over the
+// 48,406 functions with DWARF of the Debian 6.12.118 cloud vmlinux (gcc 14):
+// 8.42. Measured error (TestVmlinuxCalibrate): per function |error| median
+// 33 %, p90 111 %; Σ over random 1,000-function sets: mean +0.2 %, worst 7 %
+// of Σ exact counts, but +38 % (worst +43 %) above the union of their lines,
+// where shared header lines count once.
+const BytesPerLine = 8.42
 
 func estimateLines(size uint64) uint32 {
 	if size == 0 {
@@ -147,7 +150,7 @@ func Estimate(syms []Symbol) (*Index, error) {
 	var vm []Symbol
 	for _, s := range syms {
 		if s.Module == "" && s.Addr != 0 {
-			vm = append(vm, s)
+			vm = append(vm, s) // __pfx_ padding stays: it ends the function before it
 		}
 	}
 	if len(vm) == 0 {
@@ -161,8 +164,8 @@ func Estimate(syms []Symbol) (*Index, error) {
 		if s.Name == "_text" {
 			raw.text = s.Addr
 		}
-		if i+1 == len(vm) || vm[i+1].Addr == s.Addr {
-			continue // last symbol (unknown size) or an alias
+		if i+1 == len(vm) || vm[i+1].Addr == s.Addr || strings.HasPrefix(s.Name, "__pfx_") || strings.HasPrefix(s.Name, "__cfi_") {
+			continue // last symbol (unknown size), an alias, or padding
 		}
 		size := vm[i+1].Addr - s.Addr
 		raw.funcs = append(raw.funcs, rawFunc{
