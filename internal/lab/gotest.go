@@ -83,8 +83,6 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, err
 	}
-	// Test binaries live outside /tmp: the guest mounts its own tmpfs over
-	// /host/tmp.
 	work, err := os.MkdirTemp(runDir, "tests-")
 	if err != nil {
 		return nil, err

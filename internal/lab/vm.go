@@ -90,7 +90,16 @@ if ! mount -t virtiofs -o ro hostroot /host; then
 	echo "exit 125" >&3
 	poweroff -f
 fi
-for d in proc sys dev run tmp; do mount --rbind /$d /host/$d 2>/dev/null; done
+# /host/tmp: the host's /tmp (where a checkout or cache may live) under a
+# writable tmpfs layer, so chrooted programs can write there; /tmp is the same.
+mount -t tmpfs tmpfs /run/lab-tmp 2>/dev/null || { mkdir -p /run/lab-tmp; mount -t tmpfs tmpfs /run/lab-tmp; }
+mkdir -p /run/lab-tmp/upper /run/lab-tmp/work
+if mount -t overlay overlay -o lowerdir=/host/tmp,upperdir=/run/lab-tmp/upper,workdir=/run/lab-tmp/work /host/tmp; then
+	mount --bind /host/tmp /tmp
+else
+	echo "lab: overlay on /host/tmp failed; chrooted programs get no writable /tmp" >&3
+fi
+for d in proc sys dev run; do mount --rbind /$d /host/$d 2>/dev/null; done
 if [ -f /lab/out ]; then mount -t virtiofs out /out || echo "lab: mounting /out failed"; fi
 hostname lab
 ip link set lo up 2>/dev/null
@@ -314,7 +323,7 @@ func buildInitramfs(k *Kernel, cfg Config, out string) error {
 	}
 	a.file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n"))
 	a.file("etc/group", 0o644, []byte("root:x:0:\n"))
-	mods, err := k.resolveModules(append([]string{"virtio_pci", "virtiofs"}, cfg.Modules...))
+	mods, err := k.resolveModules(append([]string{"virtio_pci", "virtiofs", "overlay"}, cfg.Modules...))
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
