@@ -23,10 +23,12 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -63,6 +65,10 @@ func (k Kind) String() string {
 type Config struct {
 	Functions  int  // number of function indices (cookies 0..Functions-1)
 	Interrupts bool // also count events in interrupt context
+	// Addrs[i] is the entry address of function i (as in /proc/kallsyms).
+	// The KprobeMulti program finds the index from the address it was
+	// entered at (no cookie: see hap.bpf.c); needed only for KprobeMulti.
+	Addrs []uint64
 }
 
 // Stats are events the counter did not record.
@@ -88,6 +94,12 @@ type Objects struct {
 func New(cfg Config) (*Objects, error) {
 	if cfg.Functions <= 0 {
 		return nil, errors.New("bpf: Config.Functions must be positive")
+	}
+	if cfg.Addrs != nil && len(cfg.Addrs) != cfg.Functions {
+		return nil, fmt.Errorf("bpf: Config.Addrs has %d addresses for %d functions", len(cfg.Addrs), cfg.Functions)
+	}
+	if cfg.Functions >= 1<<17 {
+		return nil, fmt.Errorf("bpf: %d functions is more than the in-kernel address search covers (%d)", cfg.Functions, 1<<17-1)
 	}
 	if uint64(cfg.Functions)*MaxScopes > 1<<31 {
 		return nil, fmt.Errorf("bpf: %d functions is too many for %d scopes", cfg.Functions, MaxScopes)
@@ -117,6 +129,7 @@ func New(cfg Config) (*Objects, error) {
 		return nil, err
 	}
 	spec.Maps[hapMapHits].MaxEntries = uint32(cfg.Functions * MaxScopes)
+	spec.Maps[hapMapAddrs].MaxEntries = uint32(cfg.Functions)
 
 	o := &Objects{cfg: cfg, spec: spec, cache: cache, ctxSrc: ctxSrc,
 		maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}}
@@ -126,7 +139,7 @@ func New(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create maps: %w", err)
 	}
-	for _, name := range []string{hapMapHits, hapMapScopes, hapMapStats, ".rodata"} {
+	for _, name := range []string{hapMapHits, hapMapScopes, hapMapStats, hapMapAddrs, ".rodata"} {
 		if o.maps[name] = c.DetachMap(name); o.maps[name] == nil {
 			c.Close()
 			o.Close()
@@ -138,7 +151,49 @@ func New(cfg Config) (*Objects, error) {
 		o.Close()
 		return nil, fmt.Errorf("mmap hits: %w", err)
 	}
+	if err := o.fillAddrs(); err != nil {
+		o.Close()
+		return nil, err
+	}
 	return o, nil
+}
+
+type fnAddr struct {
+	Addr uint64
+	Idx  uint32
+	_    uint32
+}
+
+// fillAddrs writes (address, index) pairs sorted by address: the search in
+// hap.bpf.c needs the order. Without addresses every entry stays zero and the
+// KprobeMulti program finds nothing (counted as dropped).
+func (o *Objects) fillAddrs() error {
+	if o.cfg.Addrs == nil {
+		return nil
+	}
+	v := make([]fnAddr, len(o.cfg.Addrs))
+	for i, a := range o.cfg.Addrs {
+		v[i] = fnAddr{Addr: a, Idx: uint32(i)}
+	}
+	slices.SortFunc(v, func(a, b fnAddr) int { return cmp.Compare(a.Addr, b.Addr) })
+	for i := 1; i < len(v); i++ {
+		if v[i].Addr == v[i-1].Addr {
+			return fmt.Errorf("bpf: functions %d and %d share address %#x: pass one index per address", v[i-1].Idx, v[i].Idx, v[i].Addr)
+		}
+	}
+	keys := make([]uint32, len(v))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := o.maps[hapMapAddrs].BatchUpdate(keys, v, nil); err != nil {
+		// Batch ops on arrays need 5.6+; fall back to one update each.
+		for i := range v {
+			if err := o.maps[hapMapAddrs].Put(keys[i], v[i]); err != nil {
+				return fmt.Errorf("fill function addresses: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // Interrupts says how interrupt context is detected ("pcpu_hot.preempt_count",

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // cgroup2Root finds the cgroup v2 mount (/sys/fs/cgroup or, on hybrid
@@ -146,5 +148,43 @@ func TestSysEnterScopes(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Error("New with zero functions succeeded")
+	}
+}
+
+// TestProgramsVerify loads the shared programs with a sorted address table:
+// the verifier must accept the kprobe.multi address search on this kernel.
+func TestProgramsVerify(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_BPF)")
+	}
+	cfg := Config{Functions: 5, Interrupts: true, Addrs: []uint64{0x50, 0x10, 0x40, 0x20, 0x30}}
+	o, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for _, k := range []Kind{KprobeMulti, Kprobe} {
+		if _, err := o.Program(k); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				t.Skipf("%v: this kernel refuses to load it (%v)", k, err)
+			}
+			t.Errorf("%v: %v", k, err)
+		}
+	}
+	var got []fnAddr
+	for i := uint32(0); i < 5; i++ {
+		var v fnAddr
+		if err := o.maps[hapMapAddrs].Lookup(i, &v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	for i, v := range got {
+		if v.Addr != uint64(0x10*(i+1)) || cfg.Addrs[v.Idx] != v.Addr {
+			t.Errorf("addrs[%d] = %#x idx %d: want sorted addresses with their indices", i, v.Addr, v.Idx)
+		}
+	}
+	if _, err := New(Config{Functions: 2, Addrs: []uint64{1, 1}, Interrupts: true}); err == nil {
+		t.Error("New accepted two functions at one address")
 	}
 }

@@ -59,6 +59,20 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* kprobe.multi: (entry address, index) sorted by address; max_entries = nfuncs. */
+struct fn_addr {
+	__u64 addr;
+	__u32 idx;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fn_addr);
+} addrs SEC(".maps");
+
 volatile const __u32 nfuncs = 1;
 /* 0: count interrupt context too; 1: pcpu_hot; 2: __preempt_count */
 volatile const __u32 preempt_mode = 0;
@@ -89,14 +103,39 @@ static __always_inline int in_interrupt_ctx(void)
 	return pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET);
 }
 
-static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
+static __always_inline int in_scope(__u32 i)
 {
 	__u32 key = i;
 	struct scope *s = bpf_map_lookup_elem(&scopes, &key);
 
-	if (!s || !s->cgid)
-		return;
-	if (bpf_get_current_ancestor_cgroup_id(s->level) != s->cgid)
+	return s && s->cgid && bpf_get_current_ancestor_cgroup_id(s->level) == s->cgid;
+}
+
+#if MAX_SCOPES != 16
+#error "update the scope lists in admit() and count()"
+#endif
+
+/* Whether the event is to be counted: the task lies in some scope and, by
+ * default, not in interrupt context. Short-circuits at the first scope that
+ * matches (a bit mask carried to count() would multiply the verifier's
+ * states by 2^16). */
+static __always_inline int admit(void)
+{
+	if (!(in_scope(0) || in_scope(1) || in_scope(2) || in_scope(3) ||
+	      in_scope(4) || in_scope(5) || in_scope(6) || in_scope(7) ||
+	      in_scope(8) || in_scope(9) || in_scope(10) || in_scope(11) ||
+	      in_scope(12) || in_scope(13) || in_scope(14) || in_scope(15)))
+		return 0;
+	if (in_interrupt_ctx()) {
+		stat_inc(STAT_IRQ);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
+{
+	if (!in_scope(i))
 		return;
 	__u32 k = i * n + idx;
 	__u64 *c = bpf_map_lookup_elem(&hits, &k);
@@ -106,11 +145,8 @@ static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
 		stat_inc(STAT_DROPPED);
 }
 
-#define SCOPE(i) count_scope(i, (__u32)idx, n)
-#if MAX_SCOPES != 16
-#error "update the SCOPE() list in count()"
-#endif
-
+/* Unrolled by hand: MAX_SCOPES array lookups (inlined by the verifier) and
+ * one helper call per scope in use. */
 static __always_inline void count(__u64 idx)
 {
 	__u32 n = nfuncs;
@@ -119,29 +155,50 @@ static __always_inline void count(__u64 idx)
 		stat_inc(STAT_DROPPED);
 		return;
 	}
-	if (in_interrupt_ctx()) {
-		stat_inc(STAT_IRQ);
-		return;
-	}
-	/* Unrolled by hand: MAX_SCOPES array lookups (inlined by the
-	 * verifier) and one helper call per scope in use. */
+#define SCOPE(i) count_scope(i, (__u32)idx, n)
 	SCOPE(0); SCOPE(1); SCOPE(2); SCOPE(3);
 	SCOPE(4); SCOPE(5); SCOPE(6); SCOPE(7);
 	SCOPE(8); SCOPE(9); SCOPE(10); SCOPE(11);
 	SCOPE(12); SCOPE(13); SCOPE(14); SCOPE(15);
+#undef SCOPE
+}
+
+/* Index of the function entered at ip, nfuncs if not found. 17 halvings
+ * cover 2^17 functions (the loader refuses more). */
+static __always_inline __u64 index_of(__u64 ip)
+{
+	__u32 lo = 0, hi = nfuncs;
+
+	for (int i = 0; i < 17; i++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = (lo + hi) / 2;
+		struct fn_addr *e = bpf_map_lookup_elem(&addrs, &mid);
+		if (!e)
+			break;
+		if (e->addr == ip)
+			return e->idx;
+		if (e->addr < ip)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return nfuncs;
 }
 
 SEC("kprobe.multi")
 int hap_kprobe_multi(void *ctx)
 {
-	count(bpf_get_attach_cookie(ctx));
+	if (admit())
+		count(index_of(bpf_get_func_ip(ctx)));
 	return 0;
 }
 
 SEC("kprobe")
 int hap_kprobe(void *ctx)
 {
-	count(bpf_get_attach_cookie(ctx));
+	if (admit())
+		count(bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
@@ -149,14 +206,16 @@ int hap_kprobe(void *ctx)
 SEC("fentry/vfs_read")
 int hap_fentry(void *ctx)
 {
-	count(bpf_get_attach_cookie(ctx));
+	if (admit())
+		count(bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
 SEC("tp_btf/sys_enter")
 int hap_sys_enter(void *ctx)
 {
-	count(tp_index);
+	if (admit())
+		count(tp_index);
 	return 0;
 }
 

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	hapMapAddrs           = "addrs"
 	hapMapHits            = "hits"
 	hapMapScopes          = "scopes"
 	hapMapStats           = "stats"
@@ -80,6 +81,7 @@ type hapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapMapSpecs struct {
+	Addrs  *ebpf.MapSpec `ebpf:"addrs"`
 	Hits   *ebpf.MapSpec `ebpf:"hits"`
 	Scopes *ebpf.MapSpec `ebpf:"scopes"`
 	Stats  *ebpf.MapSpec `ebpf:"stats"`
@@ -114,6 +116,7 @@ func (o *hapObjects) Close() error {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapMaps struct {
+	Addrs  *ebpf.Map `ebpf:"addrs"`
 	Hits   *ebpf.Map `ebpf:"hits"`
 	Scopes *ebpf.Map `ebpf:"scopes"`
 	Stats  *ebpf.Map `ebpf:"stats"`
@@ -121,6 +124,7 @@ type hapMaps struct {
 
 func (m *hapMaps) Close() error {
 	return _HapClose(
+		m.Addrs,
 		m.Hits,
 		m.Scopes,
 		m.Stats,

@@ -101,7 +101,7 @@ func explain(b Backend, err error) error {
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
 		if lock := lockdown(); lock != "" && lock != "none" {
-			hints = append(hints, fmt.Sprintf("EPERM under kernel lockdown=%s, which forbids attaching BPF to kernel functions (boot with lockdown=none or trace in a VM)", lock))
+			hints = append(hints, fmt.Sprintf("EPERM (operation not permitted) as uid %d; kernel lockdown=%s (read from securityfs); the kernel does not say which policy refused: lockdown, an LSM or a seccomp filter may (`dmesg | grep -i lockdown` shows lockdown refusals). To trace, use a kernel booted with lockdown=none, or trace in a VM (make lab-test)", os.Geteuid(), lock))
 		} else if os.Geteuid() != 0 {
 			hints = append(hints, "EPERM: run as root or with CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN")
 		} else {

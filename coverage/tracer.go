@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,7 +27,34 @@ type Options struct {
 	Interrupts bool           // also count hard-IRQ, soft-IRQ and NMI context
 	Workers    int            // parallel attach/detach for fentry and kprobe; 0 = 2×CPUs
 	Progress   func(Progress) // optional; called from Open and Close as work advances
+	// Counts keeps every probe attached for the whole life of the tracer
+	// and counts every call (Mode Counts). By default (Mode Pruned) a
+	// function's probe is removed once every active scope has entered it,
+	// which makes the steady state nearly free; see Mode.
+	Counts bool
 }
+
+// Mode says how a Tracer probes, and so what Hit.Count means.
+type Mode string
+
+const (
+	// Pruned (the default): a function's probe is removed as soon as every
+	// active scope has entered it; scopes added later (AddScope) and
+	// scopes reset (Reset) re-arm the probes they have not seen. The
+	// function set is the same as with Counts; Hit.Count is 1 ("seen").
+	//
+	// fentry and kprobe: the links of seen functions are closed in
+	// concurrent batches. kprobe.multi: the functions are spread over
+	// links of up to 2,048 functions; a link holding seen functions is
+	// replaced by one over its functions not yet seen, attached before the
+	// old one is closed, so no call goes unprobed. A background loop looks
+	// at the counters every 100 ms to 5 s: the period halves while new
+	// functions keep appearing and doubles while they do not.
+	Pruned Mode = "pruned"
+	// Counts: every probe stays attached; Hit.Count is the exact number of
+	// calls in the scope (minus Snapshot.Misses and Dropped).
+	Counts Mode = "counts"
+)
 
 // Progress reports attach or detach work.
 type Progress struct {
@@ -41,17 +69,45 @@ type Progress struct {
 type Tracer struct {
 	cat      *Catalogue
 	backend  Backend
+	mode     Mode
 	opts     Options
 	objs     *bpf.Objects
-	links    []link.Link
-	progs    []ebpf.ProgramID // fentry programs (their FDs are closed once linked)
-	attached int
-	excluded map[Reason]int
+	attached int               // functions attached at Open
 	samples  map[Reason]string // one error text per attach failure reason
+
+	// armMu serialises changes to the probes: pruning, re-arming, Close.
+	armMu sync.Mutex
+	// fentry and kprobe: one link per function (nil: not attached now).
+	flinks []link.Link
+	// kprobe.multi: links over disjoint sets of functions.
+	multi []*multiLink
+	// function i was attached at Open; armed: it is probed now.
+	attachable, armed []bool
+	buf               []uint64 // counters read by prune
+
+	stop, stopped chan struct{}
+
+	// stMu guards what Snapshot reads while probes change.
+	stMu     sync.Mutex
+	excluded map[Reason]int
+	fprogs   map[int]ebpf.ProgramID // fentry programs (their FDs are closed once linked)
+	retired  uint64                 // misses of programs and links closed by pruning
+	pruned   int                    // functions whose probe is removed now
+	pruneErr error                  // first pruning failure, reported by Snapshot
 
 	mu     sync.Mutex
 	scopes [MaxScopes]*Scope
 }
+
+// multiLink is one kprobe.multi link and the functions it probes.
+type multiLink struct {
+	l   link.Link
+	idx []int
+}
+
+// shardSize bounds the functions of one kprobe.multi link in Pruned mode:
+// replacing a link costs in proportion to what it still probes.
+const shardSize = 2048
 
 // Scope is one cgroup v2 subtree being counted.
 type Scope struct {
@@ -68,14 +124,31 @@ type Hit struct {
 }
 
 // Snapshot is the function set of one scope at one moment.
+//
+// Misses are probe hits for which the kernel did not run the program
+// because a BPF program was already running on that CPU (the kernel's
+// recursion guard; kprobe.multi adds fprobe's own recursion count). With
+// the default context rules (Interrupts off) they cannot hide a function of
+// the workload: the programs run with preemption disabled, so the only code
+// that can hit a probe while one runs on the same CPU is (a) an interrupt or
+// NMI arriving meanwhile — interrupt context, excluded from the set anyway —
+// and (b) functions called by the tracing machinery itself (its helpers are
+// on the deny list; kprobe.multi finds the function index without the
+// cookie helper, whose bsearch() re-entered the probe on every event and
+// made most of the misses measured before). A workload's own call of a
+// function always runs outside a BPF program and is counted. With
+// Interrupts on, an interrupt handler that arrives while the program runs
+// is missed for that occurrence only.
 type Snapshot struct {
 	Scope      string
 	Backend    Backend
+	Mode       Mode   // Pruned: Hit.Count is 1 ("seen"); Counts: exact counts
 	Interrupts string // "counted", or how interrupt context was detected and skipped
 	Hits       []Hit  // functions with Count > 0, in catalogue order
-	Attached   int    // functions the counter is attached to
+	Attached   int    // functions the counter was attached to at Open
+	Pruned     int    // of those, functions not probed now: every active scope saw them
 	Excluded   map[Reason]int
-	Misses     uint64 // program runs the kernel skipped (recursion misses, all scopes)
+	Misses     uint64 // probe hits the kernel did not run the program for (all scopes; see above)
 	Dropped    uint64 // events the counter could not record (all scopes)
 	Skipped    uint64 // events skipped in interrupt context (all scopes)
 	Taken      time.Time
@@ -119,11 +192,23 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	} else if err := probe(b, cat, probeTarget(cat)); err != nil {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
-	objs, err := bpf.New(bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts})
+	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts}
+	if b == KprobeMulti {
+		cfg.Addrs = make([]uint64, len(cat.Functions))
+		for i, f := range cat.Functions {
+			cfg.Addrs[i] = f.Addr
+		}
+	}
+	objs, err := bpf.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
-	t := &Tracer{cat: cat, backend: b, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{}}
+	n := len(cat.Functions)
+	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
+		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
+	if opts.Counts {
+		t.mode = Counts
+	}
 	for r, n := range cat.Excluded {
 		t.excluded[r] = n
 	}
@@ -135,12 +220,23 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	default:
 		err = fmt.Errorf("unknown backend %q (want one of %v)", b, Backends)
 	}
+	for _, a := range t.armed {
+		if a {
+			t.attached++
+		}
+	}
 	if err == nil && t.attached == 0 {
 		err = errors.New("no function could be attached (see the excluded counts)")
 	}
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("open tracer (%s): %w", b, err)
+	}
+	copy(t.attachable, t.armed)
+	if t.mode == Pruned {
+		t.buf = make([]uint64, n)
+		t.stop, t.stopped = make(chan struct{}), make(chan struct{})
+		go t.pruneLoop()
 	}
 	return t, nil
 }
@@ -184,43 +280,69 @@ func fatal(err error) bool {
 	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EMFILE) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// attachMulti attaches one kprobe.multi link over all addresses; when the
-// kernel refuses the set, it bisects to find and exclude the bad functions.
+// attachMulti attaches kprobe.multi links over all functions (one link in
+// Counts mode, shards in Pruned mode); when the kernel refuses a set, it
+// bisects to find and exclude the bad functions.
 func (t *Tracer) attachMulti(ctx context.Context) error {
-	p, err := t.objs.Program(bpf.KprobeMulti)
-	if err != nil {
-		return err
-	}
 	all := make([]int, len(t.cat.Functions))
 	for i := range all {
 		all[i] = i
 	}
-	total := len(all)
-	t.progress("attach", 0, total)
+	size := len(all)
+	if t.mode == Pruned {
+		size = shardSize
+	}
+	t.progress("attach", 0, len(all))
+	done := 0
+	for len(all) > 0 {
+		k := min(size, len(all))
+		ls, err := t.attachMultiSet(ctx, all[:k], true)
+		t.multi = append(t.multi, ls...)
+		if err != nil {
+			return err
+		}
+		done += k
+		t.progress("attach", done, len(t.cat.Functions))
+		all = all[k:]
+	}
+	return nil
+}
+
+// attachMultiSet attaches links over idx and marks them armed. With bisect,
+// functions the kernel refuses are excluded one by one; without, the first
+// error stops it.
+func (t *Tracer) attachMultiSet(ctx context.Context, idx []int, bisect bool) ([]*multiLink, error) {
+	p, err := t.objs.Program(bpf.KprobeMulti)
+	if err != nil {
+		return nil, err
+	}
+	var out []*multiLink
 	var try func(idx []int) error
 	try = func(idx []int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		addrs := make([]uintptr, len(idx))
-		cookies := make([]uint64, len(idx))
 		for j, i := range idx {
 			addrs[j] = uintptr(t.cat.Functions[i].Addr)
-			cookies[j] = uint64(i)
 		}
-		l, err := link.KprobeMulti(p, link.KprobeMultiOptions{Addresses: addrs, Cookies: cookies})
+		// No cookies: the program finds the index from the address.
+		l, err := link.KprobeMulti(p, link.KprobeMultiOptions{Addresses: addrs})
 		if err == nil {
-			t.links = append(t.links, l)
-			t.attached += len(idx)
-			t.progress("attach", t.attached, total)
+			out = append(out, &multiLink{l: l, idx: slices.Clone(idx)})
+			for _, i := range idx {
+				t.armed[i] = true
+			}
 			return nil
 		}
-		if fatal(err) {
+		if fatal(err) || !bisect {
 			return explain(KprobeMulti, err)
 		}
 		if len(idx) == 1 {
 			r := attachReason(err)
+			t.stMu.Lock()
 			t.excluded[r]++
+			t.stMu.Unlock()
 			if _, ok := t.samples[r]; !ok {
 				t.samples[r] = fmt.Sprintf("%s: %v", t.cat.Functions[idx[0]].Name, err)
 			}
@@ -232,22 +354,12 @@ func (t *Tracer) attachMulti(ctx context.Context) error {
 		}
 		return try(idx[h:])
 	}
-	return try(all)
+	return out, try(idx)
 }
 
 // attachEach attaches one link per function with a bounded worker pool.
 func (t *Tracer) attachEach(ctx context.Context) error {
-	var prog *ebpf.Program
-	var err error
-	if t.backend == Kprobe {
-		if prog, err = t.objs.Program(bpf.Kprobe); err != nil {
-			return err
-		}
-	}
-	n := len(t.cat.Functions)
-	links := make([]link.Link, n)
-	progs := make([]ebpf.ProgramID, n)
-	reasons := make([]Reason, n)
+	t.flinks = make([]link.Link, len(t.cat.Functions))
 	names := map[string]int{}
 	for _, f := range t.cat.Functions {
 		names[f.Name]++
@@ -256,13 +368,47 @@ func (t *Tracer) attachEach(ctx context.Context) error {
 	for i, f := range t.cat.Functions {
 		switch {
 		case names[f.Name] > 1:
-			reasons[i] = Ambiguous
+			t.excluded[Ambiguous]++
 		case t.backend == Fentry && f.noFentry != "":
-			reasons[i] = f.noFentry
+			t.excluded[f.noFentry]++
 		default:
 			todo = append(todo, i)
 		}
 	}
+	return t.attachSet(ctx, todo, "attach")
+}
+
+// attachOne attaches the probe of function i (fentry: loads its program).
+func (t *Tracer) attachOne(i int) (link.Link, ebpf.ProgramID, error) {
+	f := t.cat.Functions[i]
+	if t.backend == Kprobe {
+		prog, err := t.objs.Program(bpf.Kprobe)
+		if err != nil {
+			return nil, 0, err
+		}
+		l, err := link.Kprobe(f.Name, prog, &link.KprobeOptions{Cookie: uint64(i)})
+		return l, 0, err
+	}
+	p, err := t.objs.Fentry(f.Name)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer p.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: uint64(i)})
+	if err != nil {
+		return nil, 0, err
+	}
+	var id ebpf.ProgramID
+	if info, ierr := p.Info(); ierr == nil {
+		id, _ = info.ID()
+	}
+	return l, id, nil
+}
+
+// attachSet attaches the functions todo (one link each) with a bounded
+// worker pool; failures are counted as exclusions (stage names the reason's
+// prefix), fatal ones stop it.
+func (t *Tracer) attachSet(ctx context.Context, todo []int, stage string) error {
 	var (
 		mu       sync.Mutex
 		done     int
@@ -275,44 +421,39 @@ func (t *Tracer) attachEach(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				f := t.cat.Functions[i]
-				var l link.Link
-				var id ebpf.ProgramID
-				var err error
-				if t.backend == Fentry {
-					var p *ebpf.Program
-					if p, err = t.objs.Fentry(f.Name); err == nil {
-						if l, err = link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: uint64(i)}); err == nil {
-							if info, ierr := p.Info(); ierr == nil {
-								id, _ = info.ID()
-							}
-						}
-						p.Close()
-					}
-				} else {
-					l, err = link.Kprobe(f.Name, prog, &link.KprobeOptions{Cookie: uint64(i)})
-				}
+				l, id, err := t.attachOne(i)
 				mu.Lock()
 				if err != nil {
-					reasons[i] = attachReason(err)
-					if _, ok := t.samples[reasons[i]]; !ok {
-						t.samples[reasons[i]] = fmt.Sprintf("%s: %v", f.Name, err)
+					r := attachReason(err)
+					if stage != "attach" {
+						r = Reason(stage + strings.TrimPrefix(string(r), "attach"))
+					}
+					t.stMu.Lock()
+					t.excluded[r]++
+					t.stMu.Unlock()
+					if _, ok := t.samples[r]; !ok {
+						t.samples[r] = fmt.Sprintf("%s: %v", t.cat.Functions[i].Name, err)
 					}
 					if fatal(err) && firstErr == nil {
-						firstErr = explain(t.backend, fmt.Errorf("attach %s: %w", f.Name, err))
+						firstErr = explain(t.backend, fmt.Errorf("%s %s: %w", stage, t.cat.Functions[i].Name, err))
 					}
 				} else {
-					links[i], progs[i] = l, id
+					t.flinks[i], t.armed[i] = l, true
+					if id != 0 {
+						t.stMu.Lock()
+						t.fprogs[i] = id
+						t.stMu.Unlock()
+					}
 				}
 				done++
 				if done%256 == 0 || done == len(todo) {
-					t.progress("attach", done, len(todo))
+					t.progress(stage, done, len(todo))
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-	t.progress("attach", 0, len(todo))
+	t.progress(stage, 0, len(todo))
 feed:
 	for _, i := range todo {
 		mu.Lock()
@@ -329,17 +470,6 @@ feed:
 	}
 	close(work)
 	wg.Wait()
-	for i := range links {
-		if links[i] != nil {
-			t.links = append(t.links, links[i])
-			t.attached++
-			if progs[i] != 0 {
-				t.progs = append(t.progs, progs[i])
-			}
-		} else if reasons[i] != "" {
-			t.excluded[reasons[i]]++
-		}
-	}
 	if firstErr != nil {
 		return firstErr
 	}
@@ -351,7 +481,9 @@ func (t *Tracer) Backend() Backend { return t.backend }
 
 // AddScope starts counting for the cgroup v2 subtree at dir (a directory
 // under the cgroup2 mount, or a path relative to its root such as
-// "/system.slice"). Descendants created later are included.
+// "/system.slice"). Descendants created later are included. In Pruned mode
+// it first re-arms the probes pruned so far (the new scope has seen
+// nothing), so it can take as long as attaching those functions.
 func (t *Tracer) AddScope(dir string) (*Scope, error) {
 	d, id, level, err := cgroupInfo(dir)
 	if err != nil {
@@ -371,6 +503,18 @@ func (t *Tracer) AddScopeID(id uint64) (*Scope, error) {
 }
 
 func (t *Tracer) add(dir string, id uint64, level int) (*Scope, error) {
+	t.armMu.Lock()
+	defer t.armMu.Unlock()
+	t.mu.Lock()
+	full := !slices.Contains(t.scopes[:], nil)
+	t.mu.Unlock()
+	if full {
+		return nil, fmt.Errorf("add scope %s: all %d scopes in use: remove one first", dir, MaxScopes)
+	}
+	// Re-arm before the scope counts: no blind spot in its window.
+	if err := t.rearm(); err != nil {
+		return nil, fmt.Errorf("add scope %s: %w", dir, err)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for slot, s := range t.scopes {
@@ -408,8 +552,20 @@ func (t *Tracer) RemoveScope(s *Scope) error {
 	return t.objs.ClearScope(s.slot)
 }
 
-// Reset zeroes the counters of s.
+// Reset zeroes the counters of s. In Pruned mode it first re-arms the probes
+// pruned so far (s has seen nothing after it), like AddScope.
 func (t *Tracer) Reset(s *Scope) error {
+	t.armMu.Lock()
+	defer t.armMu.Unlock()
+	t.mu.Lock()
+	err := t.check(s)
+	t.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("reset scope: %w", err)
+	}
+	if err := t.rearm(); err != nil {
+		return fmt.Errorf("reset scope %s: %w", s.Path, err)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.check(s); err != nil {
@@ -429,13 +585,23 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	if err := t.objs.Hits(s.slot, hits); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
 	}
-	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Interrupts: t.objs.Interrupts(),
+	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(),
 		Attached: t.attached, Excluded: map[Reason]int{}, Taken: time.Now()}
+	t.stMu.Lock()
 	for r, n := range t.excluded {
 		snap.Excluded[r] = n
 	}
+	snap.Pruned = t.pruned
+	perr := t.pruneErr
+	t.stMu.Unlock()
+	if perr != nil {
+		return nil, fmt.Errorf("snapshot %s: pruning failed, probes may be missing: %w (use Options.Counts to trace without pruning)", s.Path, perr)
+	}
 	for i, c := range hits {
 		if c > 0 {
+			if t.mode == Pruned {
+				c = 1
+			}
 			snap.Hits = append(snap.Hits, Hit{Function: t.cat.Functions[i], Count: c})
 		}
 	}
@@ -450,7 +616,8 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	return snap, nil
 }
 
-// misses sums the kernel's recursion-miss counters of the programs in use.
+// misses sums the kernel's recursion-miss counters of the programs in use,
+// fprobe's of the kprobe.multi links, and those of what pruning closed.
 func (t *Tracer) misses() (uint64, error) {
 	var sum uint64
 	switch t.backend {
@@ -468,21 +635,62 @@ func (t *Tracer) misses() (uint64, error) {
 			return 0, fmt.Errorf("program stats: %w", err)
 		}
 		sum = st.RecursionMisses
+		if t.backend == KprobeMulti {
+			t.stMu.Lock()
+			ls := make([]link.Link, 0, len(t.multi))
+			for _, m := range t.multi {
+				ls = append(ls, m.l)
+			}
+			t.stMu.Unlock()
+			for _, l := range ls {
+				sum += linkMissed(l)
+			}
+		}
 	case Fentry:
-		for _, id := range t.progs {
-			p, err := ebpf.NewProgramFromID(id)
-			if err != nil {
-				return 0, fmt.Errorf("program %d: %w", id, err)
+		t.stMu.Lock()
+		ids := make([]ebpf.ProgramID, 0, len(t.fprogs))
+		for _, id := range t.fprogs {
+			ids = append(ids, id)
+		}
+		t.stMu.Unlock()
+		for _, id := range ids {
+			m, err := progMisses(id)
+			if err != nil && !errors.Is(err, unix.ENOENT) { // ENOENT: pruned meanwhile
+				return 0, err
 			}
-			st, err := p.Stats()
-			p.Close()
-			if err != nil {
-				return 0, fmt.Errorf("program stats: %w", err)
-			}
-			sum += st.RecursionMisses
+			sum += m
 		}
 	}
+	t.stMu.Lock()
+	sum += t.retired
+	t.stMu.Unlock()
 	return sum, nil
+}
+
+func progMisses(id ebpf.ProgramID) (uint64, error) {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return 0, fmt.Errorf("program %d: %w", id, err)
+	}
+	defer p.Close()
+	st, err := p.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("program %d stats: %w", id, err)
+	}
+	return st.RecursionMisses, nil
+}
+
+// linkMissed is fprobe's count of handler runs skipped for recursion
+// (kprobe.multi link info, 6.7+; 0 where the kernel does not report it).
+func linkMissed(l link.Link) uint64 {
+	info, err := l.Info()
+	if err != nil {
+		return 0
+	}
+	if km := info.KprobeMulti(); km != nil {
+		return km.Missed
+	}
+	return 0
 }
 
 // Measure waits warmup (start-up is not steady state), resets s, waits
@@ -542,8 +750,36 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Close detaches every link (concurrently: fentry detach waits for RCU
 // grace periods) and frees the maps.
 func (t *Tracer) Close() error {
+	if t.stop != nil {
+		close(t.stop)
+		<-t.stopped
+		t.stop = nil
+	}
+	t.armMu.Lock()
+	defer t.armMu.Unlock()
+	var all []link.Link
+	for _, l := range t.flinks {
+		if l != nil {
+			all = append(all, l)
+		}
+	}
+	for _, m := range t.multi {
+		all = append(all, m.l)
+	}
+	t.flinks, t.multi = nil, nil
+	errs := t.closeLinks(all, "detach")
+	if t.objs != nil {
+		errs = append(errs, t.objs.Close())
+		t.objs = nil
+	}
+	return errors.Join(errs...)
+}
+
+// closeLinks closes links concurrently (fentry detach waits for RCU-tasks
+// grace periods; the kernel batches concurrent waits).
+func (t *Tracer) closeLinks(links []link.Link, stage string) []error {
 	var errs []error
-	total := len(t.links)
+	total := len(links)
 	work := make(chan link.Link)
 	var mu sync.Mutex
 	done := 0
@@ -563,22 +799,17 @@ func (t *Tracer) Close() error {
 					errs = append(errs, err)
 				}
 				done++
-				if done%256 == 0 || done == total {
-					t.progress("detach", done, total)
+				if stage != "" && (done%256 == 0 || done == total) {
+					t.progress(stage, done, total)
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-	for _, l := range t.links {
+	for _, l := range links {
 		work <- l
 	}
 	close(work)
 	wg.Wait()
-	t.links = nil
-	if t.objs != nil {
-		errs = append(errs, t.objs.Close())
-		t.objs = nil
-	}
-	return errors.Join(errs...)
+	return errs
 }

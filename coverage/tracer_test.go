@@ -35,6 +35,11 @@ func TestOpenRefusedUnderLockdown(t *testing.T) {
 			t.Errorf("error does not mention %q", want)
 		}
 	}
+	// Facts only: integrity lockdown by itself does not forbid fentry, so
+	// the message must not blame lockdown as the cause.
+	if strings.Contains(msg, "forbids") {
+		t.Errorf("error claims a cause it cannot know: %s", msg)
+	}
 	// Forcing one backend gives that backend's reason.
 	_, err = Open(context.Background(), cat, Options{Backend: Fentry})
 	if err == nil || !strings.Contains(err.Error(), "fentry") || !strings.Contains(err.Error(), "lockdown") {
@@ -67,5 +72,28 @@ func TestOpenEmpty(t *testing.T) {
 	_, err := Open(context.Background(), &Catalogue{}, Options{})
 	if err == nil || errors.Is(err, context.Canceled) {
 		t.Errorf("Open of an empty catalogue: %v", err)
+	}
+}
+
+func TestNextPeriod(t *testing.T) {
+	p := minPrunePeriod
+	for i := 0; i < 10; i++ {
+		p = nextPeriod(p, 0)
+	}
+	if p != maxPrunePeriod {
+		t.Errorf("no new functions for 10 periods: period %v, want the maximum %v", p, maxPrunePeriod)
+	}
+	q := nextPeriod(p, 100)
+	if q != p/2 {
+		t.Errorf("100 new functions: period %v, want half of %v", q, p)
+	}
+	if r := nextPeriod(q, 8); r != q {
+		t.Errorf("8 new functions: period %v, want it kept at %v", r, q)
+	}
+	for i := 0; i < 10; i++ {
+		q = nextPeriod(q, 1000)
+	}
+	if q != minPrunePeriod {
+		t.Errorf("many new functions: period %v, want the minimum %v", q, minPrunePeriod)
 	}
 }

@@ -176,6 +176,9 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	var funcs []Func
 	var unresolved []string
 	for _, h := range snap.Hits {
+		if snap.Mode != coverage.Counts {
+			h.Count = 0 // pruned probes: the tracer saw the function, it did not count calls
+		}
 		sf := ix.FuncAt(h.Addr - off)
 		if sf == nil {
 			unresolved = append(unresolved, fmt.Sprintf("%s@%#x", h.Name, h.Addr))
