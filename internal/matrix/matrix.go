@@ -127,6 +127,7 @@ type lr struct {
 // Cell is the result of one workload under one runtime.
 type Cell struct {
 	Workload, Runtime string
+	Run               int          // 0-based index of the run (Plan.Runs)
 	Profile           *hap.Profile // nil when the cell failed or was skipped
 	Load              LoadResult
 	Skipped           string // why the runtime could not run here
@@ -139,43 +140,62 @@ type Plan struct {
 	Runtimes  []Runtime
 	// Warmup and Window of each measurement.
 	Warmup, Window time.Duration
+	// Runs is how many times each cell is measured (0 means 1). Runs are
+	// interleaved: every cell once, then every cell again, so that drift
+	// over the session spreads over all cells.
+	Runs int
+}
+
+// Scorer measures a cgroup over a window; *hap.Scorer is one (attached
+// once, it scores cell after cell).
+type Scorer interface {
+	Score(ctx context.Context, cgroup string) (*hap.Profile, error)
 }
 
 // Run measures every workload under every runtime, one cell after another,
-// with the tracer of s (attached once). It returns every cell, failed and
+// with s (a tracer attached once). It returns every cell, failed and
 // skipped ones included; err is only for errors that stop the whole run.
-func (p Plan) Run(ctx context.Context, e *Env, s *hap.Scorer) ([]Cell, error) {
+func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", e.Cgroup, err)
 	}
+	runs := max(p.Runs, 1)
 	var cells []Cell
-	for _, w := range p.Workloads {
-		for _, rt := range p.Runtimes {
-			c := Cell{Workload: w.Name, Runtime: rt.Name}
-			if err := rt.Check(e); err != nil {
-				c.Skipped = err.Error()
-				e.logf("matrix: %s/%s skipped: %s", w.Name, rt.Name, c.Skipped)
+	for run := range runs {
+		for _, w := range p.Workloads {
+			for _, rt := range p.Runtimes {
+				c := Cell{Workload: w.Name, Runtime: rt.Name, Run: run}
+				if err := rt.Check(e); err != nil {
+					c.Skipped = err.Error()
+					if run == 0 {
+						e.logf("matrix: %s/%s skipped: %s", w.Name, rt.Name, c.Skipped)
+					}
+					cells = append(cells, c)
+					continue
+				}
+				tag := fmt.Sprintf("%s/%s", w.Name, rt.Name)
+				if runs > 1 {
+					tag += fmt.Sprintf(" run %d/%d", run+1, runs)
+				}
+				e.logf("matrix: %s …", tag)
+				c.Profile, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
+				if ctx.Err() != nil {
+					return cells, ctx.Err()
+				}
+				if c.Err != nil {
+					e.logf("matrix: %s FAILED: %v", tag, c.Err)
+					c.Profile = nil
+				} else {
+					e.logf("matrix: %s: %s; load %d requests, %.0f req/s", tag, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
+				}
 				cells = append(cells, c)
-				continue
 			}
-			e.logf("matrix: %s under %s …", w.Name, rt.Name)
-			c.Profile, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
-			if ctx.Err() != nil {
-				return cells, ctx.Err()
-			}
-			if c.Err != nil {
-				e.logf("matrix: %s/%s FAILED: %v", w.Name, rt.Name, c.Err)
-				c.Profile = nil
-			} else {
-				e.logf("matrix: %s/%s: %s; load %d requests, %.0f req/s", w.Name, rt.Name, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
-			}
-			cells = append(cells, c)
 		}
 	}
 	return cells, nil
 }
 
-func (p Plan) runCell(ctx context.Context, e *Env, s *hap.Scorer, w Workload, rt Runtime) (*hap.Profile, LoadResult, error) {
+func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runtime) (*hap.Profile, LoadResult, error) {
 	var load LoadResult
 	dir := filepath.Join(e.Cgroup, w.Name+"-"+rt.Name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {

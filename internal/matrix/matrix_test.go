@@ -2,11 +2,18 @@ package matrix
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/hapscope/hapscope/hap"
 )
 
 func TestParseRedisInfo(t *testing.T) {
@@ -67,5 +74,205 @@ func TestEditSpec(t *testing.T) {
 	}
 	if err := editSpec(map[string]any{}, nil, "", "", nil); err == nil {
 		t.Error("a spec without process/linux must be refused")
+	}
+}
+
+const wrkReport = `Running 1h test @ http://127.0.0.1:8891/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    18.43ms   42.53ms 271.61ms   89.63%
+    Req/Sec     1.45k     1.68k    5.16k    84.62%
+  3855 requests in 2.99s, 771.75KB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1287.68
+Transfer/sec:    257.79KB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := parseWrk(wrkReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != 3855 || r.Errors != 10 || r.Elapsed != 2990*time.Millisecond {
+		t.Fatalf("got %+v, want 3855 requests, 10 errors, 2.99s", r)
+	}
+	clean := strings.Replace(strings.Replace(wrkReport, "  Socket errors: connect 0, read 2, write 1, timeout 3\n", "", 1), "  Non-2xx or 3xx responses: 4\n", "", 1)
+	if r, err := parseWrk(clean); err != nil || r.Errors != 0 || r.Requests != 3855 {
+		t.Fatalf("clean report: %+v, %v", r, err)
+	}
+	if r, err := parseWrk(strings.Replace(clean, "2.99s", "1.50m", 1)); err != nil || r.Elapsed != 90*time.Second {
+		t.Fatalf("minutes: %+v, %v", r, err)
+	}
+	for _, bad := range []string{"", "unable to connect to 127.0.0.1:8891 Connection refused", "  12 requests in 1.0parsecs, 3KB read"} {
+		if _, err := parseWrk(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func FuzzParseWrk(f *testing.F) {
+	f.Add(wrkReport)
+	f.Add("  1 requests in 1us, 1B read\n  Non-2xx or 3xx responses: 99999999999999999999\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseWrk(s)
+		if err != nil {
+			return
+		}
+		if r.Requests < 0 || r.Errors < 0 || r.Elapsed < 0 {
+			t.Fatalf("negative result %+v from %q", r, s)
+		}
+		if !strings.Contains(s, " requests in ") {
+			t.Fatalf("result %+v without a requests line", r)
+		}
+	})
+}
+
+func TestDockerSeccomp(t *testing.T) {
+	p := DockerSeccomp()
+	if p["defaultAction"] != "SCMP_ACT_ERRNO" || p["defaultErrnoRet"] != 1 {
+		t.Fatalf("default action %v/%v, want errno EPERM", p["defaultAction"], p["defaultErrnoRet"])
+	}
+	allowed := map[string]bool{}
+	conditional := map[string]bool{}
+	for _, r := range p["syscalls"].([]any) {
+		rule := r.(map[string]any)
+		for _, n := range rule["names"].([]string) {
+			if rule["action"] != "SCMP_ACT_ALLOW" {
+				continue
+			}
+			if _, ok := rule["args"]; ok {
+				conditional[n] = true
+			} else {
+				allowed[n] = true
+			}
+		}
+	}
+	// What a server needs, unconditionally.
+	for _, n := range []string{"read", "write", "epoll_wait", "accept4", "futex", "mmap", "execve", "arch_prctl"} {
+		if !allowed[n] {
+			t.Errorf("%s not allowed", n)
+		}
+	}
+	// Docker denies these to a container without CAP_SYS_ADMIN & co.
+	for _, n := range []string{"mount", "unshare", "setns", "bpf", "perf_event_open", "init_module", "kexec_load", "reboot", "keyctl", "add_key", "userfaultfd", "clone3"} {
+		if allowed[n] || conditional[n] {
+			t.Errorf("%s allowed; Docker's default profile denies it", n)
+		}
+	}
+	for _, n := range []string{"clone", "socket", "personality"} {
+		if allowed[n] || !conditional[n] {
+			t.Errorf("%s: want allowed only with argument conditions", n)
+		}
+	}
+	// It must survive the trip into config.json.
+	if _, err := json.Marshal(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStudy2018Functions(t *testing.T) {
+	for _, c := range []struct {
+		w, r string
+		want bool
+	}{
+		{"redis-set", "runc", true}, {"redis-get", "gvisor-ptrace", true}, {"node-express", "nabla", true},
+		{"python-tornado", "kata-qemu", true}, {"redis-set", "native", false}, {"redis-set", "runc-noseccomp", false},
+		{"redis-set", "gvisor-systrap", false}, {"bogus", "runc", false},
+	} {
+		if got := Study2018Functions(c.w, c.r); (got > 0) != c.want {
+			t.Errorf("Study2018Functions(%s, %s) = %v, want present=%v", c.w, c.r, got, c.want)
+		}
+	}
+	if Study2018Functions("redis-set", "runc") != Study2018Functions("redis-get", "runc") {
+		t.Error("both redis tests must map to the study's one redis row")
+	}
+}
+
+func testProfile(funcs, lines int) *hap.Profile {
+	p := &hap.Profile{Functions: make([]hap.Func, funcs)}
+	p.Lines.Total, p.Lines.Own, p.Lines.Inlined = lines, lines*2/3, lines/2
+	p.Label = fmt.Sprintf("p%d", lines)
+	return p
+}
+
+func TestSummarize(t *testing.T) {
+	sec := LoadResult{Requests: 100, Elapsed: time.Second}
+	cells := []Cell{
+		{Workload: "w", Runtime: "a", Run: 0, Profile: testProfile(10, 100), Load: sec},
+		{Workload: "w", Runtime: "b", Run: 0, Skipped: "needs /dev/kvm"},
+		{Workload: "w", Runtime: "a", Run: 1, Profile: testProfile(12, 130), Load: LoadResult{Requests: 300, Elapsed: time.Second}},
+		{Workload: "w", Runtime: "a", Run: 2, Err: errors.New("load had 3 errors")},
+		{Workload: "w", Runtime: "a", Run: 3, Profile: testProfile(11, 110), Load: sec},
+		{Workload: "w", Runtime: "b", Run: 1, Skipped: "needs /dev/kvm"},
+	}
+	rows := Summarize(cells)
+	if len(rows) != 2 || rows[0].Runtime != "a" || rows[1].Runtime != "b" {
+		t.Fatalf("rows %+v", rows)
+	}
+	a := rows[0]
+	if a.OK != 3 || a.Failed != 1 || a.Runs() != 4 || len(a.Errors) != 1 {
+		t.Errorf("a: ok %d failed %d errors %v", a.OK, a.Failed, a.Errors)
+	}
+	if a.Functions.Mean != 11 || a.Functions.SD != 1 || a.Functions.N != 3 {
+		t.Errorf("functions %+v, want 11 ± 1 over 3", a.Functions)
+	}
+	if math.Abs(a.Lines.SD-math.Sqrt(700/3.0)) > 1e-9 || math.Abs(a.Lines.Mean-340/3.0) > 1e-9 {
+		t.Errorf("lines %+v", a.Lines)
+	}
+	if a.RPS.Mean < 166 || a.RPS.Mean > 167 {
+		t.Errorf("req/s %+v, want (100+300+100)/3", a.RPS)
+	}
+	if a.Median == nil || a.Median.Lines.Total != 110 {
+		t.Errorf("median run %v, want the 110-line one", a.Median)
+	}
+	if b := rows[1]; b.Skipped == "" || b.OK != 0 || b.Median != nil || b.Lines.N != 0 {
+		t.Errorf("b: %+v", b)
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"11 ± 1", "3/4", "1 FAILED: load had 3 errors", "not run: needs /dev/kvm"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestStatCV(t *testing.T) {
+	s := newStat([]float64{90, 100, 110})
+	if s.Mean != 100 || s.SD != 10 || s.CV() != 0.1 {
+		t.Errorf("%+v cv %v", s, s.CV())
+	}
+	if one := newStat([]float64{5}); one.SD != 0 || one.format(0) != "5" {
+		t.Errorf("one value: %+v %q", one, one.format(0))
+	}
+	if none := newStat(nil); none.format(1) != "-" || none.CV() != 0 {
+		t.Errorf("no value: %+v", none)
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	cells := []Cell{
+		{Workload: "redis-set", Runtime: "runc", Profile: testProfile(400, 20000), Load: LoadResult{Requests: 10, Elapsed: time.Second}},
+		{Workload: "redis-set", Runtime: "nabla", Skipped: "not installable here"},
+	}
+	var buf bytes.Buffer
+	if err := WriteReport(&buf, "test <matrix>", Summarize(cells)); err != nil {
+		t.Fatal(err)
+	}
+	doc := buf.String()
+	for _, want := range []string{`<table id="matrix"`, "test &lt;matrix&gt;", "<td>385</td>", "<td>158</td>", "not run: not installable here", "<td>20000</td>"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Index(doc, `id="matrix"`) > strings.Index(doc, "Horizontal Attack Profile</h1>") {
+		t.Error("the summary table must come before hap's per-profile report")
+	}
+	buf.Reset()
+	if err := WriteReport(&buf, "empty", Summarize(cells[1:])); err != nil || !strings.Contains(buf.String(), "No cell was scored") {
+		t.Errorf("report without profiles: %v", err)
 	}
 }

@@ -82,6 +82,17 @@ type processHandle struct {
 	kill func()
 }
 
+// earlyExit waits a moment and reports what the process said if it has
+// already exited (a runtime that cannot start the service exits at once).
+func (h *processHandle) earlyExit(what string) error {
+	select {
+	case <-h.done:
+		return fmt.Errorf("%s exited: %v: %s", what, h.err, strings.TrimSpace(h.out.String()))
+	case <-time.After(time.Second):
+		return nil
+	}
+}
+
 func (h *processHandle) stop() error {
 	h.kill()
 	select {
@@ -121,13 +132,24 @@ func Runc(name string, seccomp map[string]any) Runtime {
 		Name:  name,
 		Check: func(e *Env) error { return e.have("runc") },
 		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (func() error, error) {
-			return startRunc(ctx, e, id, dir, argv, seccomp)
+			return startOCI(ctx, e, ociRuntime{bin: "runc"}, id, dir, argv, seccomp)
 		},
 	}
 }
 
-func startRunc(ctx context.Context, e *Env, id, dir string, argv []string, seccomp map[string]any) (func() error, error) {
-	bundle := filepath.Join(e.Work, "runc-"+id)
+// ociRuntime is an OCI runtime command line: runc or runsc.
+type ociRuntime struct {
+	bin    string   // looked up in Env.Root
+	global []string // flags before the subcommand
+}
+
+func (o ociRuntime) argv(e *Env, args ...string) []string {
+	a := append([]string{o.bin, "--root", filepath.Join(e.Work, filepath.Base(o.bin)+"-state")}, o.global...)
+	return append(a, args...)
+}
+
+func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp map[string]any) (func() error, error) {
+	bundle := filepath.Join(e.Work, filepath.Base(oci.bin)+"-"+id)
 	rootfs := filepath.Join(bundle, "rootfs")
 	// Mount where the chrooted runc will see it: a mount made on e.Work
 	// outside the root would not show up inside it.
@@ -171,23 +193,25 @@ func startRunc(ctx context.Context, e *Env, id, dir string, argv []string, secco
 		cleanup()
 		return nil, err
 	}
-	h, err := e.startIn(ctx, launcher, []string{"runc", "--root", filepath.Join(e.Work, "runc-state"), "run", "--bundle", bundle, id})
+	h, err := e.startIn(ctx, launcher, oci.argv(e, "run", "--bundle", bundle, id))
 	if err != nil {
 		cleanup()
 		return nil, err
 	}
-	// runc exits at once when the container cannot start: report its words.
-	select {
-	case <-h.done:
+	// The runtime exits soon when the container cannot start: report its words.
+	if err := h.earlyExit(oci.bin + " run"); err != nil {
 		cleanup()
-		return nil, fmt.Errorf("runc run exited: %v: %s", h.err, strings.TrimSpace(h.out.String()))
-	case <-time.After(500 * time.Millisecond):
+		return nil, err
 	}
 	return func() error {
-		kill := e.command(context.Background(), -1, "runc", "--root", filepath.Join(e.Work, "runc-state"), "kill", id, "KILL")
+		// A runtime that hangs must not hang the matrix: bounded waits,
+		// and the scope's cgroup is emptied with SIGKILL afterwards anyway.
+		kctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		kill := e.command(kctx, -1, oci.argv(e, "kill", id, "KILL")...)
 		kill.Run()
 		err := h.stop()
-		del := e.command(context.Background(), -1, "runc", "--root", filepath.Join(e.Work, "runc-state"), "delete", "-f", id)
+		del := e.command(kctx, -1, oci.argv(e, "delete", "--force", id)...)
 		del.Run()
 		cleanup()
 		return err

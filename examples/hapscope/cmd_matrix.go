@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/matrix"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+func init() {
+	register("matrix", "reproduce the 2018 HAP study: workloads × runtimes, N runs each, in functions and lines", cmdMatrix)
+}
+
+func cmdMatrix(args []string) int {
+	fs := flag.NewFlagSet("matrix", flag.ContinueOnError)
+	var sf scoreFlags
+	sf.register(fs)
+	out := fs.String("out", "out/matrix", "directory for the per-run profiles (JSON), matrix.json and report.html")
+	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
+	cache := fs.String("index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the host's)")
+	runs := fs.Int("runs", 5, "measurements per cell")
+	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
+	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
+	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
+	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope matrix [--runs N] [--out DIR] [--workloads W,…] [--runtimes R,…] [flags]")
+		fmt.Fprintln(fs.Output(), "Needs root and Debian's redis-server, redis-tools, wrk, python3-tornado, runc, bubblewrap; node with express; runsc for the gVisor rows.")
+		fmt.Fprintln(fs.Output(), "`make matrix` runs it in the lab (Debian 6.12 under QEMU) where this kernel cannot be traced.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *runs < 1 {
+		fs.Usage()
+		return 2
+	}
+	if !isFlagSet(fs, "warmup") {
+		sf.warmup = 2 * time.Second
+	}
+	if !isFlagSet(fs, "window") {
+		sf.window = 5 * time.Second
+	}
+	plan := matrix.Plan{Runs: *runs}
+	for _, name := range splitList(*workloads) {
+		switch name {
+		case "redis-set":
+			plan.Workloads = append(plan.Workloads, matrix.Redis("set"))
+		case "redis-get":
+			plan.Workloads = append(plan.Workloads, matrix.Redis("get"))
+		case "python-tornado":
+			plan.Workloads = append(plan.Workloads, matrix.Tornado())
+		case "node-express":
+			plan.Workloads = append(plan.Workloads, matrix.Express(*express))
+		default:
+			fmt.Fprintf(os.Stderr, "hapscope: unknown workload %q (have redis-set, redis-get, python-tornado, node-express)\n", name)
+			return 2
+		}
+	}
+	all := matrix.Study2018(*runsc)
+	if *runtimes == "" {
+		plan.Runtimes = all
+	}
+	for _, name := range splitList(*runtimes) {
+		found := false
+		for _, rt := range all {
+			if rt.Name == name {
+				plan.Runtimes, found = append(plan.Runtimes, rt), true
+			}
+		}
+		if !found {
+			fmt.Fprintf(os.Stderr, "hapscope: unknown runtime %q (have %s)\n", name, strings.Join(runtimeNames(), ", "))
+			return 2
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fail(err)
+	}
+	cgRoot, err := matrix.Cgroup2Root()
+	if err != nil {
+		return fail(err)
+	}
+	env := &matrix.Env{Root: *root, Cgroup: filepath.Join(cgRoot, "hapscope-matrix"), Log: os.Stderr, Work: "/tmp/hapscope-matrix"}
+	if err := os.MkdirAll(filepath.Join(*root, env.Work), 0o755); err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(filepath.Join(*root, env.Work))
+	defer os.Remove(env.Cgroup)
+
+	o := sf.options()
+	if *cache != "" {
+		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
+	}
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs; attaching the tracer to every traceable kernel function …\n",
+		len(plan.Workloads), len(plan.Runtimes), plan.Runs)
+	scorer, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "matrix: attached in %s\n", time.Since(start).Round(time.Millisecond))
+	cells, err := plan.Run(ctx, env, scorer)
+	t0 := time.Now()
+	if cerr := scorer.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	fmt.Fprintf(os.Stderr, "matrix: detached in %s\n", time.Since(t0).Round(time.Millisecond))
+	if err != nil {
+		return fail(err)
+	}
+	return writeMatrix(cells, *out, time.Since(start))
+}
+
+// writeMatrix writes every run's profile, matrix.json (the summary rows)
+// and report.html, prints the table, and returns 1 when a cell failed.
+func writeMatrix(cells []matrix.Cell, out string, took time.Duration) int {
+	failed := 0
+	for _, c := range cells {
+		if c.Err != nil {
+			failed++
+		}
+		if c.Profile == nil {
+			continue
+		}
+		name := filepath.Join(out, fmt.Sprintf("%s-%s-run%d.json", c.Workload, c.Runtime, c.Run+1))
+		if err := writeProfile(name, c.Profile); err != nil {
+			fmt.Fprintln(os.Stderr, "hapscope:", err)
+		}
+	}
+	rows := matrix.Summarize(cells)
+	if err := matrix.WriteTable(os.Stdout, rows); err != nil {
+		return fail(err)
+	}
+	if err := writeJSONFile(filepath.Join(out, "matrix.json"), summaryJSON(rows, took)); err != nil {
+		return fail(err)
+	}
+	report := filepath.Join(out, "report.html")
+	f, err := os.Create(report)
+	if err != nil {
+		return fail(err)
+	}
+	err = matrix.WriteReport(f, "hapscope matrix: the 2018 HAP study on "+kernelOf(rows), rows)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Printf("\nprofiles (JSON), matrix.json and report: %s (took %s)\n", report, took.Round(time.Second))
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "hapscope: %d runs failed; their workloads are not scored (see the status column)\n", failed)
+		return 1
+	}
+	return 0
+}
+
+func writeProfile(name string, p *hap.Profile) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	err = p.WriteJSON(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func writeJSONFile(name string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(name, append(data, '\n'), 0o644)
+}
+
+// summaryJSON is matrix.json: the rows without their profiles.
+func summaryJSON(rows []matrix.Row, took time.Duration) any {
+	type stat struct {
+		N    int     `json:"n"`
+		Mean float64 `json:"mean"`
+		SD   float64 `json:"sd"`
+	}
+	type row struct {
+		Workload  string          `json:"workload"`
+		Runtime   string          `json:"runtime"`
+		OK        int             `json:"runs_ok"`
+		Failed    int             `json:"runs_failed"`
+		Skipped   string          `json:"skipped,omitempty"`
+		Errors    []string        `json:"errors,omitempty"`
+		Stats     map[string]stat `json:"stats,omitempty"`
+		Study2018 float64         `json:"study2018_functions,omitempty"`
+	}
+	var out []row
+	for _, r := range rows {
+		x := row{Workload: r.Workload, Runtime: r.Runtime, OK: r.OK, Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, Study2018: r.Study2018}
+		if r.OK > 0 {
+			x.Stats = map[string]stat{}
+			for k, s := range map[string]matrix.Stat{"functions": r.Functions, "lines": r.Lines, "lines_own": r.Own,
+				"lines_inlined": r.Inlined, "estimated_bugs": r.Bugs, "requests_per_second": r.RPS} {
+				x.Stats[k] = stat{s.N, s.Mean, s.SD}
+			}
+		}
+		out = append(out, x)
+	}
+	return map[string]any{"schema": 1, "took_seconds": took.Seconds(), "rows": out}
+}
+
+func kernelOf(rows []matrix.Row) string {
+	for _, r := range rows {
+		if r.Median != nil && r.Median.Release != "" {
+			return r.Median.Release
+		}
+	}
+	return "this kernel"
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func runtimeNames() []string {
+	var names []string
+	for _, rt := range matrix.Study2018("") {
+		names = append(names, rt.Name)
+	}
+	return names
+}
+
+// defaultLabCache is rel under the lab cache ($XDG_CACHE_HOME/hapscope-lab
+// or ~/.cache/hapscope-lab), "" when there is no home.
+func defaultLabCache(rel string) string {
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "/" {
+			return ""
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "hapscope-lab", rel)
+}

@@ -1,0 +1,272 @@
+package matrix
+
+import (
+	"bytes"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/hapscope/hapscope/hap"
+)
+
+// Stat is the mean and sample standard deviation of N values.
+type Stat struct {
+	N        int
+	Mean, SD float64
+}
+
+func newStat(xs []float64) Stat {
+	s := Stat{N: len(xs)}
+	if s.N == 0 {
+		return s
+	}
+	for _, x := range xs {
+		s.Mean += x
+	}
+	s.Mean /= float64(s.N)
+	if s.N > 1 {
+		var ss float64
+		for _, x := range xs {
+			ss += (x - s.Mean) * (x - s.Mean)
+		}
+		s.SD = math.Sqrt(ss / float64(s.N-1))
+	}
+	return s
+}
+
+// CV is the coefficient of variation (SD / mean), 0 for a zero mean.
+func (s Stat) CV() float64 {
+	if s.Mean == 0 {
+		return 0
+	}
+	return s.SD / s.Mean
+}
+
+// format formats "mean ± sd" ("mean" for one value, "-" for none) with
+// the given number of decimals.
+func (s Stat) format(decimals int) string {
+	switch s.N {
+	case 0:
+		return "-"
+	case 1:
+		return fmt.Sprintf("%.*f", decimals, s.Mean)
+	}
+	return fmt.Sprintf("%.*f ± %.*f", decimals, s.Mean, decimals, s.SD)
+}
+
+// Row is one workload × runtime over all its runs.
+type Row struct {
+	Workload, Runtime string
+	OK, Failed        int
+	Skipped           string   // why the runtime cannot run here
+	Errors            []string // distinct failure reasons
+	// Over the successful runs.
+	Functions, Lines, Own, Inlined, Bugs, RPS Stat
+	// Median is the successful run whose line count is the median (the
+	// one shown in the report), nil when none succeeded.
+	Median *hap.Profile
+	// Study2018 is the 2018 study's unique-function count for this
+	// workload and runtime (0: the study had no such row).
+	Study2018 float64
+}
+
+// Summarize folds cells (of any number of runs) into one row per workload
+// and runtime, in the order they first appear.
+func Summarize(cells []Cell) []Row {
+	type key struct{ w, r string }
+	idx := map[key]int{}
+	var rows []Row
+	var profs [][]*hap.Profile
+	var rps [][]float64
+	for _, c := range cells {
+		k := key{c.Workload, c.Runtime}
+		i, ok := idx[k]
+		if !ok {
+			i = len(rows)
+			idx[k] = i
+			rows = append(rows, Row{Workload: c.Workload, Runtime: c.Runtime, Study2018: Study2018Functions(c.Workload, c.Runtime)})
+			profs = append(profs, nil)
+			rps = append(rps, nil)
+		}
+		r := &rows[i]
+		switch {
+		case c.Skipped != "":
+			r.Skipped = c.Skipped
+		case c.Err != nil || c.Profile == nil:
+			r.Failed++
+			msg := "no profile"
+			if c.Err != nil {
+				msg = c.Err.Error()
+			}
+			if !contains(r.Errors, msg) {
+				r.Errors = append(r.Errors, msg)
+			}
+		default:
+			r.OK++
+			profs[i] = append(profs[i], c.Profile)
+			rps[i] = append(rps[i], c.Load.RPS())
+		}
+	}
+	for i := range rows {
+		ps := profs[i]
+		col := func(f func(p *hap.Profile) float64) Stat {
+			xs := make([]float64, len(ps))
+			for j, p := range ps {
+				xs[j] = f(p)
+			}
+			return newStat(xs)
+		}
+		r := &rows[i]
+		r.Functions = col(func(p *hap.Profile) float64 { return float64(len(p.Functions)) })
+		r.Lines = col(func(p *hap.Profile) float64 { return float64(p.Lines.Total) })
+		r.Own = col(func(p *hap.Profile) float64 { return float64(p.Lines.Own) })
+		r.Inlined = col(func(p *hap.Profile) float64 { return float64(p.Lines.Inlined) })
+		r.Bugs = col(func(p *hap.Profile) float64 { return p.Bugs })
+		r.RPS = newStat(rps[i])
+		if len(ps) > 0 {
+			sorted := append([]*hap.Profile(nil), ps...)
+			sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Lines.Total < sorted[b].Lines.Total })
+			r.Median = sorted[(len(sorted)-1)/2]
+		}
+	}
+	return rows
+}
+
+// Runs is the number of runs that were attempted (succeeded or failed).
+func (r Row) Runs() int { return r.OK + r.Failed }
+
+func writeTabbed(w io.Writer, s string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if _, err := io.WriteString(tw, s); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// study2018 holds the unique kernel functions the 2018 study reported
+// (nabla-measurements, read off its graphs; see shared/ANCHORS.md), by
+// its workload and runtime names.
+var study2018 = map[string]map[string]float64{
+	"node-express":   {"Docker": 498, "gVisor-ptrace": 328, "gVisor-KVM": 472, "Kata-QEMU": 280, "Kata-Firecracker": 380, "Nabla": 155},
+	"redis":          {"Docker": 385, "gVisor-ptrace": 290, "gVisor-KVM": 358, "Kata-QEMU": 330, "Kata-Firecracker": 412, "Nabla": 158},
+	"python-tornado": {"Docker": 535, "gVisor-ptrace": 280, "gVisor-KVM": 438, "Kata-QEMU": 267, "Kata-Firecracker": 365, "Nabla": 157},
+}
+
+// Study2018Functions returns the 2018 study's unique-function count for a
+// matrix workload and runtime, or 0 when the study had no such row. runc
+// with Docker's seccomp profile stands for Docker; both redis workloads
+// map to the study's one redis row.
+func Study2018Functions(workload, runtime string) float64 {
+	w := workload
+	if strings.HasPrefix(w, "redis-") {
+		w = "redis"
+	}
+	r := map[string]string{
+		"runc": "Docker", "gvisor-ptrace": "gVisor-ptrace", "gvisor-kvm": "gVisor-KVM",
+		"kata-qemu": "Kata-QEMU", "kata-firecracker": "Kata-Firecracker", "nabla": "Nabla",
+	}[runtime]
+	return study2018[w][r]
+}
+
+// WriteTable prints rows as a plain-text table.
+func WriteTable(w io.Writer, rows []Row) error {
+	var b strings.Builder
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	for _, r := range rows {
+		study := "-"
+		if r.Study2018 > 0 {
+			study = fmt.Sprintf("%.0f", r.Study2018)
+		}
+		status := "ok"
+		switch {
+		case r.Skipped != "":
+			status = "not run: " + r.Skipped
+		case r.Failed > 0:
+			status = fmt.Sprintf("%d FAILED: %s", r.Failed, strings.Join(r.Errors, "; "))
+		}
+		cv := "-"
+		if r.Lines.N > 1 {
+			cv = fmt.Sprintf("%.1f%%", 100*r.Lines.CV())
+		}
+		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Runtime, r.OK, r.Runs(),
+			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
+	}
+	return writeTabbed(w, b.String())
+}
+
+// WriteReport writes one self-contained HTML report: the summary table
+// (mean ± sd over runs, the 2018 study's function counts beside ours)
+// followed by hap's report of each row's median run.
+func WriteReport(w io.Writer, title string, rows []Row) error {
+	var profiles []*hap.Profile
+	for _, r := range rows {
+		if r.Median != nil {
+			profiles = append(profiles, r.Median)
+		}
+	}
+	var body bytes.Buffer
+	if len(profiles) > 0 {
+		if err := hap.WriteHTML(&body, profiles...); err != nil {
+			return err
+		}
+	} else {
+		body.WriteString("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hapscope matrix</title></head><body>\n<p>No cell was scored.</p>\n</body></html>\n")
+	}
+	var table bytes.Buffer
+	if err := summaryHTML.Execute(&table, struct {
+		Title string
+		Rows  []Row
+	}{title, rows}); err != nil {
+		return err
+	}
+	doc := body.String()
+	i := strings.Index(doc, "<body>")
+	if i < 0 {
+		return fmt.Errorf("hap.WriteHTML output has no <body>")
+	}
+	i += len("<body>")
+	_, err := io.WriteString(w, doc[:i]+"\n"+table.String()+doc[i:])
+	return err
+}
+
+var summaryHTML = template.Must(template.New("summary").Funcs(template.FuncMap{
+	"stat": func(s Stat, d int) string { return s.format(d) },
+	"cv": func(s Stat) string {
+		if s.N < 2 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f %%", 100*s.CV())
+	},
+	"join": strings.Join,
+}).Parse(`<section id="matrix-summary" style="font-family:sans-serif">
+<h1>{{.Title}}</h1>
+<p>Each cell: mean ± sample standard deviation over its successful runs. Lines are distinct kernel source lines
+(own + inlined, as DWARF attributes them); estimated bugs = lines × bug density. The 2018 column is the HAP study's
+unique-function count (ftrace function_graph, read off its graphs); runc with Docker's default seccomp profile stands
+for its Docker row and both redis tests for its single redis row.</p>
+<table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
+<thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
+<th>own</th><th>inlined</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<tbody>
+{{- range .Rows}}
+<tr><td>{{.Workload}}</td><td>{{.Runtime}}</td><td>{{.OK}}/{{.Runs}}</td>
+<td>{{stat .Functions 0}}</td><td>{{if .Study2018}}{{printf "%.0f" .Study2018}}{{else}}-{{end}}</td>
+<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
+<td>{{if .Skipped}}not run: {{.Skipped}}{{else if .Failed}}{{.Failed}} failed: {{join .Errors "; "}}{{else}}ok{{end}}</td></tr>
+{{- end}}
+</tbody></table>
+</section>
+`))
