@@ -3,6 +3,7 @@ package symbolize
 import (
 	"cmp"
 	"debug/dwarf"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -13,6 +14,7 @@ type rawIndex struct {
 	text    uint64
 	strs    []string
 	funcs   []rawFunc
+	aliases [][2]uint32 // [name string, function]: symbol names that are not the function's C name
 }
 
 type rawFunc struct {
@@ -110,10 +112,25 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 		}
 	}
 	raw := &rawIndex{buildID: in.buildID, text: in.text}
+	// Subprograms with identical ranges are one function under two names
+	// (gas emits memmove and __memmove): keep the first, alias the others.
+	byRanges := map[string]int{}
+	var dupNames [][2]uint32
 	for _, g := range groups {
 		g.f.ranges = mergeRanges(g.f.ranges)
-		g.f.own, g.f.inl = sortUniq(g.own), sortUniq(g.inl)
+		key := fmt.Sprint(g.f.ranges)
+		if i, ok := byRanges[key]; ok {
+			f := &raw.funcs[i]
+			f.own, f.inl = append(f.own, g.own...), append(f.inl, g.inl...)
+			dupNames = append(dupNames, [2]uint32{g.f.name, uint32(i)})
+			continue
+		}
+		byRanges[key] = len(raw.funcs)
+		g.f.own, g.f.inl = g.own, g.inl
 		raw.funcs = append(raw.funcs, g.f)
+	}
+	for i := range raw.funcs {
+		raw.funcs[i].own, raw.funcs[i].inl = sortUniq(raw.funcs[i].own), sortUniq(raw.funcs[i].inl)
 	}
 
 	// Everything DWARF functions cover, to place orphan rows and symbols.
@@ -184,6 +201,37 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			f.est = 0
 		}
 		f.own = sortUniq(f.own)
+	}
+	// Symbol names of code whose DWARF calls it something else (aliases such
+	// as __x64_sys_sync of __do_sys_sync, folded identical code, labels
+	// inside a function, .part clones described under another name) find
+	// the function too.
+	spans = spans[:0]
+	for i, f := range raw.funcs {
+		for _, r := range f.ranges {
+			spans = append(spans, span{r[0], r[1], i})
+		}
+	}
+	spans, _ = spans.normalize()
+	seen := map[[2]uint32]bool{}
+	for _, a := range dupNames {
+		if !seen[a] && a[0] != raw.funcs[a[1]].name {
+			seen[a] = true
+			raw.aliases = append(raw.aliases, a)
+		}
+	}
+	for _, s := range in.syms {
+		j := spans.find(s.addr)
+		if j < 0 {
+			continue
+		}
+		fn := uint32(spans[j].fn)
+		a := [2]uint32{strs.id(baseName(s.name)), fn}
+		if a[0] == raw.funcs[fn].name || seen[a] {
+			continue
+		}
+		seen[a] = true
+		raw.aliases = append(raw.aliases, a)
 	}
 	raw.strs = strs.strs
 	return decode(encode(raw))

@@ -192,6 +192,14 @@ func buildFromSections(in buildInput, progress func(done, total int)) (*Index, e
 	if err != nil {
 		return nil, err
 	}
+	// debug/dwarf fills in each DWARF 5 unit's str_offsets/addr/rnglists
+	// bases lazily, on a reader's first visit, and publishes the struct
+	// before filling it: concurrent first visits race and can read base 0
+	// (wrong names and addresses). Visit every unit once, here, alone.
+	warm := d.Reader()
+	for _, off := range units {
+		warm.Seek(off)
+	}
 	results := make([]cuResult, len(units))
 	errs := make([]error, len(units))
 	var next, done atomic.Int64

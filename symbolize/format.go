@@ -21,13 +21,14 @@ import (
 //
 //	text u64 | build-id (u32 len, bytes) | strings (u32 n, u32 blob len, blob, n+1 u32 offsets)
 //	| functions (u32 n, n × 52 bytes) | ranges (u32 n, n × (lo u64, hi u64))
-//	| by-address order u32s | by-name order u32s | lines (u32 len, bytes)
+//	| by-address order u32s | names (u32 n, n × (string u32, function u32), sorted by string)
+//	| lines (u32 len, bytes)
 //
 // A function's lines are its own keys then its inlined keys, each list sorted
 // and delta-encoded as uvarints; a key is fileString<<32 | line.
 const (
 	indexMagic   = "HAPSIDX\n"
-	indexVersion = 1
+	indexVersion = 2
 	headerSize   = 32
 	funcRecSize  = 52
 )
@@ -95,20 +96,21 @@ func encode(raw *rawIndex) []byte {
 	for _, v := range order {
 		u32(v)
 	}
-	names := make([]uint32, len(raw.funcs))
-	for i := range names {
-		names[i] = uint32(i)
+	names := make([][2]uint32, 0, len(raw.funcs)+len(raw.aliases))
+	for i, f := range raw.funcs {
+		names = append(names, [2]uint32{f.name, uint32(i)})
 	}
-	slices.SortStableFunc(names, func(x, y uint32) int {
-		fx, fy := &raw.funcs[x], &raw.funcs[y]
-		if c := strings.Compare(raw.strs[fx.name], raw.strs[fy.name]); c != 0 {
+	names = append(names, raw.aliases...)
+	slices.SortStableFunc(names, func(x, y [2]uint32) int {
+		if c := strings.Compare(raw.strs[x[0]], raw.strs[y[0]]); c != 0 {
 			return c
 		}
-		return cmpU64(fx.entry, fy.entry)
+		return cmpU64(raw.funcs[x[1]].entry, raw.funcs[y[1]].entry)
 	})
 	u32(uint32(len(names)))
 	for _, v := range names {
-		u32(v)
+		u32(v[0])
+		u32(v[1])
 	}
 	u32(uint32(len(lines)))
 	b = append(b, lines...)
@@ -142,6 +144,9 @@ func sortStrings(raw *rawIndex) {
 		f := &raw.funcs[i]
 		f.name, f.file = newID[f.name], newID[f.file]
 		f.own, f.inl = remap(f.own), remap(f.inl)
+	}
+	for i := range raw.aliases {
+		raw.aliases[i][0] = newID[raw.aliases[i][0]]
 	}
 }
 
@@ -237,7 +242,8 @@ func decode(p []byte) (*Index, error) {
 	nr := uint64(r.u32())
 	rraw := r.take(16 * nr)
 	ix.byAddr = r.u32s()
-	ix.byName = r.u32s()
+	nNames := uint64(r.u32())
+	namesRaw := r.take(8 * nNames)
 	ix.lines = r.take(uint64(r.u32()))
 	if r.err != nil {
 		return nil, fmt.Errorf("index tables: %w", r.err)
@@ -277,18 +283,21 @@ func decode(p []byte) (*Index, error) {
 			owned[j], ix.owner[j] = true, uint32(i)
 		}
 	}
-	if uint64(len(ix.byAddr)) != nr || uint64(len(ix.byName)) != nfn {
-		return nil, errors.New("index: order tables have the wrong length")
+	if uint64(len(ix.byAddr)) != nr {
+		return nil, errors.New("index: address order has the wrong length")
 	}
 	for i, v := range ix.byAddr {
 		if uint64(v) >= nr || !owned[v] || (i > 0 && ix.ranges[ix.byAddr[i-1]].Lo > ix.ranges[v].Lo) {
 			return nil, errors.New("index: bad address order")
 		}
 	}
-	for i, v := range ix.byName {
-		if uint64(v) >= nfn || (i > 0 && ix.funcs[ix.byName[i-1]].Name > ix.funcs[v].Name) {
-			return nil, errors.New("index: bad name order")
+	ix.byName = make([]nameRef, nNames)
+	for i := range ix.byName {
+		n := nameRef{binary.LittleEndian.Uint32(namesRaw[8*i:]), binary.LittleEndian.Uint32(namesRaw[8*i+4:])}
+		if uint64(n.name) >= nstr || uint64(n.fn) >= nfn || (i > 0 && ix.strs[ix.byName[i-1].name] > ix.strs[n.name]) {
+			return nil, errors.New("index: bad name table")
 		}
+		ix.byName[i] = n
 	}
 	return ix, nil
 }
@@ -346,6 +355,11 @@ func (ix *Index) raw() *rawIndex {
 		rf.own, b = decodeKeys(b, int(f.nOwn))
 		rf.inl, _ = decodeKeys(b, int(f.nInl))
 		raw.funcs = append(raw.funcs, rf)
+	}
+	for _, n := range ix.byName {
+		if ix.strs[n.name] != ix.funcs[n.fn].Name {
+			raw.aliases = append(raw.aliases, [2]uint32{n.name, n.fn})
+		}
 	}
 	return raw
 }

@@ -17,12 +17,14 @@ type Index struct {
 	text    uint64
 	strs    []string
 	funcs   []Function
-	ranges  []Range  // contiguous per function
-	owner   []uint32 // function of ranges[i]
-	byAddr  []uint32 // range indices sorted by Lo
-	byName  []uint32 // function indices sorted by Name, then Entry
+	ranges  []Range   // contiguous per function
+	owner   []uint32  // function of ranges[i]
+	byAddr  []uint32  // range indices sorted by Lo
+	byName  []nameRef // names and aliases, sorted by name, then entry
 	lines   []byte
 }
+
+type nameRef struct{ name, fn uint32 }
 
 // Range is a half-open address range [Lo, Hi).
 type Range struct{ Lo, Hi uint64 }
@@ -154,13 +156,16 @@ func (ix *Index) FuncAt(addr uint64) *Function {
 
 // Lookup returns the functions named name, sorted by entry address (static
 // functions of different files may share a name). Compiler suffixes are
-// ignored: "foo.isra.0" finds foo.
+// ignored: "foo.isra.0" finds foo. Symbol names that DWARF calls otherwise
+// (__x64_sys_sync, an alias of __do_sys_sync) find that function.
 func (ix *Index) Lookup(name string) []*Function {
 	name = baseName(name)
-	i := sort.Search(len(ix.byName), func(i int) bool { return ix.funcs[ix.byName[i]].Name >= name })
+	i := sort.Search(len(ix.byName), func(i int) bool { return ix.strs[ix.byName[i].name] >= name })
 	var out []*Function
-	for ; i < len(ix.byName) && ix.funcs[ix.byName[i]].Name == name; i++ {
-		out = append(out, &ix.funcs[ix.byName[i]])
+	for ; i < len(ix.byName) && ix.strs[ix.byName[i].name] == name; i++ {
+		if f := &ix.funcs[ix.byName[i].fn]; !slices.Contains(out, f) {
+			out = append(out, f)
+		}
 	}
 	return out
 }
