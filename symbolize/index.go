@@ -64,9 +64,13 @@ func (f *Function) Size() uint64 {
 	return n
 }
 
-// Lines returns the function's own lines (its body, including the call
-// sites of what it inlines) and the lines of the code inlined into it, each
-// sorted by file then line. Both are empty for an Estimated function.
+// Lines returns the distinct (file, line) pairs the function's code comes
+// from, split in two, each sorted by file then line: own lines lie in its
+// own source (its file, from its declaration up to the next function
+// definition there; call sites included), inlined lines everywhere else
+// (static and header functions inlined into it). Every line-table row in its
+// ranges counts, zero-length rows included, line 0 not. Both are empty for
+// an Estimated function.
 func (f *Function) Lines() (own, inlined []Line) {
 	if f.ix == nil {
 		return nil, nil

@@ -32,7 +32,7 @@ type Options struct {
 
 // Open returns the index for the kernel in o: loaded from the cache when an
 // index for the build-id exists (milliseconds), otherwise built from the
-// vmlinux (seconds) and cached.
+// vmlinux (seconds) and cached (when the cache is writable).
 func Open(ctx context.Context, o Options) (*Index, error) {
 	k := o.Kernel
 	checkRunning := k == (Kernel{})
@@ -85,9 +85,9 @@ func Open(ctx context.Context, o Options) (*Index, error) {
 		return nil, err
 	}
 	if id != "" {
-		if err := ix.writeFile(cachePath(cacheDir, id)); err != nil {
-			return ix, fmt.Errorf("index built but not cached: %w (check that %s is writable)", err, cacheDir)
-		}
+		// A cache that cannot be written (read-only, full) only costs the
+		// next run a rebuild: not an error.
+		_ = ix.writeFile(cachePath(cacheDir, id))
 	}
 	return ix, nil
 }

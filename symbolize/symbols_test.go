@@ -37,6 +37,16 @@ func TestVmlinuxSymbols(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ok, total, bad := symbolAgreement(ix, sizedTextSymbols(t, path), 0)
+	t.Logf("%d of %d sized text symbols resolve to a function of their name; others: %v", ok, total, bad)
+	if ok < total {
+		t.Errorf("%d symbols do not resolve to their function", total-ok)
+	}
+}
+
+// sizedTextSymbols are the function symbols of the vmlinux's ELF symbol
+// table that have a size (kallsyms also lists labels inside functions).
+func sizedTextSymbols(t testing.TB, path string) []Symbol {
 	ef, err := elf.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -50,9 +60,5 @@ func TestVmlinuxSymbols(t *testing.T) {
 			syms = append(syms, Symbol{Addr: s.Value, Name: s.Name})
 		}
 	}
-	ok, total, bad := symbolAgreement(ix, syms, 0)
-	t.Logf("%d of %d sized text symbols resolve to a function of their name; others: %v", ok, total, bad)
-	if ok < total {
-		t.Errorf("%d symbols do not resolve to their function", total-ok)
-	}
+	return syms
 }
