@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -244,5 +245,33 @@ ffffffffc0000000 t modfn	[ext4]
 	}
 	if _, err := ParseKallsyms(strings.NewReader("zz T x\n")); err == nil {
 		t.Error("bad address accepted")
+	}
+}
+
+// TestCompressedDWARF: SHF_COMPRESSED debug sections (gcc -gz=zlib, as
+// CONFIG_DEBUG_INFO_COMPRESSED builds) give the same index. (This gcc has no
+// zstd; debug/elf reads both.)
+func TestCompressedDWARF(t *testing.T) {
+	dir := t.TempDir()
+	plain := compileFixture(t, dir, "gcc", "5").path
+	zlib := filepath.Join(dir, "zlib")
+	cmd := exec.Command("gcc", "-O2", "-g", "-gdwarf-5", "-gz=zlib", "-o", zlib, "a.c", "b.c")
+	cmd.Dir = "testdata/fixture"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gcc -gz=zlib: %v\n%s", err, out)
+	}
+	a, err := Build(plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Build(zlib, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(snapshot(a), snapshot(b)); d != "" {
+		t.Errorf("compressed DWARF gives another index (-plain +zlib):\n%s", d)
+	}
+	if len(snapshot(b)) < 6 {
+		t.Errorf("only %d functions", len(snapshot(b)))
 	}
 }
