@@ -30,6 +30,9 @@ func testVMLinux(t testing.TB) string {
 			return m[len(m)-1]
 		}
 	}
+	if os.Getenv("HAPSCOPE_REQUIRE_LAB") == "1" {
+		t.Fatal("no Debian 6.12 vmlinux with DWARF although make fetched it (HAPSCOPE_REQUIRE_LAB=1)")
+	}
 	t.Skip("no Debian 6.12 vmlinux with DWARF: run `make fetch` (lab tooling) or set HAPSCOPE_VMLINUX")
 	return ""
 }
