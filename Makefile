@@ -54,7 +54,7 @@ fuzz:
 	@set -e; for pkg in $$($(GO) list $(PKG)); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 			echo "fuzz: $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; \
 	done
 
@@ -85,6 +85,34 @@ demo: deps
 		$(LAB) run -kernel 6.12 -out out/demo -- out/hapscope demo --root /host --out /out; \
 	fi
 	@echo "demo: report: $(CURDIR)/out/demo/report.html"
+
+# Reproduces the 2018 HAP study (issue 6): redis SET/GET, python-tornado and
+# node-express under native, runc (Docker's seccomp profile and none),
+# bubblewrap and gVisor (systrap, ptrace), RUNS times per cell, in the lab's
+# Debian 6.12. Builds gVisor's runsc (3-4 min, once) and installs express
+# (npm, once) into the lab cache first: the guest has no network.
+# Profiles, matrix.json and report.html land in out/matrix/.
+MATRIX_PACKAGES := redis-server redis-tools runc wrk python3-tornado bubblewrap
+MATRIX_CACHE = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hapscope-lab
+MATRIX_RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
+RUNS ?= 5
+MATRIX_FLAGS ?=
+matrix: deps
+	@missing=$$(for p in $(MATRIX_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "matrix: installing $$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	@if [ ! -x $(MATRIX_CACHE)/runsc/runsc ]; then \
+		echo "matrix: building gVisor runsc $(MATRIX_RUNSC_VERSION) (CGO_ENABLED=0, 3-4 min, cached in $(MATRIX_CACHE)/runsc)"; \
+		CGO_ENABLED=0 GOBIN=$(MATRIX_CACHE)/runsc $(GO) install gvisor.dev/gvisor/runsc@$(MATRIX_RUNSC_VERSION); \
+	fi
+	@if [ ! -f $(MATRIX_CACHE)/express/node_modules/express/package.json ]; then \
+		echo "matrix: npm install express into $(MATRIX_CACHE)/express"; \
+		mkdir -p $(MATRIX_CACHE)/express && cd $(MATRIX_CACHE)/express && npm install --no-audit --no-fund express@5; \
+	fi
+	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
+	@mkdir -p out/matrix
+	$(LAB) run -kernel 6.12 -timeout 150m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
+		--runsc $(MATRIX_CACHE)/runsc/runsc --express $(MATRIX_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
+	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
 
 clean:
 	rm -rf hapscope out
