@@ -27,6 +27,9 @@ import (
 // measurement is not scored.
 const exitWorkload = 3
 
+// exitInterrupted is the exit code after SIGINT or SIGTERM (128 + SIGINT).
+const exitInterrupted = 130
+
 func init() {
 	register("run", "run a command in a new cgroup and score its steady state", cmdRun)
 	register("score", "score an existing cgroup (or a process's cgroup) over a window", cmdScore)
@@ -263,6 +266,11 @@ func cmdRun(args []string) int {
 		r = <-res
 	}
 	if r.err != nil {
+		if ctx.Err() != nil {
+			scorer.Close()
+			fmt.Fprintln(os.Stderr, "hapscope: interrupted before the window ended; workload stopped, tracer detached, nothing scored")
+			return exitInterrupted
+		}
 		return fail(r.err)
 	}
 	if err := scorer.Close(); err != nil {

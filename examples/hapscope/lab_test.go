@@ -62,8 +62,8 @@ func TestLabRunSIGINTCleanup(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	t.Logf("exited after %s: %v; stderr: %s", time.Since(start).Round(time.Millisecond), err, strings.TrimSpace(stderr.String()))
-	if err == nil {
-		t.Error("an interrupted run exited 0: it cannot have a score")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("interrupted run: %v, want exit status 130 (it cannot have a score)", err)
 	}
 	for i := 0; ; i++ {
 		progs, links, err := labtest.BPFObjects("hap_")

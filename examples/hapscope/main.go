@@ -10,7 +10,8 @@
 // Exit codes: 0 success; 1 the command failed (stderr says why and what to
 // do; for doctor: this kernel cannot be traced); 2 usage error; 3 the
 // measured workload failed (run: non-zero exit or ended before the window),
-// so nothing was scored.
+// so nothing was scored; 130 interrupted (SIGINT/SIGTERM) before a score:
+// the tracer is detached and the workload stopped.
 package main
 
 import (
