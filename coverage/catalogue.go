@@ -229,6 +229,8 @@ var denyExact = map[string]bool{
 var denyPrefix = []string{
 	"__rcu_read_", "rcu_", "__bpf_prog_enter", "__bpf_prog_exit", "__bpf_tramp_enter",
 	"__bpf_tramp_exit", "__ftrace_invalid_address__", "bpf_get_attach_cookie",
+	// Helpers the counter calls (only BPF programs call them).
+	"bpf_get_func_ip",
 }
 
 func denied(name string) bool {

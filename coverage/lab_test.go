@@ -52,6 +52,8 @@ func TestMain(m *testing.M) {
 		os.Remove(d)
 	case "groundtruth":
 		groundTruthWork()
+	case "prune":
+		pruneWork()
 	case "hold":
 		// Opens a tracer and waits to be killed (cleanup after SIGKILL).
 		cat, err := LoadCatalogue()
@@ -107,7 +109,7 @@ func labBackends(t *testing.T) []Backend {
 }
 
 // cgroup creates a cgroup v2 directory, removed at cleanup.
-func mkCgroup(t *testing.T, dir string) {
+func mkCgroup(t testing.TB, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -150,7 +152,7 @@ func hasAny(s *Snapshot, names ...string) bool {
 	return false
 }
 
-func cgroupBase(t *testing.T) string {
+func cgroupBase(t testing.TB) string {
 	root, err := cgroupRoot()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package coverage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,33 +59,35 @@ func nextPeriod(p time.Duration, pruned int) time.Duration {
 
 // seenByAll returns the armed functions every active scope has entered;
 // none when no scope is active.
-func (t *Tracer) seenByAll() ([]bool, int, error) {
+// heat[i] sums the calls of function i over the active scopes.
+func (t *Tracer) seenByAll() (seen []bool, n int, heat []uint64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var seen []bool
 	for _, s := range t.scopes {
 		if s == nil {
 			continue
 		}
 		if err := t.objs.Hits(s.slot, t.buf); err != nil {
-			return nil, 0, fmt.Errorf("read counters of %s: %w", s.Path, err)
+			return nil, 0, nil, fmt.Errorf("read counters of %s: %w", s.Path, err)
 		}
 		if seen == nil {
 			seen = slices.Clone(t.armed)
+			heat = make([]uint64, len(t.buf))
 		}
 		for i, c := range t.buf {
 			if c == 0 {
 				seen[i] = false
 			}
+			heat[i] += c
 		}
 	}
-	n := 0
+	n = 0
 	for _, v := range seen {
 		if v {
 			n++
 		}
 	}
-	return seen, n, nil
+	return seen, n, heat, nil
 }
 
 // prune removes the probes of the functions every active scope has seen
@@ -92,12 +95,12 @@ func (t *Tracer) seenByAll() ([]bool, int, error) {
 func (t *Tracer) prune() (int, error) {
 	t.armMu.Lock()
 	defer t.armMu.Unlock()
-	seen, n, err := t.seenByAll()
+	seen, n, heat, err := t.seenByAll()
 	if err != nil || n == 0 {
 		return 0, err
 	}
 	if t.backend == KprobeMulti {
-		return t.pruneMulti(seen)
+		return t.pruneMulti(seen, heat)
 	}
 	var close []link.Link
 	var retired uint64
@@ -127,53 +130,71 @@ func (t *Tracer) prune() (int, error) {
 
 // pruneMulti replaces each kprobe.multi link that holds seen functions by
 // one over its functions not yet seen: the new link is attached before the
-// old one is closed.
-func (t *Tracer) pruneMulti(seen []bool) (int, error) {
-	var keep []*multiLink
-	var old []link.Link
-	pruned := 0
-	var firstErr error
-	for k, m := range t.multi {
-		var rest []int
+// old one is closed. Links whose seen functions ran most often go first (a
+// replacement costs about as much as attaching what the link still probes,
+// so the first round takes about as long as Open); Close interrupts it
+// between links.
+func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
+	type job struct {
+		m    *multiLink
+		heat uint64
+	}
+	var jobs []job
+	for _, m := range t.multi {
+		var h uint64
+		hit := false
 		for _, i := range m.idx {
+			if seen[i] {
+				hit = true
+				h += heat[i]
+			}
+		}
+		if hit {
+			jobs = append(jobs, job{m, h})
+		}
+	}
+	slices.SortStableFunc(jobs, func(a, b job) int { return cmp.Compare(b.heat, a.heat) })
+	pruned := 0
+	for _, j := range jobs {
+		select {
+		case <-t.stop:
+			return pruned, nil
+		default:
+		}
+		var rest []int
+		for _, i := range j.m.idx {
 			if !seen[i] {
 				rest = append(rest, i)
 			}
-		}
-		if len(rest) == len(m.idx) {
-			keep = append(keep, m)
-			continue
 		}
 		var repl []*multiLink
 		if len(rest) > 0 {
 			var err error
 			if repl, err = t.attachMultiSet(context.Background(), rest, false); err != nil {
 				// The old link stays: nothing goes unprobed.
-				firstErr = fmt.Errorf("replace a kprobe.multi link of %d functions by one of %d: %w", len(m.idx), len(rest), err)
-				keep = append(keep, t.multi[k:]...)
-				break
+				return pruned, fmt.Errorf("replace a kprobe.multi link of %d functions by one of %d: %w", len(j.m.idx), len(rest), err)
 			}
 		}
-		for _, i := range m.idx {
+		missed := linkMissed(j.m.l)
+		k := 0
+		for _, i := range j.m.idx {
 			if seen[i] {
 				t.armed[i] = false
-				pruned++
+				k++
 			}
 		}
-		keep = append(keep, repl...)
-		old = append(old, m.l)
+		t.stMu.Lock()
+		t.multi = slices.DeleteFunc(t.multi, func(m *multiLink) bool { return m == j.m })
+		t.multi = append(t.multi, repl...)
+		t.retired += missed
+		t.pruned += k
+		t.stMu.Unlock()
+		pruned += k
+		if err := j.m.l.Close(); err != nil {
+			return pruned, fmt.Errorf("detach a replaced kprobe.multi link: %w", err)
+		}
 	}
-	t.stMu.Lock()
-	for _, l := range old {
-		t.retired += linkMissed(l)
-	}
-	t.multi = keep
-	t.pruned += pruned
-	t.stMu.Unlock()
-	if errs := t.closeLinks(old, ""); len(errs) > 0 && firstErr == nil {
-		firstErr = fmt.Errorf("detach %d replaced kprobe.multi links: %w", len(errs), errors.Join(errs...))
-	}
-	return pruned, firstErr
+	return pruned, nil
 }
 
 // rearm attaches again every function pruned so far. armMu must be held.

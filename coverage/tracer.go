@@ -45,7 +45,7 @@ const (
 	//
 	// fentry and kprobe: the links of seen functions are closed in
 	// concurrent batches. kprobe.multi: the functions are spread over
-	// links of up to 2,048 functions; a link holding seen functions is
+	// links of up to 1,024 functions; a link holding seen functions is
 	// replaced by one over its functions not yet seen, attached before the
 	// old one is closed, so no call goes unprobed. A background loop looks
 	// at the counters every 100 ms to 5 s: the period halves while new
@@ -107,7 +107,7 @@ type multiLink struct {
 
 // shardSize bounds the functions of one kprobe.multi link in Pruned mode:
 // replacing a link costs in proportion to what it still probes.
-const shardSize = 2048
+const shardSize = 1024
 
 // Scope is one cgroup v2 subtree being counted.
 type Scope struct {

@@ -1,0 +1,408 @@
+package coverage
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hapscope/hapscope/internal/labtest"
+)
+
+// pruneWork is the equivalence workload: the ground-truth mix in rounds
+// with pauses, so that pruning happens while it runs.
+func pruneWork() {
+	f, err := os.Open("/dev/zero")
+	if err != nil {
+		panic(err)
+	}
+	b := make([]byte, 4096)
+	d, _ := os.MkdirTemp("", "hapscope-prune")
+	for r := 0; r < 10; r++ {
+		for i := 0; i < 200; i++ {
+			f.Read(b)
+			syscall.Getpid()
+		}
+		for i := 0; i < 20; i++ {
+			p := filepath.Join(d, strconv.Itoa(i))
+			os.Mkdir(p, 0o755)
+			os.Remove(p)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	f.Close()
+	os.Remove(d)
+}
+
+func nameSet(s *Snapshot) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range s.Names() {
+		m[n] = true
+	}
+	return m
+}
+
+func minus(a, b map[string]bool) []string {
+	var out []string
+	for n := range a {
+		if !b[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// pruneBackend is the backend the pruning tests use on the lab kernel, and
+// its catalogue: all of it for kprobe.multi, a subset for fentry.
+func pruneBackend(t testing.TB, cat *Catalogue) (Backend, *Catalogue) {
+	if labtest.Kernel() == "6.12" {
+		return KprobeMulti, cat
+	}
+	return Fentry, labSubset(cat, Fentry, 150)
+}
+
+// TestLabPruneEquivalence (issue 7): the same deterministic workload traced
+// without pruning twice (its own run-to-run variation) and with pruning
+// once; the pruned set must hold every function both unpruned runs saw, up
+// to the variation between those two runs, and pruning must have removed
+// probes while the workload ran.
+func TestLabPruneEquivalence(t *testing.T) {
+	labtest.Require(t)
+	cat, err := LoadCatalogue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, sub := pruneBackend(t, cat)
+	base := cgroupBase(t)
+	mkCgroup(t, base)
+	run := func(counts bool, names ...string) []*Snapshot {
+		start := time.Now()
+		tr, err := Open(context.Background(), sub, Options{Backend: b, Counts: counts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s counts=%v: attached %d in %v", b, counts, tr.attached, time.Since(start))
+		defer func() {
+			start := time.Now()
+			if err := tr.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+			t.Logf("closed in %v", time.Since(start))
+		}()
+		var out []*Snapshot
+		for _, n := range names {
+			dir := base + "/" + n
+			mkCgroup(t, dir)
+			s, err := tr.AddScope(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runHelper(t, dir, "prune")
+			snap, err := tr.Snapshot(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var calls uint64
+			for _, h := range snap.Hits {
+				calls += h.Count
+			}
+			var linkMiss uint64
+			tr.stMu.Lock()
+			for _, m := range tr.multi {
+				linkMiss += linkMissed(m.l)
+			}
+			tr.stMu.Unlock()
+			t.Logf("%s (%s): %d functions, %d calls counted, %d probes pruned, misses %d (fprobe recursion of live links %d), interrupt events skipped %d, dropped %d",
+				n, snap.Mode, len(snap.Hits), calls, snap.Pruned, snap.Misses, linkMiss, snap.Skipped, snap.Dropped)
+			if err := tr.RemoveScope(s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, snap)
+		}
+		return out
+	}
+	u := run(true, "unpruned1", "unpruned2")
+	p := run(false, "pruned")[0]
+	u1, u2, ps := nameSet(u[0]), nameSet(u[1]), nameSet(p)
+	if u[0].Mode != Counts || p.Mode != Pruned {
+		t.Errorf("modes recorded: %s, %s; want counts, pruned", u[0].Mode, p.Mode)
+	}
+	if p.Pruned == 0 {
+		t.Errorf("no probe was pruned while the workload ran: the test does not exercise pruning")
+	}
+	var variation []string
+	variation = append(minus(u1, u2), minus(u2, u1)...)
+	stable := map[string]bool{}
+	for n := range u1 {
+		if u2[n] {
+			stable[n] = true
+		}
+	}
+	any := map[string]bool{}
+	for n := range u1 {
+		any[n] = true
+	}
+	for n := range u2 {
+		any[n] = true
+	}
+	lost := minus(stable, ps)
+	extra := minus(ps, any)
+	t.Logf("equivalence (%s, %s): unpruned run 1: %d, run 2: %d (symmetric difference %d: %v); pruned: %d; pruned vs run 1: symmetric difference %d; in both unpruned runs but not pruned: %d %v; pruned only: %d %v",
+		labtest.Kernel(), b, len(u1), len(u2), len(variation), variation, len(ps),
+		len(minus(u1, ps))+len(minus(ps, u1)), len(lost), lost, len(extra), extra)
+	if len(lost) > len(variation) {
+		t.Errorf("pruning lost %d functions both unpruned runs saw, more than the %d the unpruned runs differ by: %v", len(lost), len(variation), lost)
+	}
+	for _, n := range []string{"vfs_read", "vfs_mkdir"} {
+		if u1[n] && !ps[n] {
+			t.Errorf("%s missing with pruning", n)
+		}
+	}
+}
+
+// TestLabPruneRescope: a scope added after pruning re-arms what it has not
+// seen, and Reset re-arms too.
+func TestLabPruneRescope(t *testing.T) {
+	labtest.Require(t)
+	cat, err := LoadCatalogue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, sub := pruneBackend(t, cat)
+	tr, err := Open(context.Background(), sub, Options{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	base := cgroupBase(t)
+	a, c := base+"/a", base+"/b"
+	for _, d := range []string{base, a, c} {
+		mkCgroup(t, d)
+	}
+	sA, err := tr.AddScope(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHelper(t, a, "read")
+	waitPruned(t, tr, sA, "vfs_read")
+	sB, err := tr.AddScope(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHelper(t, c, "read")
+	snB, _ := tr.Snapshot(sB)
+	if !has(snB, "vfs_read") {
+		t.Errorf("scope added after vfs_read was pruned did not see it: not re-armed")
+	}
+	waitPruned(t, tr, sB, "vfs_read")
+	if err := tr.Reset(sA); err != nil {
+		t.Fatal(err)
+	}
+	runHelper(t, a, "read")
+	if snA, _ := tr.Snapshot(sA); !has(snA, "vfs_read") {
+		t.Errorf("Reset did not re-arm vfs_read")
+	}
+}
+
+// waitPruned waits until the probe of fn is removed.
+func waitPruned(t *testing.T, tr *Tracer, s *Scope, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		tr.armMu.Lock()
+		armed := false
+		for i, f := range tr.cat.Functions {
+			if f.Name == fn && tr.armed[i] {
+				armed = true
+			}
+		}
+		tr.armMu.Unlock()
+		if !armed {
+			snap, err := tr.Snapshot(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s pruned; %d probes pruned in all", fn, snap.Pruned)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s still probed after 60 s", fn)
+}
+
+// redisLab runs redis-server from the host in cgroup dir and measures SET
+// throughput with redis-benchmark from outside it.
+type redisLab struct {
+	port int
+	cmd  *exec.Cmd
+}
+
+func startRedis(t testing.TB, dir string, port int) *redisLab {
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd := exec.Command("chroot", "/host", "redis-server", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server (host's, via chroot /host): %v", err)
+	}
+	r := &redisLab{port: port, cmd: cmd}
+	for i := 0; i < 100; i++ {
+		if out, err := exec.Command("chroot", "/host", "redis-cli", "-p", strconv.Itoa(port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
+			return r
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.stop()
+	t.Fatal("redis-server did not answer PING in 20 s")
+	return nil
+}
+
+func (r *redisLab) stop() {
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+// set runs redis-benchmark -t set -n n and returns requests per second.
+func (r *redisLab) set(t testing.TB, n int) float64 {
+	out, err := exec.Command("chroot", "/host", "redis-benchmark", "-p", strconv.Itoa(r.port), "-t", "set", "-n", strconv.Itoa(n), "--csv").Output()
+	if err != nil {
+		t.Fatalf("redis-benchmark: %v\n%s", err, out)
+	}
+	recs, err := csv.NewReader(strings.NewReader(string(out))).ReadAll()
+	if err != nil || len(recs) < 2 || len(recs[1]) < 2 {
+		t.Fatalf("redis-benchmark output %q: %v", out, err)
+	}
+	v, err := strconv.ParseFloat(recs[1][1], 64)
+	if err != nil {
+		t.Fatalf("redis-benchmark rps %q: %v", recs[1][1], err)
+	}
+	return v
+}
+
+// window runs chunks of n SETs for d and returns each chunk's throughput
+// with its end time, and the throughput of the whole window.
+func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *Scope) (curve []string, perChunk []float64, whole float64) {
+	start := time.Now()
+	total := 0
+	for time.Since(start) < d {
+		rps := r.set(t, n)
+		total += n
+		perChunk = append(perChunk, rps)
+		pr := 0
+		if tr != nil {
+			if snap, err := tr.Snapshot(s); err == nil {
+				pr = snap.Pruned
+			}
+		}
+		curve = append(curve, fmt.Sprintf("%.1fs:%.0f(pruned %d)", time.Since(start).Seconds(), rps, pr))
+	}
+	return curve, perChunk, float64(total) / time.Since(start).Seconds()
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+// BenchmarkLabPruneRedis (issue 7): redis SET throughput untraced, fully
+// attached (Counts) and pruned, in one boot: kprobe.multi over the whole
+// catalogue on 6.12, fentry on a subset on 6.1. Reports ratios to
+// untraced: full, pruned once settled (last third of the window), pruned
+// over the whole window, and when the pruned curve first reached 0.8×.
+func BenchmarkLabPruneRedis(b *testing.B) {
+	labtest.Require(b)
+	cat, err := LoadCatalogue()
+	if err != nil {
+		b.Fatal(err)
+	}
+	be, sub := pruneBackend(b, cat)
+	if be == Fentry {
+		// One link per function: the functions of a socket server's path
+		// and as many others, so attach and detach fit the lab's time.
+		i := 0
+		sub = cat.Subset(func(f Function) bool {
+			i++
+			if f.noFentry != "" {
+				return false
+			}
+			for _, p := range []string{"tcp_", "sock_", "sk_", "skb_", "ep_", "__sys_", "ksys_", "vfs_", "ip_", "__ip_", "inet_", "__tcp_"} {
+				if strings.HasPrefix(f.Name, p) {
+					return true
+				}
+			}
+			return i%200 == 0
+		})
+	}
+	const n, chunk = 3000, 3000
+	window := 40 * time.Second
+	base := cgroupBase(b)
+	mkCgroup(b, base)
+	r := startRedis(b, base, 6390)
+	defer r.stop()
+	for i := 0; i < b.N; i++ {
+		r.set(b, n) // warm
+		untraced := mean([]float64{r.set(b, n), r.set(b, n), r.set(b, n)})
+
+		measure := func(counts bool, d time.Duration) ([]string, []float64, float64) {
+			start := time.Now()
+			tr, err := Open(context.Background(), sub, Options{Backend: be, Counts: counts})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s counts=%v: %d functions attached in %v", be, counts, tr.attached, time.Since(start))
+			s, err := tr.AddScope(base)
+			if err != nil {
+				b.Fatal(err)
+			}
+			curve, per, whole := r.window(b, d, chunk, tr, s)
+			snap, err := tr.Snapshot(s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s counts=%v: %d functions seen, %d pruned, misses %d; curve %v", be, counts, len(snap.Hits), snap.Pruned, snap.Misses, curve)
+			start = time.Now()
+			tr.Close()
+			b.Logf("closed in %v", time.Since(start))
+			return curve, per, whole
+		}
+		_, fullPer, _ := measure(true, 15*time.Second)
+		full := mean(fullPer)
+		_, per, whole := measure(false, window)
+		settled := mean(per[len(per)*2/3:])
+		settleAt := -1
+		for k := range per {
+			ok := true
+			for _, v := range per[k:] {
+				if v < 0.8*untraced {
+					ok = false
+				}
+			}
+			if ok {
+				settleAt = k
+				break
+			}
+		}
+		b.Logf("redis SET (%s, %s): untraced %.0f req/s, full %.0f (%.2f×), pruned settled %.0f (%.2f×), pruned whole %.0fs window %.0f (%.2f×); stays ≥0.8× from chunk %d of %d",
+			labtest.Kernel(), be, untraced, full, full/untraced, settled, settled/untraced, window.Seconds(), whole, whole/untraced, settleAt, len(per))
+		b.ReportMetric(untraced, "untraced-req/s")
+		b.ReportMetric(full/untraced, "full/untraced")
+		b.ReportMetric(settled/untraced, "pruned-settled/untraced")
+		b.ReportMetric(whole/untraced, "pruned-window/untraced")
+		b.ReportMetric(float64(settleAt), "settled-at-chunk")
+	}
+}
