@@ -3,8 +3,15 @@
 // function was entered by a task of that subtree.
 //
 // Only this package knows the BPF object layout. Attaching the programs to
-// functions is the caller's business (package coverage); each attachment
-// must carry the function's index as its BPF cookie.
+// functions is the caller's business (package coverage); each fentry or
+// kprobe attachment must carry the function's index as its BPF cookie. The
+// kprobe.multi program needs no cookie: it finds the index from the entry
+// address (Config.Addrs) by a binary search in BPF, because the kernel's
+// cookie lookup calls bsearch(), a traceable function that re-entered the
+// probe on every event (a recursion miss each time).
+//
+// Every program first checks whether the current task lies in a scope, so
+// events of other tasks cost one cgroup-id comparison per scope in use.
 //
 // Layout: one array hits[scope*Functions+index] of uint64 (memory-mapped,
 // read without syscalls), one array of up to MaxScopes (cgroup id, level)

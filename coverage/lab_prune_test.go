@@ -406,3 +406,64 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 		b.ReportMetric(float64(settleAt), "settled-at-chunk")
 	}
 }
+
+// TestSoakPrune is the crash-safety soak of issue 7 (`make soak`, not part
+// of make test): redis SET load for HAPSCOPE_SOAK (default 10m) with the
+// pruning tracer; every minute the scope is reset, which re-arms every
+// pruned probe, so links are replaced and closed under load the whole
+// time. The lab fails the run with the console text if the guest oopses.
+func TestSoakPrune(t *testing.T) {
+	labtest.Require(t)
+	d := 10 * time.Minute
+	if v := os.Getenv("HAPSCOPE_SOAK"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("HAPSCOPE_SOAK=%q: %v", v, err)
+		}
+	}
+	cat, err := LoadCatalogue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, sub := pruneBackend(t, cat)
+	base := cgroupBase(t)
+	mkCgroup(t, base)
+	r := startRedis(t, base, 6391)
+	defer r.stop()
+	tr, err := Open(context.Background(), sub, Options{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tr.AddScope(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	lastReset := start
+	resets := 0
+	for time.Since(start) < d {
+		rps := r.set(t, 3000)
+		snap, err := tr.Snapshot(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%4.0fs: %.0f req/s, %d functions, %d pruned, misses %d", time.Since(start).Seconds(), rps, len(snap.Hits), snap.Pruned, snap.Misses)
+		if time.Since(lastReset) > time.Minute {
+			if err := tr.Reset(s); err != nil {
+				t.Fatal(err)
+			}
+			lastReset = time.Now()
+			resets++
+		}
+	}
+	snap, err := tr.Snapshot(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Hits) == 0 || resets == 0 {
+		t.Errorf("soak saw %d functions after %d resets", len(snap.Hits), resets)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
