@@ -6,9 +6,9 @@
 // functions is the caller's business (package coverage); each fentry or
 // kprobe attachment must carry the function's index as its BPF cookie. The
 // kprobe.multi program needs no cookie: it finds the index from the entry
-// address (Config.Addrs) by a binary search in BPF, because the kernel's
-// cookie lookup calls bsearch(), a traceable function that re-entered the
-// probe on every event (a recursion miss each time).
+// address (Config.Addrs) by a binary search in BPF with inlined array
+// lookups, so it calls no traceable kernel function (the kernel's cookie
+// lookup calls bsearch() and a comparison callback).
 //
 // Every program first checks whether the current task lies in a scope, so
 // events of other tasks cost one cgroup-id comparison per scope in use.

@@ -129,16 +129,18 @@ type Hit struct {
 // because a BPF program was already running on that CPU (the kernel's
 // recursion guard; kprobe.multi adds fprobe's own recursion count). With
 // the default context rules (Interrupts off) they cannot hide a function of
-// the workload: the programs run with preemption disabled, so the only code
-// that can hit a probe while one runs on the same CPU is (a) an interrupt or
-// NMI arriving meanwhile — interrupt context, excluded from the set anyway —
-// and (b) functions called by the tracing machinery itself (its helpers are
-// on the deny list; kprobe.multi finds the function index without the
-// cookie helper, whose bsearch() re-entered the probe on every event and
-// made most of the misses measured before). A workload's own call of a
-// function always runs outside a BPF program and is counted. With
-// Interrupts on, an interrupt handler that arrives while the program runs
-// is missed for that occurrence only.
+// the workload: the programs run with preemption disabled and every helper
+// they call is on the deny list, so the only code that can hit a probe while
+// one runs on the same CPU is an interrupt or NMI arriving meanwhile —
+// interrupt context, excluded from the set anyway. kprobe.multi guards with
+// one per-CPU flag for all kprobe programs, so under it every traced
+// function of such an interrupt is a miss; fentry guards per program, so
+// only the same function nested in an interrupt is. Measured in the lab
+// (6.12, kprobe.multi over 38,818 functions): misses follow the interrupt
+// events skipped (about 0.4-0.5 per skipped event), not the calls counted
+// (29k misses for 518k calls), and did not change when the cookie lookup
+// was removed. With Interrupts on, an interrupt handler that arrives while
+// the program runs is missed for that occurrence only.
 type Snapshot struct {
 	Scope      string
 	Backend    Backend
