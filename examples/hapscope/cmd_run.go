@@ -20,6 +20,7 @@ import (
 
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/symbolize"
 )
 
@@ -67,8 +68,10 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 func (f *scoreFlags) options() hap.ScoreOptions {
 	o := hap.ScoreOptions{
 		Label: f.label, Warmup: f.warmup, Window: f.window, Samples: f.samples,
-		Coverage:      coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
-		Symbolize:     symbolize.Options{VMLinux: f.vmlinux},
+		Coverage: coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
+		// In the lab the host prebuilt the kernel's line index; elsewhere
+		// this is "" and the user cache is used.
+		Symbolize:     symbolize.Options{VMLinux: f.vmlinux, CacheDir: os.Getenv(labtest.EnvIndexCache)},
 		AllowEstimate: f.estimate, Density: f.density,
 	}
 	if !f.quiet {
