@@ -33,6 +33,7 @@ func cmdMatrix(args []string) int {
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
 	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
+	prune := fs.Bool("prune", false, "let the tracer remove a function's probe once the scope has entered it (faster; patches kernel text while workloads run, which has crashed the 6.12 lab guest under multi-threaded QEMU)")
 	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope matrix [--runs N] [--out DIR] [--workloads W,…] [--runtimes R,…] [flags]")
@@ -50,7 +51,7 @@ func cmdMatrix(args []string) int {
 	if !isFlagSet(fs, "window") {
 		sf.window = 5 * time.Second
 	}
-	plan := matrix.Plan{Runs: *runs}
+	plan := matrix.Plan{Runs: *runs, Warmup: sf.warmup, Window: sf.window}
 	for _, name := range splitList(*workloads) {
 		switch name {
 		case "redis-set":
@@ -100,6 +101,7 @@ func cmdMatrix(args []string) int {
 	defer os.Remove(env.Cgroup)
 
 	o := sf.options()
+	o.Coverage.Counts = !*prune
 	if *cache != "" {
 		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
 	}

@@ -113,9 +113,17 @@ type Runtime struct {
 	Name string
 	// Check says why the runtime cannot run here (nil: it can).
 	Check func(e *Env) error
-	// Start runs argv inside the cgroup dir (the scope) and returns a
-	// function that stops it.
-	Start func(ctx context.Context, e *Env, name, dir string, argv []string) (stop func() error, err error)
+	// Start runs argv inside the cgroup dir (the scope).
+	Start func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error)
+}
+
+// Instance is a started service.
+type Instance struct {
+	// Stop stops it and cleans up.
+	Stop func() error
+	// Exited returns nil while the launched process runs, else how it
+	// ended with what it printed.
+	Exited func() error
 }
 
 // lr is a load's outcome.
@@ -138,7 +146,8 @@ type Cell struct {
 type Plan struct {
 	Workloads []Workload
 	Runtimes  []Runtime
-	// Warmup and Window of each measurement.
+	// Warmup and Window of each measurement: those the scorer uses. When
+	// set, the load runs for exactly their sum; else until scoring ends.
 	Warmup, Window time.Duration
 	// Runs is how many times each cell is measured (0 means 1). Runs are
 	// interleaved: every cell once, then every cell again, so that drift
@@ -204,13 +213,20 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	defer removeCgroup(dir)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service.Argv)
+	inst, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service.Argv)
 	if err != nil {
 		return nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
 	}
-	defer stop()
-	readyCtx, readyCancel := context.WithTimeout(ctx, 60*time.Second)
-	err = poll(readyCtx, func() error { return w.Service.Ready(readyCtx, w.Service.Port) })
+	defer inst.Stop()
+	// Under emulation with every kernel function traced, an interpreter
+	// (python, node) inside a sandbox takes a long time to start.
+	readyCtx, readyCancel := context.WithTimeout(ctx, 4*time.Minute)
+	err = poll(readyCtx, func() error {
+		if err := inst.Exited(); err != nil {
+			return stopPoll{err}
+		}
+		return w.Service.Ready(readyCtx, w.Service.Port)
+	})
 	readyCancel()
 	if err != nil {
 		return nil, load, fmt.Errorf("%s under %s never answered on port %d: %w", w.Name, rt.Name, w.Service.Port, err)
@@ -218,6 +234,7 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 
 	// The load runs through warm-up and window; the score covers the window.
 	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	loadDone := make(chan lr, 1)
 	go func() {
 		r, err := w.Load(loadCtx, e, w.Service.Port)
@@ -229,6 +246,12 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 			<-loadDone
 			return nil, load, err
 		}
+	}
+	// With Warmup and Window set (the scorer's), the load stops when the
+	// window ends, so throughput is not diluted by the time scoring takes.
+	if d := p.Warmup + p.Window; d > 0 {
+		t := time.AfterFunc(d, stopLoad)
+		defer t.Stop()
 	}
 	prof, serr := s.Score(ctx, dir)
 	stopLoad()
@@ -276,12 +299,20 @@ func waitFlowing(ctx context.Context, w Workload, loadDone <-chan lr) error {
 	}
 }
 
-// poll calls f until it succeeds or ctx ends.
+// stopPoll is an error that ends poll at once.
+type stopPoll struct{ err error }
+
+func (s stopPoll) Error() string { return s.err.Error() }
+
+// poll calls f until it succeeds, returns a stopPoll, or ctx ends.
 func poll(ctx context.Context, f func() error) error {
 	var last error
 	for {
 		if last = f(); last == nil {
 			return nil
+		}
+		if s, ok := last.(stopPoll); ok {
+			return s.err
 		}
 		select {
 		case <-ctx.Done():

@@ -93,6 +93,23 @@ func (h *processHandle) earlyExit(what string) error {
 	}
 }
 
+// exited reports how the process ended (nil while it runs), with the
+// tail of what it printed.
+func (h *processHandle) exited() error {
+	select {
+	case <-h.done:
+		out := strings.TrimSpace(h.out.String())
+		if len(out) > 2000 {
+			out = "…" + out[len(out)-2000:]
+		}
+		return fmt.Errorf("the service's process exited: %v: %s", h.err, out)
+	default:
+		return nil
+	}
+}
+
+func (h *processHandle) instance() *Instance { return &Instance{Stop: h.stop, Exited: h.exited} }
+
 func (h *processHandle) stop() error {
 	h.kill()
 	select {
@@ -108,7 +125,7 @@ func Native() Runtime {
 	return Runtime{
 		Name:  "native",
 		Check: func(e *Env) error { return nil },
-		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (func() error, error) {
+		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error) {
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
@@ -116,7 +133,7 @@ func Native() Runtime {
 			if err != nil {
 				return nil, err
 			}
-			return h.stop, nil
+			return h.instance(), nil
 		},
 	}
 }
@@ -131,7 +148,7 @@ func Runc(name string, seccomp map[string]any) Runtime {
 	return Runtime{
 		Name:  name,
 		Check: func(e *Env) error { return e.have("runc") },
-		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (func() error, error) {
+		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (*Instance, error) {
 			return startOCI(ctx, e, ociRuntime{bin: "runc"}, id, dir, argv, seccomp)
 		},
 	}
@@ -148,7 +165,7 @@ func (o ociRuntime) argv(e *Env, args ...string) []string {
 	return append(a, args...)
 }
 
-func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp map[string]any) (func() error, error) {
+func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp map[string]any) (*Instance, error) {
 	bundle := filepath.Join(e.Work, filepath.Base(oci.bin)+"-"+id)
 	rootfs := filepath.Join(bundle, "rootfs")
 	// Mount where the chrooted runc will see it: a mount made on e.Work
@@ -203,7 +220,7 @@ func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv 
 		cleanup()
 		return nil, err
 	}
-	return func() error {
+	return &Instance{Exited: h.exited, Stop: func() error {
 		// A runtime that hangs must not hang the matrix: bounded waits,
 		// and the scope's cgroup is emptied with SIGKILL afterwards anyway.
 		kctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -215,7 +232,7 @@ func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv 
 		del.Run()
 		cleanup()
 		return err
-	}, nil
+	}}, nil
 }
 
 // cgroupPath turns a cgroup directory into the path runc wants: relative to

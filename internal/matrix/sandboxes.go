@@ -136,7 +136,7 @@ func Bubblewrap() Runtime {
 	return Runtime{
 		Name:  "bubblewrap",
 		Check: func(e *Env) error { return e.have("bwrap") },
-		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (func() error, error) {
+		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error) {
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
@@ -149,7 +149,7 @@ func Bubblewrap() Runtime {
 			if err := h.earlyExit("bwrap"); err != nil {
 				return nil, err
 			}
-			return h.stop, nil
+			return h.instance(), nil
 		},
 	}
 }
@@ -172,7 +172,7 @@ func Runsc(platform, path string) Runtime {
 			}
 			return nil
 		},
-		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (func() error, error) {
+		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (*Instance, error) {
 			// runsc derives its cgroup from the launcher's; its overlay of
 			// the root would need a writable medium: the root is read-only
 			// and /tmp, /run are tmpfs mounts anyway.
@@ -188,7 +188,7 @@ func Unavailable(name, why string) Runtime {
 	return Runtime{
 		Name:  name,
 		Check: func(*Env) error { return errors.New(why) },
-		Start: func(context.Context, *Env, string, string, []string) (func() error, error) {
+		Start: func(context.Context, *Env, string, string, []string) (*Instance, error) {
 			return nil, errors.New(why)
 		},
 	}
