@@ -33,6 +33,7 @@ func cmdMatrix(args []string) int {
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
 	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
+	overhead := fs.Bool("overhead", false, "instead of the matrix: what measuring costs for redis-set and node-express natively — untraced, hapscope, ftrace function_graph (the 2018 way) — and the Jaccard of the two function sets")
 	prune := fs.Bool("prune", false, "let the tracer remove a function's probe once the scope has entered it (faster; patches kernel text while workloads run, which has crashed the 6.12 lab guest under multi-threaded QEMU)")
 	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
 	fs.Usage = func() {
@@ -104,6 +105,9 @@ func cmdMatrix(args []string) int {
 	o.Coverage.Counts = !*prune
 	if *cache != "" {
 		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
+	}
+	if *overhead {
+		return runOverhead(ctx, env, o, sf.warmup, sf.window, *express, *out)
 	}
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs; attaching the tracer to every traceable kernel function …\n",
@@ -259,4 +263,33 @@ func defaultLabCache(rel string) string {
 		base = filepath.Join(home, ".cache")
 	}
 	return filepath.Join(base, "hapscope-lab", rel)
+}
+
+// runOverhead measures redis SET and express three ways (see
+// matrix.MeasureOverhead) and writes overhead.json.
+func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, express, out string) int {
+	newScorer := func(ctx context.Context) (matrix.Scorer, func() error, error) {
+		start := time.Now()
+		s, err := hap.NewScorer(ctx, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		fmt.Fprintf(os.Stderr, "overhead: hapscope attached in %s (not counted)\n", time.Since(start).Round(time.Millisecond))
+		return s, s.Close, nil
+	}
+	var results []*matrix.Overhead
+	for _, w := range []matrix.Workload{matrix.Redis("set"), matrix.Express(express)} {
+		r, err := matrix.MeasureOverhead(ctx, env, w, warmup, window, newScorer)
+		if err != nil {
+			return fail(fmt.Errorf("overhead of %s: %w", w.Name, err))
+		}
+		results = append(results, r)
+	}
+	if err := matrix.WriteOverhead(os.Stdout, results); err != nil {
+		return fail(err)
+	}
+	if err := writeJSONFile(filepath.Join(out, "overhead.json"), results); err != nil {
+		return fail(err)
+	}
+	return 0
 }

@@ -276,3 +276,48 @@ func TestWriteReport(t *testing.T) {
 		t.Errorf("report without profiles: %v", err)
 	}
 }
+
+const graphTrace = `# tracer: function_graph
+#
+# CPU  TASK/PID         DURATION                  FUNCTION CALLS
+# |     |    |           |   |                     |   |   |   |
+ 0)  redis-s-212    |               |  do_syscall_64() {
+ 0)  redis-s-212    |   0.301 us    |    syscall_enter_from_user_mode();
+ 0)  redis-s-212    |               |    __x64_sys_epoll_wait() {
+ 0)  redis-s-212    | + 12.301 us   |      ep_poll.isra.0();
+ 0)  redis-s-212    | ! 123.4 us    |    } /* __x64_sys_epoll_wait */
+ ------------------------------------------
+ 1)  redis-s-212   =>  <idle>-0
+ ------------------------------------------
+ 1)  redis-s-212    |   0.101 us    |  tcp_sendmsg();
+`
+
+func TestParseFunctionGraph(t *testing.T) {
+	funcs, n, err := parseFunctionGraph(strings.NewReader(graphTrace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"do_syscall_64": true, "syscall_enter_from_user_mode": true, "__x64_sys_epoll_wait": true, "ep_poll": true, "tcp_sendmsg": true}
+	if d := cmp.Diff(want, funcs); d != "" || n != 13 {
+		t.Errorf("%d lines; functions (-want +got):\n%s", n, d)
+	}
+}
+
+func FuzzParseFunctionGraph(f *testing.F) {
+	f.Add(graphTrace)
+	f.Add(" 0) x-1 | | a.b();\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		funcs, n, err := parseFunctionGraph(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if n > strings.Count(s, "\n")+1 {
+			t.Fatalf("%d lines from %d newlines", n, strings.Count(s, "\n"))
+		}
+		for name := range funcs {
+			if name == "" || strings.ContainsAny(name, ".( \t") || !strings.Contains(s, name+"") {
+				t.Fatalf("bad function name %q", name)
+			}
+		}
+	})
+}

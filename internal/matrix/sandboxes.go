@@ -131,7 +131,9 @@ var dockerAllowed = []string{
 
 // Bubblewrap runs the service under bwrap with every namespace but the
 // network one unshared (the load client must reach it), the userland root
-// bound read-only, fresh /proc, /dev and /tmp.
+// bound read-only, fresh /proc, /dev and /tmp. In a chroot (Env.Root, the
+// lab) there is no user namespace: the kernel refuses one to a chrooted
+// process.
 func Bubblewrap() Runtime {
 	return Runtime{
 		Name:  "bubblewrap",
@@ -140,8 +142,16 @@ func Bubblewrap() Runtime {
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
-			bw := append([]string{"bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-				"--tmpfs", "/tmp", "--unshare-all", "--share-net", "--die-with-parent", "--chdir", "/tmp", "--"}, argv...)
+			unshare := []string{"--unshare-all", "--share-net"}
+			if e.Root != "" && e.Root != "/" {
+				// A chrooted process may not create a user namespace
+				// (clone: EPERM), and bwrap fails on it; as root it needs
+				// none: every other namespace but the network one.
+				unshare = []string{"--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"}
+			}
+			bw := append([]string{"bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"}, unshare...)
+			bw = append(bw, "--die-with-parent", "--chdir", "/tmp", "--")
+			bw = append(bw, argv...)
 			h, err := e.startIn(ctx, dir, bw)
 			if err != nil {
 				return nil, err
