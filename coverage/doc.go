@@ -1,0 +1,31 @@
+// Package coverage measures which kernel functions the tasks of a cgroup v2
+// subtree execute, exactly, with eBPF — no text parsing.
+//
+// It follows cilium/ebpf's split between plain data and live objects:
+//
+//	LoadCatalogue → *Catalogue   plain data: the attachable functions (BTF FUNC ∩
+//	                             kallsyms ∩ available_filter_functions, minus the
+//	                             deny list) and counts of what was left out, by Reason.
+//	                             Inspect it, Subset it, then:
+//	Open          → *Tracer      live: BPF programs and links on every catalogue
+//	                             function, with the best backend this kernel allows
+//	                             (kprobe.multi, then fentry, then kprobe) or the one
+//	                             forced in Options; ProbeBackends says why each
+//	                             backend is or is not usable here.
+//	AddScope      → *Scope       a cgroup v2 directory and all its descendants,
+//	                             including those created later; up to MaxScopes at once.
+//	Snapshot      → *Snapshot    plain data again: the functions a scope entered,
+//	                             with misses, drops and interrupt events skipped.
+//	Close                        detaches everything (fentry links concurrently).
+//
+// Pruning (the default mode) stops probing a function once every active scope
+// has seen it, so the steady-state window costs little; Options.Counts keeps
+// every probe attached for exact hit counts. Each Snapshot says which mode
+// produced it. Interrupt context (hard IRQ, soft IRQ being served, NMI) is not
+// counted unless Options.Interrupts is set; the programs read the CPU's
+// preempt count (see package bpf for how), so a function the workload calls
+// counts, while the timer interrupt that happens to land on its CPU does not.
+//
+// Measure and Converge are steady-state helpers: wait out start-up, reset,
+// then measure a window, or sample how many new functions each interval adds.
+package coverage
