@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/hapscope/hapscope/internal/labtest"
 )
@@ -272,32 +270,9 @@ func TestLabWorkload(t *testing.T) {
 // hapObjects lists the BPF programs and links of hapscope in the kernel.
 func hapObjects(t *testing.T) (progs []string, links int) {
 	t.Helper()
-	ours := map[ebpf.ProgramID]bool{}
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			break
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "hap_") {
-			progs = append(progs, fmt.Sprintf("%d:%s", id, info.Name))
-			ours[id] = true
-		}
-	}
-	it := new(link.Iterator)
-	for it.Next() {
-		if info, err := it.Link.Info(); err == nil && ours[info.Program] {
-			links++
-		}
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("enumerate links: %v", err)
+	progs, links, err := labtest.BPFObjects("hap_")
+	if err != nil {
+		t.Fatalf("enumerate BPF objects: %v", err)
 	}
 	return progs, links
 }
