@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -320,4 +321,16 @@ func FuzzParseFunctionGraph(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHTTPWorkloads(t *testing.T) {
+	for _, w := range []Workload{Tornado(), Express("/x/node_modules/express")} {
+		prog := strings.Join(w.Service.Argv, " ")
+		if strings.Contains(prog, "%!") || !strings.Contains(prog, strconv.Itoa(w.Service.Port)) || !strings.HasPrefix(w.Service.Argv[0], "/usr/bin/") {
+			t.Errorf("%s: argv %q (want Debian's interpreter by absolute path, port %d)", w.Name, w.Service.Argv, w.Service.Port)
+		}
+	}
+	if !strings.Contains(strings.Join(Express("/x/node_modules/express").Service.Argv, " "), `require("/x/node_modules/express")`) {
+		t.Error("express app does not load the given module directory")
+	}
 }
