@@ -197,14 +197,17 @@ func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, 
 	return &hap.Profile{}, nil
 }
 
-// cgroupPids lists the pids in dir and its descendants.
+// cgroupPids lists the thread ids in dir and its descendants:
+// set_ftrace_pid matches threads, and cgroup.procs would name only the
+// thread-group leaders (node's and redis' other threads would go
+// untraced).
 func cgroupPids(dir string) ([]string, error) {
 	var pids []string
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.threads"))
 		if err != nil {
 			return err
 		}
