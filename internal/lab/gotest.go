@@ -27,6 +27,8 @@ type TestConfig struct {
 	Args         []string
 	Timeout      time.Duration // whole boot; default 30m
 	SingleThread bool          // see Config.SingleThread
+	CPUs         int           // see Config.CPUs
+	Env          []string      // KEY=VALUE pairs exported to the test binaries
 	Console      io.Writer     // test output and guest console
 	OutDir       string        // see Config.OutDir
 }
@@ -130,6 +132,12 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
 		return nil, err
 	}
+	for _, kv := range cfg.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " '\"$;") {
+			return nil, fmt.Errorf("bad environment entry %q (want KEY=VALUE)", kv)
+		}
+		fmt.Fprintf(&sb, "export %s\n", shq(kv))
+	}
 	sb.WriteString("fail=0\n")
 	for _, p := range pkgs {
 		args := []string{labtest.Host(p.bin), "-test.v=true", "-test.timeout=" + cfg.Timeout.String()}
@@ -154,7 +162,7 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 
 	r, err := Run(ctx, Config{
 		Kernel: k, Script: sb.String(), Timeout: cfg.Timeout, Console: cfg.Console,
-		SingleThread: cfg.SingleThread, OutDir: cfg.OutDir,
+		SingleThread: cfg.SingleThread, OutDir: cfg.OutDir, CPUs: cfg.CPUs,
 	})
 	res.Result = r
 	if r != nil {

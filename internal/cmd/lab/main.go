@@ -111,6 +111,9 @@ func test(ctx context.Context, args []string) error {
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread (slower; steadier under mass detach)")
 	out := fs.String("out", "", "host directory shared read-write at /out ($HAPSCOPE_LAB_OUT)")
 	extra := fs.String("args", "", "extra flags for each test binary, space separated (e.g. -test.count=2)")
+	cpus := fs.Int("cpus", 0, "guest vCPUs (default: the lab's)")
+	var env envList
+	fs.Var(&env, "env", "KEY=VALUE exported to the test binaries (repeatable)")
 	fs.Parse(args)
 	pkgs := fs.Args()
 	if len(pkgs) == 0 {
@@ -130,6 +133,7 @@ func test(ctx context.Context, args []string) error {
 		res, err := lab.RunTests(ctx, lab.TestConfig{
 			Kernel: k, Packages: pkgs, Run: *run, Bench: *bench, Timeout: *timeout,
 			SingleThread: *single, Console: os.Stdout, OutDir: *out, Args: strings.Fields(*extra),
+			CPUs: *cpus, Env: env,
 		})
 		if res != nil && res.Result != nil {
 			passed, nfail := 0, 0
@@ -211,3 +215,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+// envList collects repeated -env flags.
+type envList []string
+
+func (e *envList) String() string     { return strings.Join(*e, " ") }
+func (e *envList) Set(v string) error { *e = append(*e, v); return nil }
