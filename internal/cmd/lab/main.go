@@ -166,20 +166,30 @@ func sh(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "limit for the boot")
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
 	fs.Parse(args)
-	s, err := lab.Spec(*kernel)
-	if err != nil {
-		return err
-	}
-	k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+	k, err := fetchOne(ctx, *kernel)
 	if err != nil {
 		return err
 	}
 	res, err := lab.Run(ctx, lab.Config{Kernel: k, Script: strings.Join(fs.Args(), " "), Timeout: *timeout,
 		Console: os.Stdout, SingleThread: *single})
+	return exitWith(res, err)
+}
+
+// fetchOne returns the lab kernel called name.
+func fetchOne(ctx context.Context, name string) (*lab.Kernel, error) {
+	s, err := lab.Spec(name)
+	if err != nil {
+		return nil, err
+	}
+	return lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+}
+
+// exitWith reports a guest run and exits with its status when non-zero.
+func exitWith(res *lab.Result, err error) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond))
+	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s, %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel)
 	if res.ExitCode != 0 {
 		os.Exit(res.ExitCode)
 	}
@@ -196,24 +206,13 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() == 0 {
 		return fmt.Errorf("run: no program given")
 	}
-	s, err := lab.Spec(*kernel)
-	if err != nil {
-		return err
-	}
-	k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
+	k, err := fetchOne(ctx, *kernel)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "lab: booting %s (QEMU software emulation) to run %s\n", k.Release, strings.Join(fs.Args(), " "))
 	res, err := lab.Command(ctx, k, fs.Args(), lab.Config{Timeout: *timeout, Console: os.Stdout, SingleThread: *single, OutDir: *out})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "lab: exit %d (boot %s, wall %s, %s)\n", res.ExitCode, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel)
-	if res.ExitCode != 0 {
-		os.Exit(res.ExitCode)
-	}
-	return nil
+	return exitWith(res, err)
 }
 
 // envList collects repeated -env flags.
