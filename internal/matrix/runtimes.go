@@ -166,6 +166,10 @@ func (o ociRuntime) argv(e *Env, args ...string) []string {
 }
 
 func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp map[string]any) (*Instance, error) {
+	// A unique container id per start: a runtime whose delete of the
+	// previous run did not finish in time (runsc under emulation) would
+	// otherwise refuse the next run with "container already exists".
+	id = fmt.Sprintf("%s-%d", id, time.Now().UnixNano())
 	bundle := filepath.Join(e.Work, filepath.Base(oci.bin)+"-"+id)
 	rootfs := filepath.Join(bundle, "rootfs")
 	// Mount where the chrooted runc will see it: a mount made on e.Work
