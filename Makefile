@@ -9,9 +9,9 @@ FUZZTIME ?= 10s
 LAB := $(GO) run ./internal/cmd/lab
 export HAPSCOPE_REQUIRE_LAB := 1
 
-APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc
+APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap
 
-.PHONY: all build deps fetch test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
+.PHONY: all build deps fetch lab-prep matrix test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 
 all: build
 
@@ -31,7 +31,7 @@ fetch: deps
 	$(LAB) fetch -kernel all -dbg
 
 # Everything: vet, host unit tests, short fuzz runs, lab tests on both kernels.
-test: deps lint fetch test-host fuzz
+test: deps lint fetch lab-prep test-host fuzz
 	$(LAB) test -kernel 6.12,6.1 -run '$(RUN)' ./...
 	@echo "make test: host tests, fuzz runs and lab tests on 6.12 and 6.1 passed"
 
@@ -93,32 +93,31 @@ demo: deps
 	fi
 	@echo "demo: report: $(CURDIR)/out/demo/report.html"
 
+# Userland the lab's workloads need that the guest cannot download: gVisor's
+# runsc (built once, CGO_ENABLED=0, 3-4 min, cached) and express (npm, once).
+LAB_CACHE = $(or $(HAPSCOPE_LAB_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hapscope-lab)
+RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
+lab-prep: deps
+	@if [ ! -x $(LAB_CACHE)/runsc/runsc ]; then \
+		echo "lab-prep: building gVisor runsc $(RUNSC_VERSION) (CGO_ENABLED=0, 3-4 min, cached in $(LAB_CACHE)/runsc)"; \
+		CGO_ENABLED=0 GOBIN=$(LAB_CACHE)/runsc $(GO) install gvisor.dev/gvisor/runsc@$(RUNSC_VERSION); \
+	fi
+	@if [ ! -f $(LAB_CACHE)/express/node_modules/express/package.json ]; then \
+		echo "lab-prep: npm install express into $(LAB_CACHE)/express"; \
+		mkdir -p $(LAB_CACHE)/express && cd $(LAB_CACHE)/express && npm install --no-audit --no-fund express@5; \
+	fi
+
 # Reproduces the 2018 HAP study (issue 6): redis SET/GET, python-tornado and
 # node-express under native, runc (Docker's seccomp profile and none),
 # bubblewrap and gVisor (systrap, ptrace), RUNS times per cell, in the lab's
-# Debian 6.12. Builds gVisor's runsc (3-4 min, once) and installs express
-# (npm, once) into the lab cache first: the guest has no network.
-# Profiles, matrix.json and report.html land in out/matrix/.
-MATRIX_PACKAGES := redis-server redis-tools runc wrk python3-tornado bubblewrap
-MATRIX_CACHE = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hapscope-lab
-MATRIX_RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
+# Debian 6.12. Profiles, matrix.json and report.html land in out/matrix/.
 RUNS ?= 5
 MATRIX_FLAGS ?=
-matrix: deps
-	@missing=$$(for p in $(MATRIX_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "matrix: installing $$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
-	@if [ ! -x $(MATRIX_CACHE)/runsc/runsc ]; then \
-		echo "matrix: building gVisor runsc $(MATRIX_RUNSC_VERSION) (CGO_ENABLED=0, 3-4 min, cached in $(MATRIX_CACHE)/runsc)"; \
-		CGO_ENABLED=0 GOBIN=$(MATRIX_CACHE)/runsc $(GO) install gvisor.dev/gvisor/runsc@$(MATRIX_RUNSC_VERSION); \
-	fi
-	@if [ ! -f $(MATRIX_CACHE)/express/node_modules/express/package.json ]; then \
-		echo "matrix: npm install express into $(MATRIX_CACHE)/express"; \
-		mkdir -p $(MATRIX_CACHE)/express && cd $(MATRIX_CACHE)/express && npm install --no-audit --no-fund express@5; \
-	fi
+matrix: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
 	@mkdir -p out/matrix
 	$(LAB) run -kernel 6.12 -timeout 150m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
-		--runsc $(MATRIX_CACHE)/runsc/runsc --express $(MATRIX_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
+		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
 
 clean:

@@ -192,6 +192,9 @@ func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, out, sin
 		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
 	}
 	fmt.Fprintf(sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
+	if cache, err := CacheDir(); err == nil {
+		fmt.Fprintf(sb, "export %s=%s\n", labtest.EnvLabCache, shq(labtest.Host(cache)))
+	}
 	if out {
 		fmt.Fprintf(sb, "export %s=/out\n", labtest.EnvOut)
 	}

@@ -24,6 +24,9 @@ const (
 	// EnvIndexCache is the guest path of the host's symbolize index cache,
 	// where the runner built the booted kernel's line index beforehand.
 	EnvIndexCache = "HAPSCOPE_LAB_INDEX_CACHE"
+	// EnvLabCache is the guest path of the host's lab cache (kernels, and
+	// the userland `make lab-prep` builds there: runsc, express).
+	EnvLabCache = "HAPSCOPE_LAB_CACHE_DIR"
 )
 
 // HostRoot is where the host's root file system is mounted, read-only, in the
@@ -62,3 +65,6 @@ func Vmlinux() string { return os.Getenv(EnvVmlinux) }
 // IndexCache is the guest path of the (read-only) symbolize cache holding the
 // booted kernel's line index, or "" when there is none.
 func IndexCache() string { return os.Getenv(EnvIndexCache) }
+
+// LabCache is the guest path of the host's lab cache (read-only), or "".
+func LabCache() string { return os.Getenv(EnvLabCache) }

@@ -14,13 +14,16 @@ import (
 	"github.com/hapscope/hapscope/symbolize"
 )
 
-// labRunsc finds the runsc that `make matrix` (or `make runsc`) built into
+// labRunsc finds the runsc that `make lab-prep` built into
 // the host's lab cache, as a path inside the host root. The lab exports the
 // host's symbolize cache (UserCacheDir/hapscope); the lab cache is its
 // sibling UserCacheDir/hapscope-lab.
 func labRunsc(t *testing.T) string {
 	t.Helper()
 	var candidates []string
+	if c := labtest.LabCache(); c != "" {
+		candidates = append(candidates, filepath.Join(c, "runsc", "runsc"))
+	}
 	if c := labtest.IndexCache(); c != "" {
 		candidates = append(candidates, filepath.Join(filepath.Dir(c), "hapscope-lab", "runsc", "runsc"))
 	}
@@ -30,7 +33,7 @@ func labRunsc(t *testing.T) string {
 			return strings.TrimPrefix(c, labtest.HostRoot)
 		}
 	}
-	t.Fatalf("no runsc in the host's lab cache (looked at %s): build it on the host with `make matrix` or "+
+	t.Fatalf("no runsc in the host's lab cache (looked at %s): build it on the host with `make lab-prep` or "+
 		"`CGO_ENABLED=0 GOBIN=~/.cache/hapscope-lab/runsc go install gvisor.dev/gvisor/runsc@v0.0.0-20260905035102-160fafc42237`",
 		strings.Join(candidates, ", "))
 	return ""
