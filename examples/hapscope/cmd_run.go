@@ -45,6 +45,7 @@ type scoreFlags struct {
 	label                string
 	backend              string
 	interrupts, estimate bool
+	counts               bool
 	vmlinux              string
 	density              float64
 	quiet                bool
@@ -59,6 +60,7 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.label, "label", "", "label of the profile (default: the command or cgroup)")
 	fs.StringVar(&f.backend, "backend", "", "force a backend: kprobe.multi, fentry or kprobe (default: best available)")
 	fs.BoolVar(&f.interrupts, "interrupts", false, "also count hard-IRQ, soft-IRQ and NMI context")
+	fs.BoolVar(&f.counts, "counts", false, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
 	fs.BoolVar(&f.estimate, "estimate", false, "without DWARF, estimate lines from function sizes (marked estimated)")
 	fs.StringVar(&f.vmlinux, "vmlinux", "", "vmlinux with DWARF (default: distro locations, then debuginfod)")
 	fs.Float64Var(&f.density, "density", 0, fmt.Sprintf("bug density, defects per 1,000 lines (default %.2f)", hap.DefaultDensity))
