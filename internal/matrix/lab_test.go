@@ -61,16 +61,20 @@ func TestLabMatrixSmoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		opt.Catalogue = cat.Subset(func(f coverage.Function) bool {
-			keep := n < 150 && (strings.HasPrefix(f.Name, "tcp_") || strings.HasPrefix(f.Name, "sock_") || strings.HasPrefix(f.Name, "__sys_"))
-			if keep {
-				n++
-			}
-			return keep
-		})
+		// The socket, epoll and futex paths every runtime's redis drives
+		// (gVisor's sentry through host sockets and futexes).
+		want := map[string]bool{}
+		for _, n := range strings.Fields(`ksys_read ksys_write vfs_read vfs_write sock_read_iter sock_write_iter
+			sock_sendmsg sock_recvmsg __sys_sendmsg __sys_recvmsg ___sys_sendmsg ___sys_recvmsg __sys_sendto __sys_recvfrom
+			inet_sendmsg inet_recvmsg tcp_sendmsg tcp_sendmsg_locked tcp_recvmsg tcp_recvmsg_locked tcp_poll sock_poll
+			do_epoll_wait ep_poll do_epoll_ctl do_sys_poll do_pselect futex_wait futex_wake do_futex __x64_sys_futex
+			__sys_accept4 do_accept tcp_v4_rcv ip_rcv ip_output __tcp_transmit_skb tcp_ack`) {
+			want[n] = true
+		}
+		opt.Catalogue = cat.Subset(func(f coverage.Function) bool { return want[f.Name] })
+		t.Logf("6.1: fentry on %d functions of the socket/epoll/futex paths", len(opt.Catalogue.Functions))
 		opt.AllowEstimate = true
-		minFuncs = 10
+		minFuncs = 5
 	}
 	sc, err := hap.NewScorer(ctx, opt)
 	if err != nil {
@@ -116,8 +120,8 @@ func TestLabMatrixSmoke(t *testing.T) {
 		if len(p.Functions) <= minFuncs {
 			t.Errorf("%s: %d functions, want > %d for a TCP server under load", c.Runtime, len(p.Functions), minFuncs)
 		}
-		if p.Lines.Total < len(p.Functions) || p.Lines.Total > p.Lines.Own+p.Lines.Inlined || p.Bugs <= 0 {
-			t.Errorf("%s: lines %+v, bugs %.2f for %d functions: want functions ≤ lines ≤ own+inlined, bugs > 0", c.Runtime, p.Lines, p.Bugs, len(p.Functions))
+		if p.Lines.Total < len(p.Functions) || p.Lines.Total > p.Lines.Own+p.Lines.Inlined+p.Lines.Estimated || p.Bugs <= 0 {
+			t.Errorf("%s: lines %+v, bugs %.2f for %d functions: want functions ≤ lines ≤ own+inlined+estimated, bugs > 0", c.Runtime, p.Lines, p.Bugs, len(p.Functions))
 		}
 		set := map[string]bool{}
 		for _, f := range p.Functions {
