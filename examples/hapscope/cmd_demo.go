@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
-	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/internal/matrix"
-	"github.com/hapscope/hapscope/symbolize"
 )
 
 func init() {
@@ -27,7 +25,6 @@ func cmdDemo(args []string) int {
 	sf.register(fs)
 	out := fs.String("out", "out/demo", "directory for the profiles (JSON) and report.html")
 	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
-	cache := fs.String("index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the host's)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope demo [--out DIR] [--window D] [flags]")
 		fmt.Fprintln(fs.Output(), "Needs root, redis-server, redis-tools and runc. `make demo` runs it in the lab where this kernel cannot be traced.")
@@ -54,38 +51,17 @@ func cmdDemo(args []string) int {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fail(err)
 	}
-	cgRoot, err := matrix.Cgroup2Root()
+	env, cleanup, err := planEnv("hapscope-demo", *root)
 	if err != nil {
 		return fail(err)
 	}
-	env := &matrix.Env{Root: *root, Cgroup: filepath.Join(cgRoot, "hapscope-demo"), Log: os.Stderr, Work: "/tmp/hapscope-demo"}
-	if err := os.MkdirAll(env.Work, 0o755); err != nil {
-		return fail(err)
-	}
-	defer os.RemoveAll(env.Work)
-	defer os.Remove(env.Cgroup)
-
-	o := sf.options()
-	if *cache != "" {
-		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
-	}
+	defer cleanup()
 	start := time.Now()
-	fmt.Fprintln(os.Stderr, "demo: attaching the tracer to every traceable kernel function …")
-	scorer, err := hap.NewScorer(ctx, o)
-	if err != nil {
-		return fail(err)
-	}
-	fmt.Fprintf(os.Stderr, "demo: attached in %s\n", time.Since(start).Round(time.Millisecond))
 	plan := matrix.Plan{
 		Workloads: []matrix.Workload{matrix.Redis("set"), matrix.Redis("get")},
 		Runtimes:  []matrix.Runtime{matrix.Native(), matrix.Runc("runc-noseccomp", nil)},
 	}
-	cells, err := plan.Run(ctx, env, scorer)
-	t0 := time.Now()
-	if cerr := scorer.Close(); cerr != nil && err == nil {
-		err = cerr
-	}
-	fmt.Fprintf(os.Stderr, "demo: detached in %s\n", time.Since(t0).Round(time.Millisecond))
+	cells, err := runPlan(ctx, "demo", env, sf.options(), plan)
 	if err != nil {
 		return fail(err)
 	}

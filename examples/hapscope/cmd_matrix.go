@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
-	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/internal/matrix"
-	"github.com/hapscope/hapscope/symbolize"
 )
 
 func init() {
@@ -28,7 +26,6 @@ func cmdMatrix(args []string) int {
 	sf.register(fs)
 	out := fs.String("out", "out/matrix", "directory for the per-run profiles (JSON), matrix.json and report.html")
 	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
-	cache := fs.String("index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the host's)")
 	runs := fs.Int("runs", 5, "measurements per cell")
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
@@ -90,39 +87,20 @@ func cmdMatrix(args []string) int {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fail(err)
 	}
-	cgRoot, err := matrix.Cgroup2Root()
+	env, cleanup, err := planEnv("hapscope-matrix", *root)
 	if err != nil {
 		return fail(err)
 	}
-	env := &matrix.Env{Root: *root, Cgroup: filepath.Join(cgRoot, "hapscope-matrix"), Log: os.Stderr, Work: "/tmp/hapscope-matrix"}
-	if err := os.MkdirAll(filepath.Join(*root, env.Work), 0o755); err != nil {
-		return fail(err)
-	}
-	defer os.RemoveAll(filepath.Join(*root, env.Work))
-	defer os.Remove(env.Cgroup)
+	defer cleanup()
 
 	o := sf.options()
 	o.Coverage.Counts = !*prune
-	if *cache != "" {
-		o.Symbolize = symbolize.Options{VMLinux: sf.vmlinux, CacheDir: *cache, Progress: o.Symbolize.Progress}
-	}
 	if *overhead {
 		return runOverhead(ctx, env, o, sf.warmup, sf.window, *express, *out)
 	}
 	start := time.Now()
-	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs; attaching the tracer to every traceable kernel function …\n",
-		len(plan.Workloads), len(plan.Runtimes), plan.Runs)
-	scorer, err := hap.NewScorer(ctx, o)
-	if err != nil {
-		return fail(err)
-	}
-	fmt.Fprintf(os.Stderr, "matrix: attached in %s\n", time.Since(start).Round(time.Millisecond))
-	cells, err := plan.Run(ctx, env, scorer)
-	t0 := time.Now()
-	if cerr := scorer.Close(); cerr != nil && err == nil {
-		err = cerr
-	}
-	fmt.Fprintf(os.Stderr, "matrix: detached in %s\n", time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs\n", len(plan.Workloads), len(plan.Runtimes), plan.Runs)
+	cells, err := runPlan(ctx, "matrix", env, o, plan)
 	if err != nil {
 		return fail(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/matrix"
 	"github.com/hapscope/hapscope/symbolize"
 )
 
@@ -46,7 +47,7 @@ type scoreFlags struct {
 	backend              string
 	interrupts, estimate bool
 	counts               bool
-	vmlinux              string
+	vmlinux, indexCache  string
 	density              float64
 	quiet                bool
 }
@@ -63,6 +64,7 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.counts, "counts", false, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
 	fs.BoolVar(&f.estimate, "estimate", false, "without DWARF, estimate lines from function sizes (marked estimated)")
 	fs.StringVar(&f.vmlinux, "vmlinux", "", "vmlinux with DWARF (default: distro locations, then debuginfod)")
+	fs.StringVar(&f.indexCache, "index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the one the host prebuilt)")
 	fs.Float64Var(&f.density, "density", 0, fmt.Sprintf("bug density, defects per 1,000 lines (default %.2f)", hap.DefaultDensity))
 	fs.BoolVar(&f.quiet, "q", false, "no progress output")
 }
@@ -70,10 +72,8 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 func (f *scoreFlags) options() hap.ScoreOptions {
 	o := hap.ScoreOptions{
 		Label: f.label, Warmup: f.warmup, Window: f.window, Samples: f.samples,
-		Coverage: coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
-		// In the lab the host prebuilt the kernel's line index; elsewhere
-		// this is "" and the user cache is used.
-		Symbolize:     symbolize.Options{VMLinux: f.vmlinux, CacheDir: os.Getenv(labtest.EnvIndexCache)},
+		Coverage:      coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
+		Symbolize:     symbolize.Options{VMLinux: f.vmlinux, CacheDir: f.indexCache},
 		AllowEstimate: f.estimate, Density: f.density,
 	}
 	if !f.quiet {
@@ -387,4 +387,40 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// planEnv prepares a matrix environment named name (its scope cgroup and
+// scratch directory) under root, and returns a cleanup function.
+func planEnv(name, root string) (*matrix.Env, func(), error) {
+	cgRoot, err := matrix.Cgroup2Root()
+	if err != nil {
+		return nil, nil, err
+	}
+	env := &matrix.Env{Root: root, Cgroup: filepath.Join(cgRoot, name), Log: os.Stderr, Work: "/tmp/" + name}
+	if err := os.MkdirAll(filepath.Join(root, env.Work), 0o755); err != nil {
+		return nil, nil, err
+	}
+	return env, func() {
+		os.RemoveAll(filepath.Join(root, env.Work))
+		os.Remove(env.Cgroup)
+	}, nil
+}
+
+// runPlan attaches one tracer, runs every cell of plan with it and detaches,
+// logging both steps under the name what.
+func runPlan(ctx context.Context, what string, env *matrix.Env, o hap.ScoreOptions, plan matrix.Plan) ([]matrix.Cell, error) {
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "%s: attaching the tracer to every traceable kernel function …\n", what)
+	scorer, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "%s: attached in %s\n", what, time.Since(start).Round(time.Millisecond))
+	cells, err := plan.Run(ctx, env, scorer)
+	t0 := time.Now()
+	if cerr := scorer.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	fmt.Fprintf(os.Stderr, "%s: detached in %s\n", what, time.Since(t0).Round(time.Millisecond))
+	return cells, err
 }
