@@ -154,11 +154,16 @@ type aptSource struct {
 	SignedBy string
 }
 
+var (
+	blankLine = regexp.MustCompile(`\n\s*\n`)
+	signedBy  = regexp.MustCompile(`signed-by=([^\] ]+)`)
+)
+
 // parseSources reads deb822 (.sources) and one-line (.list) apt sources.
 func parseSources(name string, data []byte) []aptSource {
 	var out []aptSource
 	if strings.HasSuffix(name, ".sources") {
-		for _, stanza := range regexp.MustCompile(`\n\s*\n`).Split(string(data), -1) {
+		for _, stanza := range blankLine.Split(string(data), -1) {
 			var s aptSource
 			isDeb := false
 			for _, line := range strings.Split(stanza, "\n") {
@@ -199,7 +204,7 @@ func parseSources(name string, data []byte) []aptSource {
 		i := 1
 		if strings.HasPrefix(f[1], "[") {
 			for ; i < len(f); i++ {
-				if m := regexp.MustCompile(`signed-by=([^\] ]+)`).FindStringSubmatch(f[i]); m != nil {
+				if m := signedBy.FindStringSubmatch(f[i]); m != nil {
 					s.SignedBy = m[1]
 				}
 				if strings.HasSuffix(f[i], "]") {
