@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -197,7 +194,7 @@ func cmdRun(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	root, err := cgroup2Root()
+	root, err := matrix.Cgroup2Root()
 	if err != nil {
 		return fail(err)
 	}
@@ -205,7 +202,11 @@ func cmdRun(args []string) int {
 	if err != nil {
 		return fail(fmt.Errorf("create a cgroup under %s: %w (hapscope run needs root)", root, err))
 	}
-	defer removeCgroup(dir)
+	defer func() {
+		if err := matrix.RemoveCgroup(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "hapscope:", err)
+		}
+	}()
 	cgfd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
 	if err != nil {
 		return fail(err)
@@ -320,64 +321,6 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return 1
-}
-
-// cgroup2Root finds where the cgroup v2 hierarchy is mounted.
-func cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	return parseCgroup2Root(f)
-}
-
-func parseCgroup2Root(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 3 && f[2] == "cgroup2" {
-			return unescapeMount(f[1]), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); hapscope scopes by cgroup v2")
-}
-
-// unescapeMount decodes the octal escapes of /proc/self/mounts (\040 …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// removeCgroup removes a cgroup made by run, after its processes are gone.
-func removeCgroup(dir string) {
-	for range 50 {
-		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
-			return
-		}
-		if data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil && len(data) > 0 {
-			for _, pid := range strings.Fields(string(data)) {
-				if n, err := strconv.Atoi(pid); err == nil {
-					syscall.Kill(n, syscall.SIGKILL)
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fmt.Fprintf(os.Stderr, "hapscope: could not remove cgroup %s; remove it by hand\n", dir)
 }
 
 func firstNonEmpty(s ...string) string {

@@ -210,7 +210,7 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
 		return nil, load, err
 	}
-	defer removeCgroup(dir)
+	defer RemoveCgroup(dir)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	inst, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service.Argv)
@@ -322,8 +322,9 @@ func poll(ctx context.Context, f func() error) error {
 	}
 }
 
-// removeCgroup kills what is left in dir (and below) and removes it.
-func removeCgroup(dir string) {
+// RemoveCgroup kills what is left in cgroup dir and below, removes them,
+// and says so when dir is still there after ten seconds.
+func RemoveCgroup(dir string) error {
 	for range 100 {
 		var dirs []string
 		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -343,10 +344,11 @@ func removeCgroup(dir string) {
 			os.Remove(dirs[i])
 		}
 		if _, err := os.Stat(dir); os.IsNotExist(err) {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return fmt.Errorf("could not remove cgroup %s; remove it by hand", dir)
 }
 
 // tcpCheck sends req to 127.0.0.1:port and expects a reply starting with want.

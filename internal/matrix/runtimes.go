@@ -1,13 +1,16 @@
 package matrix
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -308,15 +311,40 @@ func editSpec(spec map[string]any, argv []string, rootfs, cgroupsPath string, se
 
 // Cgroup2Root returns where the cgroup v2 hierarchy is mounted.
 func Cgroup2Root() (string, error) {
-	data, err := os.ReadFile("/proc/self/mounts")
+	f, err := os.Open("/proc/self/mounts")
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
+	defer f.Close()
+	return parseCgroup2Root(f)
+}
+
+func parseCgroup2Root(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
 		if len(f) >= 3 && f[2] == "cgroup2" {
-			return f[1], nil
+			return unescapeMount(f[1]), nil
 		}
 	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted; hapscope scopes by cgroup v2")
+	return "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); hapscope scopes by cgroup v2")
+}
+
+// unescapeMount decodes the octal escapes of /proc/self/mounts (\040 …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
