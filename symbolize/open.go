@@ -151,16 +151,26 @@ var debugInfoPaths = []string{
 	"/usr/lib/debug/lib/modules/%s/vmlinux.debug",
 }
 
-func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error) {
-	var tried []string
-	if k.Release != "" {
-		for _, p := range debugInfoPaths {
-			p = fmt.Sprintf(p, k.Release)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-				return p, nil
-			}
-			tried = append(tried, p)
+// DebugInfoPath returns the first vmlinux with debug info for release in
+// the distributions' usual places, and every place it looked.
+func DebugInfoPath(release string) (path string, tried []string) {
+	if release == "" {
+		return "", nil
+	}
+	for _, p := range debugInfoPaths {
+		p = fmt.Sprintf(p, release)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, tried
 		}
+		tried = append(tried, p)
+	}
+	return "", tried
+}
+
+func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error) {
+	p, tried := DebugInfoPath(k.Release)
+	if p != "" {
+		return p, nil
 	}
 	urls := strings.Fields(os.Getenv("DEBUGINFOD_URLS"))
 	if len(urls) > 0 && k.BuildID != "" {

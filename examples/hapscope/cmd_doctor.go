@@ -64,7 +64,7 @@ func cmdDoctor(args []string) int {
 			}
 		}
 	}
-	if path := findDebugInfo(k.Release); path != "" {
+	if path, _ := symbolize.DebugInfoPath(k.Release); path != "" {
 		say(true, "debug info", path)
 	} else if os.Getenv("DEBUGINFOD_URLS") != "" {
 		say(true, "debug info", "none on disk; will ask debuginfod ("+os.Getenv("DEBUGINFOD_URLS")+") by build-id")
@@ -76,16 +76,4 @@ func cmdDoctor(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-func findDebugInfo(release string) string {
-	if release == "" {
-		return ""
-	}
-	for _, p := range []string{"/usr/lib/debug/boot/vmlinux-" + release, "/usr/lib/debug/lib/modules/" + release + "/vmlinux", "/boot/vmlinux-" + release} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
 }
