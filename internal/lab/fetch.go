@@ -276,6 +276,27 @@ func (a aptState) prepare(ctx context.Context, refresh bool) error {
 	return os.WriteFile(stamp, nil, 0o644)
 }
 
+// resolve returns the newest package of spec and its version. The answer
+// is kept beside the lists and reused until they are refreshed: asking
+// apt-cache again would give the same answer and takes seconds.
+func (a aptState) resolve(ctx context.Context, spec KernelSpec) (name, version string, err error) {
+	memo := filepath.Join(a.dir, "resolved-"+spec.Name)
+	stamp, err1 := os.Stat(filepath.Join(a.dir, "updated"))
+	memoSt, err2 := os.Stat(memo)
+	if err1 == nil && err2 == nil && !memoSt.ModTime().Before(stamp.ModTime()) {
+		if b, err := os.ReadFile(memo); err == nil {
+			if f := strings.Fields(string(b)); len(f) == 2 && spec.Package.MatchString(f[0]) {
+				return f[0], f[1], nil
+			}
+		}
+	}
+	name, version, err = a.newest(ctx, spec.Package)
+	if err == nil {
+		os.WriteFile(memo, []byte(name+" "+version+"\n"), 0o644)
+	}
+	return name, version, err
+}
+
 // newest returns the newest package whose name matches re, with its version.
 func (a aptState) newest(ctx context.Context, re *regexp.Regexp) (name, version string, err error) {
 	c := a.cmd(ctx, "apt-cache", "pkgnames", "linux-image-")
@@ -404,7 +425,7 @@ func Fetch(ctx context.Context, spec KernelSpec, opt FetchOptions) (*Kernel, err
 	if err := apt.prepare(ctx, opt.Refresh); err != nil {
 		return nil, fmt.Errorf("fetch kernel %s: %w", spec.Name, err)
 	}
-	pkg, version, err := apt.newest(ctx, spec.Package)
+	pkg, version, err := apt.resolve(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("fetch kernel %s: %w", spec.Name, err)
 	}
