@@ -5,22 +5,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Bounds of the pruning period (see Pruned).
 const (
 	minPrunePeriod = 100 * time.Millisecond
-	maxPrunePeriod = 5 * time.Second
+	maxPrunePeriod = time.Second
 )
 
 // pruneLoop removes the probes of functions every active scope has seen,
 // until Close. Its period adapts to how fast new functions appear.
+//
+// It runs on its own thread at nice -10 when allowed (root): pruning is a
+// burst of kernel work (text patching) that competes with the traced
+// workload for CPU, and the sooner it is done the less the workload pays
+// in probe hits meanwhile. The thread ends with the loop.
 func (t *Tracer) pruneLoop() {
 	defer close(t.stopped)
+	runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
 	period := minPrunePeriod
 	tm := time.NewTimer(period)
 	defer tm.Stop()
@@ -128,11 +137,10 @@ func (t *Tracer) prune() (int, error) {
 	return n, nil
 }
 
-// pruneMulti replaces each kprobe.multi link that holds seen functions by
-// one over its functions not yet seen: the new link is attached before the
-// old one is closed. Links whose seen functions ran most often go first (a
-// replacement costs about as much as attaching what the link still probes,
-// so the first round takes about as long as Open); Close interrupts it
+// pruneMulti replaces each kprobe.multi link whose seen functions have
+// run often enough to pay for it (pruneRent) by one over its functions not
+// yet seen: the new link is attached before the old one is closed. Links
+// whose seen functions ran most often go first; Close interrupts the round
 // between links.
 func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 	type job struct {
@@ -142,14 +150,16 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 	var jobs []job
 	for _, m := range t.multi {
 		var h uint64
-		hit := false
+		hit, rest := false, 0
 		for _, i := range m.idx {
 			if seen[i] {
 				hit = true
 				h += heat[i]
+			} else {
+				rest++
 			}
 		}
-		if hit {
+		if hit && h >= pruneRent*uint64(max(rest, 1)) {
 			jobs = append(jobs, job{m, h})
 		}
 	}
@@ -168,14 +178,18 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 			}
 		}
 		var repl []*multiLink
-		if len(rest) > 0 {
-			var err error
-			if repl, err = t.attachMultiSet(context.Background(), rest, false); err != nil {
-				// The old link stays: nothing goes unprobed.
-				return pruned, fmt.Errorf("replace a kprobe.multi link of %d functions by one of %d: %w", len(j.m.idx), len(rest), err)
+		for part := range slices.Chunk(rest, shardSize) {
+			ls, err := t.attachMultiSet(context.Background(), part, false)
+			repl = append(repl, ls...)
+			if err != nil {
+				// The old link stays, so nothing goes unprobed; what was
+				// attached of its replacement goes.
+				for _, m := range repl {
+					m.l.Close()
+				}
+				return pruned, fmt.Errorf("replace a kprobe.multi link of %d functions by links over the %d not yet seen: %w", len(j.m.idx), len(rest), err)
 			}
 		}
-		missed := linkMissed(j.m.l)
 		k := 0
 		for _, i := range j.m.idx {
 			if seen[i] {
@@ -183,6 +197,8 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 				k++
 			}
 		}
+		missed := linkMissed(j.m.l)
+		err := j.m.l.Close()
 		t.stMu.Lock()
 		t.multi = slices.DeleteFunc(t.multi, func(m *multiLink) bool { return m == j.m })
 		t.multi = append(t.multi, repl...)
@@ -190,7 +206,7 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 		t.pruned += k
 		t.stMu.Unlock()
 		pruned += k
-		if err := j.m.l.Close(); err != nil {
+		if err != nil {
 			return pruned, fmt.Errorf("detach a replaced kprobe.multi link: %w", err)
 		}
 	}

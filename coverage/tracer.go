@@ -38,7 +38,7 @@ type Options struct {
 type Mode string
 
 const (
-	// Pruned (the default): a function's probe is removed as soon as every
+	// Pruned (the default): a function's probe is removed once every
 	// active scope has entered it; scopes added later (AddScope) and
 	// scopes reset (Reset) re-arm the probes they have not seen. The
 	// function set is the same as with Counts; Hit.Count is 1 ("seen").
@@ -47,9 +47,13 @@ const (
 	// concurrent batches. kprobe.multi: the functions are spread over
 	// links of up to 1,024 functions; a link holding seen functions is
 	// replaced by one over its functions not yet seen, attached before the
-	// old one is closed, so no call goes unprobed. A background loop looks
-	// at the counters every 100 ms to 5 s: the period halves while new
-	// functions keep appearing and doubles while they do not.
+	// old one is closed, so no call goes unprobed (by links of up to 256
+	// functions, so later rounds patch less) — but only once its seen
+	// functions have run 32 times as often as it has functions left to
+	// probe again (a replacement patches all of them), so rarely called
+	// seen functions stay probed and a link is not rebuilt for each new
+	// one. A background loop looks at the counters every 100 ms to 1 s:
+	// the period halves while much is pruned and doubles while little is.
 	Pruned Mode = "pruned"
 	// Counts: every probe stays attached; Hit.Count is the exact number of
 	// calls in the scope (minus Snapshot.Misses and Dropped).
@@ -105,9 +109,27 @@ type multiLink struct {
 	idx []int
 }
 
-// shardSize bounds the functions of one kprobe.multi link in Pruned mode:
-// replacing a link costs in proportion to what it still probes.
-const shardSize = 1024
+// openShard and shardSize bound the functions of one kprobe.multi link in
+// Pruned mode, at Open and when pruning replaces a link. Replacing a link
+// patches every function it still probes, so small links let later rounds
+// touch only the code the workload runs hot; but closing a link waits for
+// RCU-tasks grace periods under ftrace's lock (about 0.1 s each in the
+// lab, one close at a time), and the first round replaces nearly every
+// link, so Open makes few big ones.
+const (
+	openShard = 1024
+	shardSize = 256
+)
+
+// pruneRent is the pruning rule of kprobe.multi links (ski rental): a link
+// is replaced once the seen functions it still probes have been called, in
+// the scopes, pruneRent times as often as the functions it would have to
+// probe again. Replacing patches every call site of the link twice (the
+// new link overlaps the old one, then the old one goes), about as costly
+// under QEMU as a few hundred probe hits each; below this, keeping a seen
+// function probed is cheaper than removing it. Seen functions that are
+// called rarely stay probed. Tests of the mechanism set it to 0.
+var pruneRent uint64 = 32
 
 // Scope is one cgroup v2 subtree being counted.
 type Scope struct {
@@ -292,7 +314,7 @@ func (t *Tracer) attachMulti(ctx context.Context) error {
 	}
 	size := len(all)
 	if t.mode == Pruned {
-		size = shardSize
+		size = openShard
 	}
 	t.progress("attach", 0, len(all))
 	done := 0
@@ -787,8 +809,8 @@ func (t *Tracer) closeLinks(links []link.Link, stage string) []error {
 	done := 0
 	var wg sync.WaitGroup
 	workers := t.opts.Workers
-	if t.backend == Fentry && workers < 64 {
-		workers = 64 // detach is sleep-bound, not CPU-bound
+	if t.backend != Kprobe && workers < 64 {
+		workers = 64 // fentry and kprobe.multi detach wait for grace periods
 	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
