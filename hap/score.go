@@ -116,6 +116,9 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 	start := time.Now()
 	interval := opt.Window / time.Duration(opt.Samples)
 	newPer, snap, err := t.Converge(ctx, s, interval, opt.Samples)
+	if tr := ContextScoreTrace(ctx); tr != nil && tr.WindowEnd != nil {
+		tr.WindowEnd()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)
 	}
@@ -208,4 +211,27 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 		meta.BuildID = ix.BuildID()
 	}
 	return New(meta, funcs, opt), nil
+}
+
+// ScoreTrace holds hooks into a Score call, carried by its context (as
+// net/http/httptrace carries a ClientTrace).
+type ScoreTrace struct {
+	// WindowEnd is called when the measured window has closed, before the
+	// functions are turned into lines: the moment to stop a load generator,
+	// so that its teardown (closing connections, a last statistics query)
+	// is not measured as the workload's.
+	WindowEnd func()
+}
+
+type scoreTraceKey struct{}
+
+// WithScoreTrace returns a context whose Score calls run the hooks of t.
+func WithScoreTrace(ctx context.Context, t *ScoreTrace) context.Context {
+	return context.WithValue(ctx, scoreTraceKey{}, t)
+}
+
+// ContextScoreTrace returns the ScoreTrace of ctx, or nil.
+func ContextScoreTrace(ctx context.Context) *ScoreTrace {
+	t, _ := ctx.Value(scoreTraceKey{}).(*ScoreTrace)
+	return t
 }
