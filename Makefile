@@ -11,7 +11,7 @@ export HAPSCOPE_REQUIRE_LAB := 1
 
 APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap
 
-.PHONY: all build deps fetch lab-prep matrix test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
+.PHONY: all build deps fetch lab-prep matrix overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 
 all: build
 
@@ -119,6 +119,15 @@ matrix: lab-prep
 	$(LAB) run -kernel 6.12 -timeout 150m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
 		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
+
+# What measuring costs (issue 6): redis SET and express untraced, under
+# hapscope (counts, pruned) and under ftrace function_graph the 2018 way, one
+# after another in one 6.12 boot; overhead.json lands in out/overhead/.
+overhead: lab-prep
+	CGO_ENABLED=0 $(GO) build -o out/hapscope-overhead ./examples/hapscope
+	@mkdir -p out/overhead
+	$(LAB) run -kernel 6.12 -timeout 40m -out out/overhead -- out/hapscope-overhead matrix --overhead --root /host --out /out \
+		--express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 
 clean:
 	rm -rf hapscope out

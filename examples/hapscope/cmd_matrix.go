@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/matrix"
 )
@@ -30,7 +31,7 @@ func cmdMatrix(args []string) int {
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
 	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
-	overhead := fs.Bool("overhead", false, "instead of the matrix: what measuring costs for redis-set and node-express natively — untraced, hapscope, ftrace function_graph (the 2018 way) — and the Jaccard of the two function sets")
+	overhead := fs.Bool("overhead", false, "instead of the matrix: what measuring costs for redis-set and node-express natively — untraced, hapscope counts, hapscope pruned, ftrace function_graph (the 2018 way) — and the Jaccard of hapscope's and ftrace's function sets")
 	prune := fs.Bool("prune", false, "let the tracer remove a function's probe once the scope has entered it (faster; patches kernel text while workloads run, which has crashed the 6.12 lab guest under multi-threaded QEMU)")
 	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
 	fs.Usage = func() {
@@ -49,7 +50,7 @@ func cmdMatrix(args []string) int {
 	if !isFlagSet(fs, "window") {
 		sf.window = 5 * time.Second
 	}
-	plan := matrix.Plan{Runs: *runs, Warmup: sf.warmup, Window: sf.window}
+	plan := matrix.Plan{Runs: *runs}
 	for _, name := range splitList(*workloads) {
 		switch name {
 		case "redis-set":
@@ -243,21 +244,45 @@ func defaultLabCache(rel string) string {
 	return filepath.Join(base, "hapscope-lab", rel)
 }
 
-// runOverhead measures redis SET and express three ways (see
-// matrix.MeasureOverhead) and writes overhead.json.
+// ftraceBufferKB is function_graph's ring buffer per CPU in the overhead
+// run: a 5 s window of redis under function_graph writes about 100 MB.
+const ftraceBufferKB = 256 << 10
+
+// runOverhead measures redis SET and express untraced, under hapscope in
+// counts and in pruning mode (the backend o picks; the kernel's best for
+// the whole catalogue) and under ftrace function_graph (see
+// matrix.MeasureOverhead), and writes overhead.json.
 func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, express, out string) int {
-	newScorer := func(ctx context.Context) (matrix.Scorer, func() error, error) {
-		start := time.Now()
-		s, err := hap.NewScorer(ctx, o)
-		if err != nil {
-			return nil, nil, err
+	cat, err := coverage.LoadCatalogue()
+	if err != nil {
+		return fail(err)
+	}
+	o.Catalogue = cat
+	names := make(map[string]bool, len(cat.Functions))
+	for _, f := range cat.Functions {
+		names[f.Name] = true
+	}
+	var tracings []matrix.Tracing
+	for _, counts := range []bool{true, false} {
+		o := o
+		o.Coverage.Counts = counts
+		mode := "pruned"
+		if counts {
+			mode = "counts"
 		}
-		fmt.Fprintf(os.Stderr, "overhead: hapscope attached in %s (not counted)\n", time.Since(start).Round(time.Millisecond))
-		return s, s.Close, nil
+		tracings = append(tracings, matrix.Tracing{Name: "hapscope " + mode, New: func(ctx context.Context) (matrix.Scorer, func() error, error) {
+			start := time.Now()
+			s, err := hap.NewScorer(ctx, o)
+			if err != nil {
+				return nil, nil, err
+			}
+			fmt.Fprintf(os.Stderr, "overhead: hapscope (%s) attached in %s (not counted)\n", mode, time.Since(start).Round(time.Millisecond))
+			return s, s.Close, nil
+		}})
 	}
 	var results []*matrix.Overhead
 	for _, w := range []matrix.Workload{matrix.Redis("set"), matrix.Express(express)} {
-		r, err := matrix.MeasureOverhead(ctx, env, w, warmup, window, newScorer)
+		r, err := matrix.MeasureOverhead(ctx, env, w, warmup, window, tracings, func(name string) bool { return names[name] }, ftraceBufferKB)
 		if err != nil {
 			return fail(fmt.Errorf("overhead of %s: %w", w.Name, err))
 		}

@@ -146,9 +146,6 @@ type Cell struct {
 type Plan struct {
 	Workloads []Workload
 	Runtimes  []Runtime
-	// Warmup and Window of each measurement: those the scorer uses. When
-	// set, the load runs for exactly their sum; else until scoring ends.
-	Warmup, Window time.Duration
 	// Runs is how many times each cell is measured (0 means 1). Runs are
 	// interleaved: every cell once, then every cell again, so that drift
 	// over the session spreads over all cells.
@@ -159,6 +156,12 @@ type Plan struct {
 // once, it scores cell after cell).
 type Scorer interface {
 	Score(ctx context.Context, cgroup string) (*hap.Profile, error)
+}
+
+// preparer is a Scorer with per-service set-up, run once the service
+// answers and before the load starts.
+type preparer interface {
+	Prepare(ctx context.Context, cgroup string) error
 }
 
 // Run measures every workload under every runtime, one cell after another,
@@ -232,6 +235,14 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		return nil, load, fmt.Errorf("%s under %s never answered on port %d: %w", w.Name, rt.Name, w.Service.Port, err)
 	}
 
+	// A scorer that sets up per service (ftrace's pid list) does so before
+	// the load starts, as an attached tracer is in place before it.
+	if pr, ok := s.(preparer); ok {
+		if err := pr.Prepare(ctx, dir); err != nil {
+			return nil, load, err
+		}
+	}
+
 	// The load runs through warm-up and window; the score covers the window.
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
@@ -247,13 +258,11 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 			return nil, load, err
 		}
 	}
-	// With Warmup and Window set (the scorer's), the load stops when the
-	// window ends, so throughput is not diluted by the time scoring takes.
-	if d := p.Warmup + p.Window; d > 0 {
-		t := time.AfterFunc(d, stopLoad)
-		defer t.Stop()
-	}
-	prof, serr := s.Score(ctx, dir)
+	// The load stops when the scorer's window closes (hap.ScoreTrace), or
+	// when Score returns for scorers without that hook: never inside the
+	// window, where its teardown (connections closed, the server's final
+	// statistics query) would be measured as the workload's.
+	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: stopLoad}), dir)
 	stopLoad()
 	res := <-loadDone
 	load = res.r

@@ -2,49 +2,76 @@ package matrix
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
 )
 
-// Overhead is what measuring one workload costs, three ways, one after
-// another in the same boot: untraced, traced by hapscope, traced the 2018
-// way (ftrace function_graph on the service's pid with function-fork, the
-// trace text read and parsed afterwards).
+// Overhead is what measuring one workload costs, one method after another
+// in the same boot: untraced, then each hapscope mode, then the 2018 way
+// (ftrace function_graph on the service's threads with function-fork, the
+// trace text read and parsed after the window).
 type Overhead struct {
-	Workload                    string
-	Untraced, Hapscope, Ftrace  LoadResult
-	HapscopeScore, FtraceScore  time.Duration // end of window → function set ready
-	HapscopeFuncs, FtraceFuncs  int
-	Shared                      int     // functions in both sets
-	Jaccard                     float64 // |A∩B| / |A∪B|
-	FtraceLines                 int     // trace lines parsed
-	FtraceOverrun               bool    // the ring buffer lost events
-	HapscopeBackend, FtraceNote string
+	Workload string
+	Untraced LoadResult
+	Methods  []Method // hapscope's modes, then ftrace
+}
+
+// Method is one traced run of an Overhead measurement.
+type Method struct {
+	Name       string
+	Load       LoadResult
+	ScoreAfter time.Duration // end of window → function set ready
+	Functions  int           // distinct functions (clone suffixes stripped)
+	// Outside is how many of Functions lie outside the catalogue hapscope
+	// traces (ftrace only); Shared and Jaccard compare the rest with the
+	// ftrace set (hapscope only).
+	Outside, Shared int
+	Jaccard         float64
+	// OnlyHere and OnlyFtrace name the catalogue functions one side
+	// entered and the other did not (hapscope only).
+	OnlyHere, OnlyFtrace []string `json:",omitempty"`
+	TraceLines           int      // ftrace: trace lines parsed
+	IRQCalls             int      // ftrace: call lines in interrupt context, left out
+	Entries              int64    // ftrace: events in the ring buffer
+	Overrun              int64    // ftrace: events lost when the ring buffer filled
+	funcs                map[string]bool
+}
+
+// Tracing is one hapscope mode to compare: New attaches a scorer (its
+// attach time is not counted; the load starts after it) and returns its
+// close function.
+type Tracing struct {
+	Name string
+	New  func(context.Context) (Scorer, func() error, error)
 }
 
 // TracingDir is where tracefs is mounted in the lab guest.
 const TracingDir = "/sys/kernel/tracing"
 
-// MeasureOverhead runs w natively three times for warmup+window each:
-// untraced, scored by newScorer's scorer (attached before, closed after,
-// neither counted), and under ftrace function_graph. Interrupt context is
-// left out on both traced sides (funcgraph-irqs off; hapscope's default).
-func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window time.Duration, newScorer func(context.Context) (Scorer, func() error, error)) (*Overhead, error) {
+// MeasureOverhead runs w natively for warmup+window once untraced, once
+// per tracing and once under ftrace function_graph, and compares each
+// hapscope function set with ftrace's over the functions inCatalogue
+// accepts (the ones hapscope can see). Interrupt context is left out on
+// both sides (funcgraph-irqs off; hapscope's default). traceKB is
+// function_graph's ring buffer per CPU.
+func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window time.Duration, tracings []Tracing, inCatalogue func(string) bool, traceKB int) (*Overhead, error) {
 	o := &Overhead{Workload: w.Name}
-	plan := Plan{Workloads: []Workload{w}, Runtimes: []Runtime{Native()}, Warmup: warmup, Window: window}
+	plan := Plan{Workloads: []Workload{w}, Runtimes: []Runtime{Native()}}
 	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
 		return nil, err
 	}
 
-	// 1. Untraced.
 	e.logf("overhead: %s untraced …", w.Name)
 	_, load, err := plan.runCell(ctx, e, nullScorer{warmup + window}, w, Native())
 	if err != nil {
@@ -52,49 +79,78 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	}
 	o.Untraced = load
 
-	// 2. hapscope.
-	e.logf("overhead: %s traced by hapscope …", w.Name)
-	sc, closeSc, err := newScorer(ctx)
-	if err != nil {
-		return nil, err
+	for _, tr := range tracings {
+		e.logf("overhead: %s traced by %s …", w.Name, tr.Name)
+		sc, closeSc, err := tr.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", tr.Name, err)
+		}
+		ts := &timedScorer{s: sc, window: warmup + window}
+		prof, load, err := plan.runCell(ctx, e, ts, w, Native())
+		if cerr := closeSc(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", tr.Name, err)
+		}
+		m := Method{Name: tr.Name, Load: load, ScoreAfter: ts.after, funcs: map[string]bool{}}
+		for _, f := range prof.Functions {
+			m.funcs[baseName(f.Name)] = true
+		}
+		m.Functions = len(m.funcs)
+		o.Methods = append(o.Methods, m)
 	}
-	ts := &timedScorer{s: sc, window: warmup + window}
-	prof, load, err := plan.runCell(ctx, e, ts, w, Native())
-	if cerr := closeSc(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("hapscope: %w", err)
-	}
-	o.Hapscope, o.HapscopeScore = load, ts.after
-	o.HapscopeBackend = prof.Backend
-	hs := map[string]bool{}
-	for _, f := range prof.Functions {
-		hs[baseName(f.Name)] = true
-	}
-	o.HapscopeFuncs = len(hs)
 
-	// 3. ftrace function_graph, the 2018 way.
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
-	fs := &ftraceScorer{window: window, warmup: warmup}
+	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
 	_, load, err = plan.runCell(ctx, e, fs, w, Native())
 	if err != nil {
 		return nil, fmt.Errorf("ftrace: %w", err)
 	}
-	o.Ftrace, o.FtraceScore, o.FtraceLines, o.FtraceOverrun = load, fs.after, fs.lines, fs.overrun
-	o.FtraceFuncs = len(fs.funcs)
-	union := len(hs)
+	ft := Method{Name: "ftrace function_graph", Load: load, ScoreAfter: fs.after, Functions: len(fs.funcs),
+		TraceLines: fs.lines, IRQCalls: fs.irqCalls, Entries: fs.entries, Overrun: fs.overrun}
+	in := map[string]bool{}
 	for f := range fs.funcs {
-		if hs[f] {
-			o.Shared++
+		if inCatalogue(f) {
+			in[f] = true
 		} else {
-			union++
+			ft.Outside++
 		}
 	}
-	if union > 0 {
-		o.Jaccard = float64(o.Shared) / float64(union)
+	for i := range o.Methods {
+		m := &o.Methods[i]
+		m.Shared, m.Jaccard = jaccard(m.funcs, in)
+		m.OnlyHere, m.OnlyFtrace = minus(m.funcs, in), minus(in, m.funcs)
 	}
+	o.Methods = append(o.Methods, ft)
 	return o, nil
+}
+
+// jaccard returns |a∩b| and |a∩b| / |a∪b|.
+func jaccard(a, b map[string]bool) (int, float64) {
+	shared := 0
+	for f := range a {
+		if b[f] {
+			shared++
+		}
+	}
+	union := len(a) + len(b) - shared
+	if union == 0 {
+		return 0, 0
+	}
+	return shared, float64(shared) / float64(union)
+}
+
+// minus returns the names in a and not in b, sorted.
+func minus(a, b map[string]bool) []string {
+	var out []string
+	for f := range a {
+		if !b[f] {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // nullScorer waits d and scores nothing (the untraced baseline).
@@ -123,53 +179,76 @@ func (t *timedScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, e
 	return p, err
 }
 
-// ftraceScorer traces the scope's processes with function_graph:
-// set_ftrace_pid on every pid in the cgroup subtree, function-fork for
-// their children, tracing on after the warm-up, off after the window;
-// then the trace text is read and parsed.
+// ftraceScorer traces the scope's threads with function_graph the 2018
+// way. Prepare (before the load starts, as hapscope attaches before it)
+// writes every thread id in the cgroup subtree to set_ftrace_pid, turns on
+// function-fork for their children and installs the tracer with
+// tracing_on 0; Score waits out the warm-up, records the window, then
+// reads the trace text and parses it.
 type ftraceScorer struct {
 	warmup, window time.Duration
+	bufferKB       int
+	prepared       bool
 	after          time.Duration
 	funcs          map[string]bool
 	lines          int
-	overrun        bool
+	irqCalls       int
+	entries        int64
+	overrun        int64
+}
+
+func ftraceWrite(name, val string) error {
+	if err := os.WriteFile(filepath.Join(TracingDir, name), []byte(val), 0o644); err != nil {
+		return fmt.Errorf("ftrace: write %q to %s: %w (needs tracefs at %s and CONFIG_FUNCTION_GRAPH_TRACER)", val, name, err, TracingDir)
+	}
+	return nil
+}
+
+// ftraceReset leaves ftrace as the kernel booted it.
+func ftraceReset() {
+	for _, step := range [][2]string{{"tracing_on", "0"}, {"current_tracer", "nop"}, {"set_ftrace_pid", ""}, {"options/function-fork", "0"}, {"options/latency-format", "0"}, {"trace", ""}, {"buffer_size_kb", "1408"}} {
+		ftraceWrite(step[0], step[1])
+	}
+}
+
+func (f *ftraceScorer) Prepare(ctx context.Context, cgroup string) error {
+	pids, err := cgroupPids(cgroup)
+	if err != nil {
+		return err
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("ftrace: no process in %s", cgroup)
+	}
+	kb := f.bufferKB
+	if kb <= 0 {
+		kb = 65536
+	}
+	for _, step := range [][2]string{
+		{"tracing_on", "0"}, {"current_tracer", "nop"}, {"trace", ""}, {"buffer_size_kb", strconv.Itoa(kb)},
+		{"set_ftrace_pid", strings.Join(pids, " ")}, {"options/function-fork", "1"},
+		{"options/funcgraph-proc", "1"}, {"options/funcgraph-irqs", "0"}, {"options/latency-format", "1"},
+		{"current_tracer", "function_graph"},
+	} {
+		if err := ftraceWrite(step[0], step[1]); err != nil {
+			ftraceReset()
+			return err
+		}
+	}
+	f.prepared = true
+	return nil
 }
 
 func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
-	t := func(name, val string) error {
-		if err := os.WriteFile(filepath.Join(TracingDir, name), []byte(val), 0o644); err != nil {
-			return fmt.Errorf("ftrace: write %q to %s: %w (needs tracefs at %s and CONFIG_FUNCTION_GRAPH_TRACER)", val, name, err, TracingDir)
-		}
-		return nil
+	if !f.prepared {
+		return nil, errors.New("ftrace: Score before Prepare")
 	}
-	pids, err := cgroupPids(cgroup)
-	if err != nil {
-		return nil, err
-	}
-	if len(pids) == 0 {
-		return nil, fmt.Errorf("ftrace: no process in %s", cgroup)
-	}
-	defer func() {
-		t("tracing_on", "0")
-		t("current_tracer", "nop")
-		t("set_ftrace_pid", "")
-		t("trace", "")
-	}()
-	for _, step := range [][2]string{
-		{"tracing_on", "0"}, {"current_tracer", "nop"}, {"trace", ""}, {"buffer_size_kb", "65536"},
-		{"set_ftrace_pid", strings.Join(pids, " ")}, {"options/function-fork", "1"},
-		{"options/funcgraph-proc", "1"}, {"options/funcgraph-irqs", "0"}, {"current_tracer", "function_graph"},
-	} {
-		if err := t(step[0], step[1]); err != nil {
-			return nil, err
-		}
-	}
+	defer ftraceReset()
 	select {
 	case <-time.After(f.warmup):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if err := t("tracing_on", "1"); err != nil {
+	if err := ftraceWrite("tracing_on", "1"); err != nil {
 		return nil, err
 	}
 	select {
@@ -177,24 +256,73 @@ func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if err := t("tracing_on", "0"); err != nil {
+	if err := ftraceWrite("tracing_on", "0"); err != nil {
 		return nil, err
 	}
 	end := time.Now()
+	if tr := hap.ContextScoreTrace(ctx); tr != nil && tr.WindowEnd != nil {
+		tr.WindowEnd() // the load stops here, not while the trace is parsed
+	}
+	var err error
+	if f.entries, f.overrun, err = ftraceStats(); err != nil {
+		return nil, err
+	}
 	file, err := os.Open(filepath.Join(TracingDir, "trace"))
 	if err != nil {
 		return nil, err
 	}
 	defer file.Close()
-	f.funcs, f.lines, err = parseFunctionGraph(file)
+	g, err := parseFunctionGraph(file)
 	if err != nil {
 		return nil, err
 	}
-	if data, err := os.ReadFile(filepath.Join(TracingDir, "per_cpu/cpu0/stats")); err == nil {
-		f.overrun = !strings.Contains(string(data), "overrun: 0\n")
+	if !g.context {
+		return nil, errors.New("ftrace: the trace has no context column (options/latency-format), so interrupt context cannot be left out as hapscope leaves it out")
 	}
+	f.funcs, f.lines, f.irqCalls = g.funcs, g.lines, g.irqCalls
 	f.after = time.Since(end)
 	return &hap.Profile{}, nil
+}
+
+// ftraceStats sums the "entries" and "overrun" counters of every CPU's
+// ring buffer.
+func ftraceStats() (entries, overrun int64, err error) {
+	files, err := filepath.Glob(filepath.Join(TracingDir, "per_cpu/cpu*/stats"))
+	if err != nil || len(files) == 0 {
+		return 0, 0, fmt.Errorf("ftrace: no per-CPU ring buffer statistics under %s: %v", TracingDir, err)
+	}
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return 0, 0, err
+		}
+		e, o := parseRingStats(string(data))
+		entries += e
+		overrun += o
+	}
+	return entries, overrun, nil
+}
+
+// parseRingStats reads the entries and overrun counters of one
+// per_cpu/cpuN/stats file.
+func parseRingStats(s string) (entries, overrun int64) {
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "entries":
+			entries = n
+		case "overrun":
+			overrun = n
+		}
+	}
+	return entries, overrun
 }
 
 // cgroupPids lists the thread ids in dir and its descendants:
@@ -217,33 +345,104 @@ func cgroupPids(dir string) ([]string, error) {
 	return pids, err
 }
 
-// A function_graph line: "[cpu)] [proc-pid] [duration |] indent name() {"
-// or "... name();". Comment lines start with '#'; context-switch and
-// interrupt markers (=>, ------) carry no "()".
-var graphCall = regexp.MustCompile(`\|\s*([A-Za-z_][A-Za-z0-9_.]*)\(\)\s*(?:\{|;)\s*$`)
+// graphTrace is what parseFunctionGraph found in a function_graph trace.
+type graphTrace struct {
+	funcs map[string]bool // entered in task context, clone suffixes stripped
+	lines int
+	// irqCalls counts call lines left out because their context column
+	// (options/latency-format) says hard IRQ, soft IRQ being served or NMI;
+	// context is false when no line had that column, so nothing could be
+	// left out.
+	irqCalls int
+	context  bool
+}
 
-// parseFunctionGraph returns the distinct function names (clone suffixes
-// such as .isra.0 stripped) in a function_graph trace and the number of
-// lines read.
-func parseFunctionGraph(r io.Reader) (map[string]bool, int, error) {
-	funcs := map[string]bool{}
+// parseFunctionGraph reads a function_graph trace. A call line is
+// "[cpu)] [proc-pid] | [lat] | [duration] | indent name() {" or "…
+// name();", where lat (with options/latency-format) is irqs-off,
+// need-resched, hardirq/softirq, preempt-depth… ("d.s1."). Comment lines
+// start with '#'; context-switch and interrupt markers (=>, ------) carry
+// no "()".
+func parseFunctionGraph(r io.Reader) (graphTrace, error) {
+	g := graphTrace{funcs: map[string]bool{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	n := 0
 	for sc.Scan() {
-		n++
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
+		g.lines++
+		line := sc.Bytes()
+		if len(line) > 0 && line[0] == '#' {
 			continue
 		}
-		if m := graphCall.FindStringSubmatch(line); m != nil {
-			funcs[baseName(m[1])] = true
+		name := graphCallName(line)
+		if name == "" {
+			continue
 		}
+		if ctx, ok := graphContext(line); ok {
+			g.context = true
+			if ctx != '.' {
+				g.irqCalls++
+				continue
+			}
+		}
+		g.funcs[baseName(name)] = true
 	}
 	if err := sc.Err(); err != nil {
-		return nil, n, fmt.Errorf("read the trace: %w", err)
+		return g, fmt.Errorf("read the trace: %w", err)
 	}
-	return funcs, n, nil
+	return g, nil
+}
+
+// graphContext returns the hardirq/softirq character of a line's latency
+// column ('.' for task context; h, H, s, z, Z otherwise), if it has one.
+func graphContext(line []byte) (byte, bool) {
+	for f := range bytes.SplitSeq(line, []byte("|")) {
+		f = bytes.TrimSpace(f)
+		if len(f) < 4 || len(f) > 6 {
+			continue
+		}
+		ok := true
+		for _, c := range f {
+			if !(c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				ok = false
+				break
+			}
+		}
+		if ok && bytes.IndexByte([]byte(".hHszZ"), f[2]) >= 0 && bytes.IndexByte(f, '.') >= 0 {
+			return f[2], true
+		}
+	}
+	return 0, false
+}
+
+// graphCallName returns the function a function_graph call line enters,
+// or "". (A regular expression made parsing millions of lines in the
+// emulated guest take minutes.)
+func graphCallName(line []byte) string {
+	s := bytes.TrimRight(line, " \t")
+	if len(s) == 0 || (s[len(s)-1] != '{' && s[len(s)-1] != ';') {
+		return ""
+	}
+	s = bytes.TrimRight(s[:len(s)-1], " \t")
+	if !bytes.HasSuffix(s, []byte("()")) {
+		return ""
+	}
+	s = s[:len(s)-2]
+	i := len(s)
+	for i > 0 && isIdent(s[i-1]) {
+		i--
+	}
+	name := s[i:]
+	if len(name) == 0 || name[0] == '.' || (name[0] >= '0' && name[0] <= '9') {
+		return ""
+	}
+	if rest := bytes.TrimRight(s[:i], " \t"); len(rest) == 0 || rest[len(rest)-1] != '|' {
+		return ""
+	}
+	return string(name)
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // baseName strips compiler clone suffixes (.isra.0, .constprop.0, .part.0,
@@ -258,22 +457,25 @@ func baseName(s string) string {
 // WriteOverhead prints the comparison.
 func WriteOverhead(w io.Writer, results []*Overhead) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\tmethod\treq/s\tratio to untraced\tend of window → set ready\tfunctions\tnote")
+	fmt.Fprintln(&b, "workload\tmethod\treq/s\tratio to untraced\tend of window → set ready\tfunctions\tvs ftrace (catalogue functions)\tnote")
 	for _, o := range results {
-		ratio := func(r LoadResult) string {
-			if o.Untraced.RPS() == 0 {
-				return "-"
+		fmt.Fprintf(&b, "%s\tuntraced\t%.0f\t1\t-\t-\t\t\n", o.Workload, o.Untraced.RPS())
+		for _, m := range o.Methods {
+			ratio := "-"
+			if o.Untraced.RPS() > 0 {
+				ratio = fmt.Sprintf("%.3f", m.Load.RPS()/o.Untraced.RPS())
 			}
-			return fmt.Sprintf("%.3f", r.RPS()/o.Untraced.RPS())
+			vs, note := "", ""
+			if m.TraceLines > 0 || m.Entries > 0 {
+				note = fmt.Sprintf("%d trace lines, %d events, %d calls in soft IRQ context left out, %d functions outside the catalogue", m.TraceLines, m.Entries, m.IRQCalls, m.Outside)
+				if m.Overrun > 0 {
+					note += fmt.Sprintf("; ring buffer overran: %d events lost, the set is incomplete", m.Overrun)
+				}
+			} else {
+				vs = fmt.Sprintf("%d shared, Jaccard %.3f", m.Shared, m.Jaccard)
+			}
+			fmt.Fprintf(&b, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\n", o.Workload, m.Name, m.Load.RPS(), ratio, m.ScoreAfter.Round(time.Millisecond), m.Functions, vs, note)
 		}
-		fmt.Fprintf(&b, "%s\tuntraced\t%.0f\t1\t-\t-\t\n", o.Workload, o.Untraced.RPS())
-		fmt.Fprintf(&b, "%s\thapscope (%s)\t%.0f\t%s\t%s\t%d\t\n", o.Workload, o.HapscopeBackend, o.Hapscope.RPS(), ratio(o.Hapscope), o.HapscopeScore.Round(time.Millisecond), o.HapscopeFuncs)
-		note := fmt.Sprintf("%d trace lines", o.FtraceLines)
-		if o.FtraceOverrun {
-			note += "; ring buffer overran (events lost)"
-		}
-		fmt.Fprintf(&b, "%s\tftrace function_graph\t%.0f\t%s\t%s\t%d\t%s\n", o.Workload, o.Ftrace.RPS(), ratio(o.Ftrace), o.FtraceScore.Round(time.Millisecond), o.FtraceFuncs, note)
-		fmt.Fprintf(&b, "%s\tJaccard(hapscope, ftrace)\t\t\t\t%d shared\t%.3f\n", o.Workload, o.Shared, o.Jaccard)
 	}
 	return writeTabbed(w, b.String())
 }
