@@ -104,6 +104,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
 	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
 	_, load, err = plan.runCell(ctx, e, fs, w, Native())
+	ftraceReset() // also when the cell failed between Prepare and Score
 	if err != nil {
 		return nil, fmt.Errorf("ftrace: %w", err)
 	}
