@@ -104,7 +104,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
 	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
 	_, load, err = plan.runCell(ctx, e, fs, w, Native())
-	ftraceReset() // also when the cell failed between Prepare and Score
+	ftraceReset() // the one place ftrace is put back, whatever step failed
 	if err != nil {
 		return nil, fmt.Errorf("ftrace: %w", err)
 	}
@@ -158,11 +158,19 @@ func minus(a, b map[string]bool) []string {
 type nullScorer struct{ d time.Duration }
 
 func (n nullScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
+	if err := sleep(ctx, n.d); err != nil {
+		return nil, err
+	}
+	return &hap.Profile{}, nil
+}
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
 	select {
-	case <-time.After(n.d):
-		return &hap.Profile{}, nil
+	case <-time.After(d):
+		return nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -185,7 +193,8 @@ func (t *timedScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, e
 // writes every thread id in the cgroup subtree to set_ftrace_pid, turns on
 // function-fork for their children and installs the tracer with
 // tracing_on 0; Score waits out the warm-up, records the window, then
-// reads the trace text and parses it.
+// reads the trace text and parses it. MeasureOverhead puts ftrace back
+// (ftraceReset) once the cell is over, whether it failed or not.
 type ftraceScorer struct {
 	warmup, window time.Duration
 	bufferKB       int
@@ -231,7 +240,6 @@ func (f *ftraceScorer) Prepare(ctx context.Context, cgroup string) error {
 		{"current_tracer", "function_graph"},
 	} {
 		if err := ftraceWrite(step[0], step[1]); err != nil {
-			ftraceReset()
 			return err
 		}
 	}
@@ -243,19 +251,14 @@ func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, 
 	if !f.prepared {
 		return nil, errors.New("ftrace: Score before Prepare")
 	}
-	defer ftraceReset()
-	select {
-	case <-time.After(f.warmup):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := sleep(ctx, f.warmup); err != nil {
+		return nil, err
 	}
 	if err := ftraceWrite("tracing_on", "1"); err != nil {
 		return nil, err
 	}
-	select {
-	case <-time.After(f.window):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := sleep(ctx, f.window); err != nil {
+		return nil, err
 	}
 	if err := ftraceWrite("tracing_on", "0"); err != nil {
 		return nil, err
