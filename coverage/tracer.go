@@ -809,8 +809,8 @@ func (t *Tracer) closeLinks(links []link.Link, stage string) []error {
 	done := 0
 	var wg sync.WaitGroup
 	workers := t.opts.Workers
-	if t.backend != Kprobe && workers < 64 {
-		workers = 64 // fentry and kprobe.multi detach wait for grace periods
+	if t.backend == Fentry && workers < 64 {
+		workers = 64 // detach is sleep-bound, not CPU-bound
 	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
