@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/hapscope/hapscope/internal/kallsyms"
 )
 
 // Function is one attachable kernel function. Its index in
@@ -102,7 +104,7 @@ func LoadCatalogue() (*Catalogue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalogue: %w", err)
 	}
-	syms, err := parseKallsyms(f, func(t byte, mod string) bool { return mod == "" && (t == 't' || t == 'T') })
+	syms, err := kallsyms.Parse(f, func(t byte, mod string) bool { return mod == "" && kallsyms.IsText(t) })
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("catalogue: %w", err)
@@ -122,9 +124,9 @@ func LoadCatalogue() (*Catalogue, error) {
 	return buildCatalogue(syms, btfFuncs(spec), trace, withAddrs, notes), nil
 }
 
-func allZero(s []ksym) bool {
+func allZero(s []kallsyms.Symbol) bool {
 	for _, k := range s {
-		if k.addr != 0 {
+		if k.Addr != 0 {
 			return false
 		}
 	}
@@ -247,18 +249,18 @@ func denied(name string) bool {
 
 // buildCatalogue is LoadCatalogue's pure core. trace is nil when
 // available_filter_functions could not be read.
-func buildCatalogue(syms []ksym, funcs map[string]Reason, trace []traceable, withAddrs bool, notes []string) *Catalogue {
+func buildCatalogue(syms []kallsyms.Symbol, funcs map[string]Reason, trace []traceable, withAddrs bool, notes []string) *Catalogue {
 	c := &Catalogue{Excluded: map[Reason]int{}, Notes: notes}
 	byName := map[string][]uint64{}
 	firstAt := map[uint64]int{} // address -> index in syms of its first name
-	pos := map[ksym]int{}
+	pos := map[kallsyms.Symbol]int{}
 	for i, s := range syms {
-		k := ksym{addr: s.addr, name: s.name}
+		k := kallsyms.Symbol{Addr: s.Addr, Name: s.Name}
 		if _, ok := pos[k]; !ok {
 			pos[k] = i
 		}
-		if !slices.Contains(byName[s.name], s.addr) {
-			byName[s.name] = append(byName[s.name], s.addr)
+		if !slices.Contains(byName[s.Name], s.Addr) {
+			byName[s.Name] = append(byName[s.Name], s.Addr)
 		}
 	}
 	traceCount := map[string]int{}
@@ -316,14 +318,14 @@ func buildCatalogue(syms []ksym, funcs map[string]Reason, trace []traceable, wit
 	}
 	// One function per address: aliases would share one BPF attach point.
 	for _, f := range c.Functions {
-		p := pos[ksym{addr: f.Addr, name: f.Name}]
+		p := pos[kallsyms.Symbol{Addr: f.Addr, Name: f.Name}]
 		if q, ok := firstAt[f.Addr]; !ok || p < q {
 			firstAt[f.Addr] = p
 		}
 	}
 	kept := c.Functions[:0]
 	for _, f := range c.Functions {
-		if firstAt[f.Addr] == pos[ksym{addr: f.Addr, name: f.Name}] {
+		if firstAt[f.Addr] == pos[kallsyms.Symbol{Addr: f.Addr, Name: f.Name}] {
 			kept = append(kept, f)
 		} else {
 			c.Excluded[Alias]++

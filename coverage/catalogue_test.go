@@ -3,11 +3,13 @@ package coverage
 import (
 	"strings"
 	"testing"
+
+	"github.com/hapscope/hapscope/internal/kallsyms"
 )
 
 func fixtureCatalogue(t *testing.T, aff string, withAddrs bool) *Catalogue {
 	t.Helper()
-	syms, err := parseKallsyms(strings.NewReader(readFixture(t, "kallsyms.txt")), func(t byte, m string) bool { return m == "" && (t == 't' || t == 'T') })
+	syms, err := kallsyms.Parse(strings.NewReader(readFixture(t, "kallsyms.txt")), func(t byte, m string) bool { return m == "" && kallsyms.IsText(t) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,58 +2,11 @@ package coverage
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 )
-
-// ksym is one line of /proc/kallsyms.
-type ksym struct {
-	addr   uint64
-	typ    byte   // t, T, d, …
-	name   string // without module suffix
-	module string // "" for vmlinux
-}
-
-// parseKallsyms reads /proc/kallsyms ("ADDR TYPE NAME [MODULE]"). Lines that
-// do not have that shape are an error: the file format is fixed.
-func parseKallsyms(r io.Reader, keep func(typ byte, module string) bool) ([]ksym, error) {
-	var out []ksym
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		f := bytes.Fields(line)
-		if len(f) < 3 || len(f) > 4 || len(f[1]) != 1 {
-			return nil, fmt.Errorf("kallsyms line %d: want ADDR TYPE NAME [MODULE], got %q", n, line)
-		}
-		addr, err := strconv.ParseUint(string(f[0]), 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("kallsyms line %d: address: %w", n, err)
-		}
-		s := ksym{addr: addr, typ: f[1][0]}
-		if len(f) == 4 {
-			m := f[3]
-			if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
-				return nil, fmt.Errorf("kallsyms line %d: module %q not in brackets", n, m)
-			}
-			s.module = string(m[1 : len(m)-1])
-		}
-		if keep != nil && !keep(s.typ, s.module) {
-			continue
-		}
-		s.name = string(f[2])
-		out = append(out, s)
-	}
-	return out, sc.Err()
-}
 
 // traceable is one line of tracefs available_filter_functions ("NAME
 // [MODULE]") or available_filter_functions_addrs ("ADDR NAME [MODULE]").

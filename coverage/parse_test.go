@@ -17,42 +17,6 @@ func readFixture(t testing.TB, name string) string {
 	return string(b)
 }
 
-func TestParseKallsyms(t *testing.T) {
-	syms, err := parseKallsyms(strings.NewReader(readFixture(t, "kallsyms.txt")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(syms) != 31 {
-		t.Errorf("got %d symbols, want 31", len(syms))
-	}
-	want := ksym{addr: 0xffffffff816bab70, typ: 'T', name: "vfs_read"}
-	found := false
-	for _, s := range syms {
-		if s.name == "vfs_read" {
-			found = true
-			if s != want {
-				t.Errorf("vfs_read = %+v, want %+v", s, want)
-			}
-		}
-	}
-	if !found {
-		t.Error("vfs_read missing")
-	}
-	last := syms[len(syms)-1]
-	if last.module != "__builtin__ftrace" || last.name != "ftrace_trampoline" {
-		t.Errorf("module line parsed as %+v", last)
-	}
-	text, _ := parseKallsyms(strings.NewReader(readFixture(t, "kallsyms.txt")), func(t byte, m string) bool { return m == "" && (t == 't' || t == 'T') })
-	if len(text) != 30 {
-		t.Errorf("vmlinux text filter kept %d, want 30", len(text))
-	}
-	for _, bad := range []string{"zz T x\n", "ffffffff81000000 TT x\n", "ffffffff81000000 T\n", "ffffffff81000000 T x mod\n"} {
-		if _, err := parseKallsyms(strings.NewReader(bad), nil); err == nil {
-			t.Errorf("parseKallsyms(%q) accepted malformed input", bad)
-		}
-	}
-}
-
 func TestParseFilterFunctions(t *testing.T) {
 	fs, err := parseFilterFunctions(strings.NewReader(readFixture(t, "available_filter_functions.txt")), false)
 	if err != nil {
@@ -111,22 +75,6 @@ func TestParseMountinfo(t *testing.T) {
 	if last := ms[len(ms)-1]; last.point != "/tmp/with space" {
 		t.Errorf("octal escape: %q", last.point)
 	}
-}
-
-func FuzzParseKallsyms(f *testing.F) {
-	f.Add(readFixture(f, "kallsyms.txt"))
-	f.Add("ffffffff81000000 T _text\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		syms, err := parseKallsyms(strings.NewReader(s), nil)
-		if err != nil {
-			return
-		}
-		for _, k := range syms {
-			if k.name == "" || strings.ContainsAny(k.name, " \t\n") {
-				t.Fatalf("bad name %q", k.name)
-			}
-		}
-	})
 }
 
 func FuzzParseFilterFunctions(f *testing.F) {

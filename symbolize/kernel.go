@@ -1,7 +1,6 @@
 package symbolize
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,10 +9,11 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hapscope/hapscope/internal/kallsyms"
 )
 
 // Kernel identifies the kernel that runtime addresses came from.
@@ -92,35 +92,13 @@ type Symbol struct {
 // ParseKallsyms reads the text (t/T) symbols of /proc/kallsyms format,
 // sorted by address. Lines it cannot parse are an error.
 func ParseKallsyms(r io.Reader) ([]Symbol, error) {
-	var out []Symbol
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 3 || len(f[1]) != 1 {
-			return nil, fmt.Errorf("kallsyms line %d: want `ADDR TYPE NAME [MODULE]`, got %q", n, line)
-		}
-		addr, err := strconv.ParseUint(f[0], 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("kallsyms line %d: bad address %q", n, f[0])
-		}
-		if f[1] != "t" && f[1] != "T" {
-			continue
-		}
-		s := Symbol{Addr: addr, Name: f[2]}
-		if len(f) > 3 {
-			s.Module = strings.Trim(f[3], "[]")
-		}
-		out = append(out, s)
-	}
-	if err := sc.Err(); err != nil {
+	ks, err := kallsyms.Parse(r, func(t byte, _ string) bool { return kallsyms.IsText(t) })
+	if err != nil {
 		return nil, fmt.Errorf("read kallsyms: %w", err)
+	}
+	out := make([]Symbol, len(ks))
+	for i, k := range ks {
+		out[i] = Symbol{Addr: k.Addr, Name: k.Name, Module: k.Module}
 	}
 	slices.SortStableFunc(out, func(a, b Symbol) int { return cmpU64(a.Addr, b.Addr) })
 	return out, nil
