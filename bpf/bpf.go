@@ -14,9 +14,10 @@
 // events of other tasks cost one cgroup-id comparison per scope in use.
 //
 // Layout: one array hits[scope*Functions+index] of uint64 (memory-mapped,
-// read without syscalls), one array of up to MaxScopes (cgroup id, level)
-// pairs checked with bpf_get_current_ancestor_cgroup_id in a bounded loop,
-// and per-CPU counters for events dropped or skipped.
+// read without syscalls) with one more slot after the MaxScopes scopes for
+// the samples (see Sampled), one array of up to MaxScopes (cgroup id, level)
+// pairs checked with bpf_get_current_ancestor_cgroup_id, and per-CPU
+// counters: every program run (Stats.Events), events dropped or skipped.
 //
 // Interrupt context: unless Config.Interrupts is set, events that happen in
 // hard-IRQ, NMI or while serving a soft IRQ are skipped (and counted in
@@ -78,11 +79,18 @@ type Config struct {
 	Addrs []uint64
 }
 
-// Stats are events the counter did not record.
+// Stats are per-CPU event counters summed: what the counter did not record,
+// and how often a program ran at all.
 type Stats struct {
 	Dropped   uint64 // events with an out-of-range index or a failed map lookup
 	Interrupt uint64 // events skipped because they ran in interrupt context
+	// Events counts every run of a program, any task and context, in scope
+	// or not: the probe hits tracing makes the whole machine pay for.
+	Events uint64
 }
+
+// SampleGap is the mean gap between the events Sampled records.
+const SampleGap = 64
 
 // Objects are the live maps plus the programs loaded so far.
 type Objects struct {
@@ -95,6 +103,7 @@ type Objects struct {
 
 	mu    sync.Mutex
 	progs map[string]*ebpf.Program
+	used  [MaxScopes]bool // scope slots set
 }
 
 // New creates the maps for cfg. Close releases them.
@@ -108,7 +117,7 @@ func New(cfg Config) (*Objects, error) {
 	if cfg.Functions >= 1<<17 {
 		return nil, fmt.Errorf("bpf: %d functions is more than the in-kernel address search covers (%d)", cfg.Functions, 1<<17-1)
 	}
-	if uint64(cfg.Functions)*MaxScopes > 1<<31 {
+	if uint64(cfg.Functions)*(MaxScopes+1) > 1<<31 {
 		return nil, fmt.Errorf("bpf: %d functions is too many for %d scopes", cfg.Functions, MaxScopes)
 	}
 	spec, err := loadHap()
@@ -135,7 +144,7 @@ func New(cfg Config) (*Objects, error) {
 	if err := spec.Variables[hapVarPreemptMode].Set(uint32(mode)); err != nil {
 		return nil, err
 	}
-	spec.Maps[hapMapHits].MaxEntries = uint32(cfg.Functions * MaxScopes)
+	spec.Maps[hapMapHits].MaxEntries = uint32(cfg.Functions * (MaxScopes + 1)) // + the samples' slot
 	spec.Maps[hapMapAddrs].MaxEntries = uint32(cfg.Functions)
 
 	o := &Objects{cfg: cfg, spec: spec, cache: cache, ctxSrc: ctxSrc,
@@ -146,7 +155,7 @@ func New(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create maps: %w", err)
 	}
-	for _, name := range []string{hapMapHits, hapMapScopes, hapMapStats, hapMapAddrs, ".rodata"} {
+	for _, name := range []string{hapMapHits, hapMapScopes, hapMapScopeEnd, hapMapStats, hapMapCpu, hapMapAddrs, ".rodata"} {
 		if o.maps[name] = c.DetachMap(name); o.maps[name] == nil {
 			c.Close()
 			o.Close()
@@ -363,7 +372,7 @@ func (o *Objects) SysEnter(idx int) (*ebpf.Program, error) {
 		return nil, err
 	}
 	maps := map[string]*ebpf.Map{}
-	for _, n := range []string{hapMapHits, hapMapScopes, hapMapStats} {
+	for _, n := range []string{hapMapHits, hapMapScopes, hapMapScopeEnd, hapMapStats, hapMapCpu} {
 		maps[n] = o.maps[n]
 	}
 	cs := &ebpf.CollectionSpec{Maps: spec.Maps, Types: spec.Types, Variables: spec.Variables,
@@ -398,6 +407,25 @@ func (o *Objects) SetScope(slot int, cgroupID uint64, level int) error {
 	if err := o.maps[hapMapScopes].Put(uint32(slot), v); err != nil {
 		return fmt.Errorf("set scope %d: %w", slot, err)
 	}
+	return o.markScope(slot, true)
+}
+
+// markScope records whether slot is in use and tells the programs where
+// the slots in use end. A slot is marked after its value is written and
+// unmarked after it is cleared, so no event reads a half-set slot.
+func (o *Objects) markScope(slot int, used bool) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.used[slot] = used
+	end := uint32(0)
+	for i, u := range o.used {
+		if u {
+			end = uint32(i + 1)
+		}
+	}
+	if err := o.maps[hapMapScopeEnd].Put(uint32(0), end); err != nil {
+		return fmt.Errorf("set scope %d: %w", slot, err)
+	}
 	return nil
 }
 
@@ -406,22 +434,38 @@ func (o *Objects) ClearScope(slot int) error {
 	if slot < 0 || slot >= MaxScopes {
 		return fmt.Errorf("bpf: scope slot %d out of range [0,%d)", slot, MaxScopes)
 	}
-	return o.maps[hapMapScopes].Put(uint32(slot), scopeValue{})
+	if err := o.maps[hapMapScopes].Put(uint32(slot), scopeValue{}); err != nil {
+		return fmt.Errorf("clear scope %d: %w", slot, err)
+	}
+	return o.markScope(slot, false)
 }
 
 // Hits copies the per-function counters of slot into dst, which must have
 // Config.Functions elements. Counters keep running while it copies.
 func (o *Objects) Hits(slot int, dst []uint64) error {
-	if len(dst) != o.cfg.Functions {
-		return fmt.Errorf("bpf: Hits: dst has %d elements, want %d", len(dst), o.cfg.Functions)
-	}
 	if slot < 0 || slot >= MaxScopes {
 		return fmt.Errorf("bpf: scope slot %d out of range", slot)
+	}
+	return o.read(slot, dst)
+}
+
+func (o *Objects) read(slot int, dst []uint64) error {
+	if len(dst) != o.cfg.Functions {
+		return fmt.Errorf("bpf: dst has %d elements, want %d", len(dst), o.cfg.Functions)
 	}
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), len(dst)*8)
 	_, err := o.mem.ReadAt(b, int64(slot*o.cfg.Functions*8))
 	runtime.KeepAlive(dst)
 	return err
+}
+
+// Sampled copies into dst (Config.Functions elements) how many events of
+// each function no scope counted (other tasks', and interrupt context when
+// it is not counted) were sampled since New: one in SampleGap on average,
+// at random gaps. Sampled[i] × SampleGap estimates those calls: which
+// functions a probe costs the machine most for, scope or not.
+func (o *Objects) Sampled(dst []uint64) error {
+	return o.read(MaxScopes, dst)
 }
 
 // ResetHits zeroes the counters of slot.
@@ -446,7 +490,18 @@ func (o *Objects) Stats() (Stats, error) {
 			*dst += v
 		}
 	}
+	var per []cpuState
+	if err := o.maps[hapMapCpu].Lookup(uint32(0), &per); err != nil {
+		return s, fmt.Errorf("read event counts: %w", err)
+	}
+	for _, c := range per {
+		s.Events += c.Events
+	}
 	return s, nil
+}
+
+type cpuState struct {
+	Events, NextSample uint64
 }
 
 // Close releases the maps and the programs o owns.

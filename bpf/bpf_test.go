@@ -136,12 +136,53 @@ func TestSysEnterScopes(t *testing.T) {
 	if a[1] > 1000 {
 		t.Errorf("cleared scope still counts: %d", a[1])
 	}
+	// The programs look at slots up to the highest in use: a scope set in
+	// a higher slot counts, and slots below it keep counting once it goes.
+	if err := o.SetScope(9, idA, level); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetScope(0, idA, level); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.ClearScope(9); err != nil {
+		t.Fatal(err)
+	}
+	o.ResetHits(0)
+	hi := make([]uint64, 3)
+	o.Hits(9, hi)
+	if hi[1] != 0 {
+		t.Errorf("slot 9 counted %d events with no task in scope", hi[1])
+	}
+	if err := o.SetScope(9, idA, level); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, child, "dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
+	o.Hits(0, a)
+	o.Hits(9, hi)
+	if a[1] < 4000 || hi[1] < 4000 {
+		t.Errorf("slots 0 and 9 on the same cgroup counted %d and %d events, want >= 4000 each", a[1], hi[1])
+	}
+	o.ClearScope(9)
+	o.ClearScope(0)
 	s, err := o.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Dropped != 0 {
 		t.Errorf("dropped %d events", s.Dropped)
+	}
+	// Events of no scope are sampled, one in SampleGap on average: the
+	// second dd alone ran 4000 system calls in no scope (expect ~62).
+	smp := make([]uint64, 3)
+	if err := o.Sampled(smp); err != nil {
+		t.Fatal(err)
+	}
+	if smp[1] < 4000/SampleGap/4 || smp[0] != 0 || smp[2] != 0 {
+		t.Errorf("samples %v: want index 1 only, at least %d", smp, 4000/SampleGap/4)
+	}
+	// Every run counts, in a scope or not: the three dd runs at least.
+	if s.Events < 12000 {
+		t.Errorf("stats count %d program runs, want >= 12000 (three dd runs of 4000 system calls)", s.Events)
 	}
 }
 

@@ -5,7 +5,9 @@
  * (kprobe.multi, fentry, kprobe, and a tp_btf used by self-tests). Each
  * event carries a function index (the attach cookie); the program checks
  * whether the current task lies in one of up to MAX_SCOPES cgroup v2
- * subtrees and, if so, bumps hits[scope * nfuncs + index].
+ * subtrees and, if so, bumps hits[scope * nfuncs + index]. Events no scope
+ * counts are sampled (one in SAMPLE_GAP on average) into the slot after
+ * the scopes: which functions the probes cost other tasks most for.
  *
  * Interrupt context (hard IRQ, serving soft IRQ, NMI) is detected from the
  * per-CPU preempt count, read through bpf_this_cpu_ptr() on a typed
@@ -43,7 +45,10 @@ struct {
 	__type(value, struct scope);
 } scopes SEC(".maps");
 
-/* hits[scope * nfuncs + index]; max_entries is set by the loader. */
+/* hits[scope * nfuncs + index]; max_entries (nfuncs * (MAX_SCOPES + 1)) is
+ * set by the loader. Slot MAX_SCOPES holds the samples: events counted in no
+ * scope (another task's, or interrupt context), one in SAMPLE_GAP on
+ * average, at random gaps, so that no fixed call pattern aliases. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -51,6 +56,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } hits SEC(".maps");
+
+/* Per CPU: every program run (probe hit) of any task and context, and the
+ * run at which the next event not counted in a scope is sampled. */
+struct cpu_state {
+	__u64 events;
+	__u64 next_sample;
+};
+
+#define SAMPLE_GAP 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -103,8 +124,27 @@ static __always_inline int in_interrupt_ctx(void)
 	return pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET);
 }
 
-static __always_inline int in_scope(__u32 i)
+/* 1 + the highest scope slot in use (0: none): slots from there on are not
+ * looked at, so an event of a task in no scope costs little with few scopes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} scope_end SEC(".maps");
+
+static __always_inline __u32 scopes_end(void)
 {
+	__u32 k = 0;
+	__u32 *e = bpf_map_lookup_elem(&scope_end, &k);
+
+	return e ? *e : 0;
+}
+
+static __always_inline int in_scope(__u32 i, __u32 end)
+{
+	if (i >= end)
+		return 0;
 	__u32 key = i;
 	struct scope *s = bpf_map_lookup_elem(&scopes, &key);
 
@@ -119,12 +159,12 @@ static __always_inline int in_scope(__u32 i)
  * default, not in interrupt context. Short-circuits at the first scope that
  * matches (a bit mask carried to count() would multiply the verifier's
  * states by 2^16). */
-static __always_inline int admit(void)
+static __always_inline int admit(__u32 e)
 {
-	if (!(in_scope(0) || in_scope(1) || in_scope(2) || in_scope(3) ||
-	      in_scope(4) || in_scope(5) || in_scope(6) || in_scope(7) ||
-	      in_scope(8) || in_scope(9) || in_scope(10) || in_scope(11) ||
-	      in_scope(12) || in_scope(13) || in_scope(14) || in_scope(15)))
+	if (!(in_scope(0, e) || in_scope(1, e) || in_scope(2, e) || in_scope(3, e) ||
+	      in_scope(4, e) || in_scope(5, e) || in_scope(6, e) || in_scope(7, e) ||
+	      in_scope(8, e) || in_scope(9, e) || in_scope(10, e) || in_scope(11, e) ||
+	      in_scope(12, e) || in_scope(13, e) || in_scope(14, e) || in_scope(15, e)))
 		return 0;
 	if (in_interrupt_ctx()) {
 		stat_inc(STAT_IRQ);
@@ -133,9 +173,9 @@ static __always_inline int admit(void)
 	return 1;
 }
 
-static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
+static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e)
 {
-	if (!in_scope(i))
+	if (!in_scope(i, e))
 		return;
 	__u32 k = i * n + idx;
 	__u64 *c = bpf_map_lookup_elem(&hits, &k);
@@ -147,7 +187,7 @@ static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n)
 
 /* Unrolled by hand: MAX_SCOPES array lookups (inlined by the verifier) and
  * one helper call per scope in use. */
-static __always_inline void count(__u64 idx)
+static __always_inline void count(__u64 idx, __u32 e)
 {
 	__u32 n = nfuncs;
 
@@ -155,12 +195,39 @@ static __always_inline void count(__u64 idx)
 		stat_inc(STAT_DROPPED);
 		return;
 	}
-#define SCOPE(i) count_scope(i, (__u32)idx, n)
+#define SCOPE(i) count_scope(i, (__u32)idx, n, e)
 	SCOPE(0); SCOPE(1); SCOPE(2); SCOPE(3);
 	SCOPE(4); SCOPE(5); SCOPE(6); SCOPE(7);
 	SCOPE(8); SCOPE(9); SCOPE(10); SCOPE(11);
 	SCOPE(12); SCOPE(13); SCOPE(14); SCOPE(15);
 #undef SCOPE
+}
+
+/* Counts the run; says whether it is to be sampled should no scope count it. */
+static __always_inline int event(void)
+{
+	__u32 k = 0;
+	struct cpu_state *c = bpf_map_lookup_elem(&cpu, &k);
+
+	if (!c)
+		return 0;
+	c->events++;
+	if (c->events < c->next_sample)
+		return 0;
+	c->next_sample = c->events + 1 + bpf_get_prandom_u32() % (2 * SAMPLE_GAP - 1);
+	return 1;
+}
+
+static __always_inline void sample(__u64 idx)
+{
+	__u32 n = nfuncs;
+
+	if (idx >= n)
+		return;
+	__u32 k = MAX_SCOPES * n + (__u32)idx;
+	__u64 *c = bpf_map_lookup_elem(&hits, &k);
+	if (c)
+		__sync_fetch_and_add(c, 1);
 }
 
 /* Index of the function entered at ip, nfuncs if not found. 17 halvings
@@ -189,16 +256,26 @@ static __always_inline __u64 index_of(__u64 ip)
 SEC("kprobe.multi")
 int hap_kprobe_multi(void *ctx)
 {
-	if (admit())
-		count(index_of(bpf_get_func_ip(ctx)));
+	int smp = event();
+	__u32 e = scopes_end();
+
+	if (admit(e))
+		count(index_of(bpf_get_func_ip(ctx)), e);
+	else if (smp)
+		sample(index_of(bpf_get_func_ip(ctx)));
 	return 0;
 }
 
 SEC("kprobe")
 int hap_kprobe(void *ctx)
 {
-	if (admit())
-		count(bpf_get_attach_cookie(ctx));
+	int smp = event();
+	__u32 e = scopes_end();
+
+	if (admit(e))
+		count(bpf_get_attach_cookie(ctx), e);
+	else if (smp)
+		sample(bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
@@ -206,16 +283,26 @@ int hap_kprobe(void *ctx)
 SEC("fentry/vfs_read")
 int hap_fentry(void *ctx)
 {
-	if (admit())
-		count(bpf_get_attach_cookie(ctx));
+	int smp = event();
+	__u32 e = scopes_end();
+
+	if (admit(e))
+		count(bpf_get_attach_cookie(ctx), e);
+	else if (smp)
+		sample(bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
 SEC("tp_btf/sys_enter")
 int hap_sys_enter(void *ctx)
 {
-	if (admit())
-		count(tp_index);
+	int smp = event();
+	__u32 e = scopes_end();
+
+	if (admit(e))
+		count(tp_index, e);
+	else if (smp)
+		sample(tp_index);
 	return 0;
 }
 

@@ -17,7 +17,9 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hapMapAddrs           = "addrs"
+	hapMapCpu             = "cpu"
 	hapMapHits            = "hits"
+	hapMapScopeEnd        = "scope_end"
 	hapMapScopes          = "scopes"
 	hapMapStats           = "stats"
 	hapProgHapFentry      = "hap_fentry"
@@ -81,10 +83,12 @@ type hapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapMapSpecs struct {
-	Addrs  *ebpf.MapSpec `ebpf:"addrs"`
-	Hits   *ebpf.MapSpec `ebpf:"hits"`
-	Scopes *ebpf.MapSpec `ebpf:"scopes"`
-	Stats  *ebpf.MapSpec `ebpf:"stats"`
+	Addrs    *ebpf.MapSpec `ebpf:"addrs"`
+	Cpu      *ebpf.MapSpec `ebpf:"cpu"`
+	Hits     *ebpf.MapSpec `ebpf:"hits"`
+	ScopeEnd *ebpf.MapSpec `ebpf:"scope_end"`
+	Scopes   *ebpf.MapSpec `ebpf:"scopes"`
+	Stats    *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // hapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,16 +120,20 @@ func (o *hapObjects) Close() error {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapMaps struct {
-	Addrs  *ebpf.Map `ebpf:"addrs"`
-	Hits   *ebpf.Map `ebpf:"hits"`
-	Scopes *ebpf.Map `ebpf:"scopes"`
-	Stats  *ebpf.Map `ebpf:"stats"`
+	Addrs    *ebpf.Map `ebpf:"addrs"`
+	Cpu      *ebpf.Map `ebpf:"cpu"`
+	Hits     *ebpf.Map `ebpf:"hits"`
+	ScopeEnd *ebpf.Map `ebpf:"scope_end"`
+	Scopes   *ebpf.Map `ebpf:"scopes"`
+	Stats    *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *hapMaps) Close() error {
 	return _HapClose(
 		m.Addrs,
+		m.Cpu,
 		m.Hits,
+		m.ScopeEnd,
 		m.Scopes,
 		m.Stats,
 	)
