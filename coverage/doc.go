@@ -20,15 +20,20 @@
 //
 // Pruning (the default mode) stops probing a function once every active scope
 // has seen it, so the steady state costs less; Options.Counts keeps every
-// probe attached for exact hit counts. What stays probed is what the scopes
-// have not run, and other tasks and interrupts may run it all the time: in the
-// lab, redis-server's settled window still paid for ~150 probe hits per
-// request from its load client and the network receive softirq (against
-// ~1,000 fully attached, 250 of them in the scope). Each Snapshot says which mode
-// produced it. Interrupt context (hard IRQ, soft IRQ being served, NMI) is not
-// counted unless Options.Interrupts is set; the programs read the CPU's
-// preempt count (see package bpf for how), so a function the workload calls
-// counts, while the timer interrupt that happens to land on its CPU does not.
+// probe attached for exact hit counts. With kprobe.multi, removing functions
+// means replacing a link by one over the rest, so Open groups the functions
+// workloads commonly run (prior.txt) in small links of their own, and a link
+// is replaced only once its seen functions have been hit often enough to pay
+// for it. What stays probed is what the scopes have not run, and other tasks
+// and interrupts may run it all the time: in the lab, redis-server's settled
+// window still paid for ~120 probe hits per request, nearly all of them the
+// network receive path in soft-IRQ context (against ~1,200 fully attached).
+// Snapshot.Events counts every probe hit, of any task. Each Snapshot says
+// which mode produced it. Interrupt context (hard IRQ, soft IRQ being served,
+// NMI) is not counted unless Options.Interrupts is set; the programs read the
+// CPU's preempt count (see package bpf for how), so a function the workload
+// calls counts, while the timer interrupt that happens to land on its CPU
+// does not.
 //
 // Measure and Converge are steady-state helpers: wait out start-up, reset,
 // then measure a window, or sample how many new functions each interval adds.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/hapscope/hapscope/bpf"
 )
 
 // Bounds of the pruning period (see Pruned).
@@ -68,7 +70,10 @@ func nextPeriod(p time.Duration, pruned int) time.Duration {
 
 // seenByAll returns the armed functions every active scope has entered;
 // none when no scope is active.
-// heat[i] sums the calls of function i over the active scopes.
+// heat[i] estimates the probe hits of function i since Open by any task:
+// the calls the active scopes counted plus the sampled rest (other tasks,
+// interrupt context) times the sampling gap. Those are what pruning it
+// saves.
 func (t *Tracer) seenByAll() (seen []bool, n int, heat []uint64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -89,6 +94,15 @@ func (t *Tracer) seenByAll() (seen []bool, n int, heat []uint64, err error) {
 			}
 			heat[i] += c
 		}
+	}
+	if seen == nil {
+		return nil, 0, nil, nil
+	}
+	if err := t.objs.Sampled(t.buf); err != nil {
+		return nil, 0, nil, fmt.Errorf("read sampled counters: %w", err)
+	}
+	for i, c := range t.buf {
+		heat[i] += c * bpf.SampleGap
 	}
 	n = 0
 	for _, v := range seen {
@@ -178,6 +192,7 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 			}
 		}
 		var repl []*multiLink
+		t0 := time.Now()
 		for part := range slices.Chunk(rest, shardSize) {
 			ls, err := t.attachMultiSet(context.Background(), part, false)
 			repl = append(repl, ls...)
@@ -198,7 +213,11 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 			}
 		}
 		missed := linkMissed(j.m.l)
+		t1 := time.Now()
 		err := j.m.l.Close()
+		if t.debugf != nil {
+			t.debugf("replace link of %d (heat %d): %d seen, %d re-probed: attach %v, close %v", len(j.m.idx), j.heat, len(j.m.idx)-len(rest), len(rest), t1.Sub(t0), time.Since(t1))
+		}
 		t.stMu.Lock()
 		t.multi = slices.DeleteFunc(t.multi, func(m *multiLink) bool { return m == j.m })
 		t.multi = append(t.multi, repl...)
@@ -227,8 +246,11 @@ func (t *Tracer) rearm() error {
 	ctx := context.Background()
 	var err error
 	if t.backend == KprobeMulti {
+		// Links as big as Open's: these functions ran before, so most run
+		// again soon and their link is replaced in one step (one close,
+		// one set of grace periods) by one over the few that do not.
 		for len(todo) > 0 && err == nil {
-			k := min(shardSize, len(todo))
+			k := min(openShard, len(todo))
 			var ls []*multiLink
 			ls, err = t.attachMultiSet(ctx, todo[:k], true)
 			t.stMu.Lock()

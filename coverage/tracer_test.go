@@ -3,6 +3,7 @@ package coverage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -95,5 +96,54 @@ func TestNextPeriod(t *testing.T) {
 	}
 	if q != minPrunePeriod {
 		t.Errorf("many new functions: period %v, want the minimum %v", q, minPrunePeriod)
+	}
+}
+
+// TestMultiParts: Open's kprobe.multi links cover every catalogue function
+// exactly once; in Pruned mode the prior's functions come first, in links
+// of shardSize holding nothing else.
+func TestMultiParts(t *testing.T) {
+	if len(prior) < 500 || !prior["vfs_read"] || !prior["schedule"] {
+		t.Fatalf("prior.txt: %d names, vfs_read %v, schedule %v: want the lab's common functions", len(prior), prior["vfs_read"], prior["schedule"])
+	}
+	var cat Catalogue
+	for i := range 5000 {
+		name := fmt.Sprintf("cold_%d", i)
+		if i%7 == 0 {
+			name = []string{"vfs_read", "schedule", "tcp_sendmsg", "do_epoll_wait"}[i/7%4] // clones share a name
+		}
+		cat.Functions = append(cat.Functions, Function{Name: name, Addr: uint64(0x1000 + 16*i)})
+	}
+	for _, mode := range []Mode{Counts, Pruned} {
+		parts := multiParts(&cat, mode)
+		seen := map[int]bool{}
+		hotDone := false
+		for _, p := range parts {
+			hot := prior[cat.Functions[p[0]].Name]
+			if mode == Counts && len(parts) != 1 {
+				t.Fatalf("counts: %d links, want 1", len(parts))
+			}
+			if mode == Pruned {
+				if hot && hotDone {
+					t.Errorf("a prior link after the others")
+				}
+				hotDone = hotDone || !hot
+				if limit := map[bool]int{true: shardSize, false: openShard}[hot]; len(p) > limit {
+					t.Errorf("link of %d functions (prior %v), want at most %d", len(p), hot, limit)
+				}
+			}
+			for _, i := range p {
+				if seen[i] {
+					t.Fatalf("%s: function %d in two links", mode, i)
+				}
+				seen[i] = true
+				if mode == Pruned && prior[cat.Functions[i].Name] != hot {
+					t.Errorf("link mixes prior and other functions")
+				}
+			}
+		}
+		if len(seen) != len(cat.Functions) {
+			t.Errorf("%s: %d functions in links, want %d", mode, len(seen), len(cat.Functions))
+		}
 	}
 }
