@@ -266,44 +266,37 @@ int hap_kprobe_multi(void *ctx)
 	return 0;
 }
 
-SEC("kprobe")
-int hap_kprobe(void *ctx)
+/* The body of the entry points whose function index comes cheap (a cookie,
+ * a constant); kprobe.multi searches for it only when it is needed. */
+static __always_inline int on_event(__u64 idx)
 {
 	int smp = event();
 	__u32 e = scopes_end();
 
 	if (admit(e))
-		count(bpf_get_attach_cookie(ctx), e);
+		count(idx, e);
 	else if (smp)
-		sample(bpf_get_attach_cookie(ctx));
+		sample(idx);
 	return 0;
+}
+
+SEC("kprobe")
+int hap_kprobe(void *ctx)
+{
+	return on_event(bpf_get_attach_cookie(ctx));
 }
 
 /* The attach target is replaced per function by the loader. */
 SEC("fentry/vfs_read")
 int hap_fentry(void *ctx)
 {
-	int smp = event();
-	__u32 e = scopes_end();
-
-	if (admit(e))
-		count(bpf_get_attach_cookie(ctx), e);
-	else if (smp)
-		sample(bpf_get_attach_cookie(ctx));
-	return 0;
+	return on_event(bpf_get_attach_cookie(ctx));
 }
 
 SEC("tp_btf/sys_enter")
 int hap_sys_enter(void *ctx)
 {
-	int smp = event();
-	__u32 e = scopes_end();
-
-	if (admit(e))
-		count(tp_index, e);
-	else if (smp)
-		sample(tp_index);
-	return 0;
+	return on_event(tp_index);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

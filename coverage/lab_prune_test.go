@@ -1,21 +1,20 @@
 package coverage
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/hapscope/hapscope/bpf"
 	"github.com/hapscope/hapscope/internal/labtest"
@@ -318,15 +317,22 @@ func (r *redisLab) set(t testing.TB, n int) float64 {
 
 // window runs chunks of n SETs for d and returns each chunk's throughput
 // with its end time, and the throughput of the whole window. With a tracer,
-// each point also says how many probes are removed and how often
-// the BPF program ran per request (bpf_stats must be on): what a settled
-// window still pays for.
-func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *Scope) (curve []string, perChunk []float64, whole float64) {
+// each point also says how many probes are removed and how many probe hits
+// (Snapshot.Events: program runs of any task and context) each request
+// cost: what a settled window still pays for.
+func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *Scope) (curve []string, perChunk []float64, whole float64, hits []float64) {
 	start := time.Now()
 	total := 0
-	var runs0 uint64
+	events := func() (pruned int, events uint64) {
+		snap, err := tr.Snapshot(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Pruned, snap.Events
+	}
+	var ev0 uint64
 	if tr != nil {
-		runs0 = progRuns(tr)
+		_, ev0 = events()
 	}
 	for time.Since(start) < d {
 		rps := r.set(t, n)
@@ -334,35 +340,62 @@ func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *S
 		perChunk = append(perChunk, rps)
 		note := ""
 		if tr != nil {
-			pr := 0
-			if snap, err := tr.Snapshot(s); err == nil {
-				pr = snap.Pruned
-			}
-			runs := progRuns(tr)
-			note = fmt.Sprintf("(pruned %d, %.0f runs/req)", pr, float64(runs-runs0)/float64(n))
-			runs0 = runs
+			pr, ev := events()
+			h := float64(ev-ev0) / float64(n)
+			hits = append(hits, h)
+			note = fmt.Sprintf("(pruned %d, %.0f hits/req)", pr, h)
+			ev0 = ev
 		}
 		curve = append(curve, fmt.Sprintf("%.1fs:%.0f%s", time.Since(start).Seconds(), rps, note))
 	}
-	return curve, perChunk, float64(total) / time.Since(start).Seconds()
+	return curve, perChunk, float64(total) / time.Since(start).Seconds(), hits
 }
 
-// progRuns is how many times the tracer's BPF programs have run (all
-// kprobe.multi links share one program; per-function programs are summed
-// over the ones still loaded).
-func progRuns(tr *Tracer) uint64 {
-	if tr.backend != KprobeMulti {
-		return 0
+// floor runs one more chunk of n SETs and says what the probes still armed
+// cost per request: the scope's own calls of functions it has run (kept by
+// the pruning rent) and the estimated calls of other tasks and interrupt
+// context (sampled), with the functions that cost most.
+func (r *redisLab) floor(t testing.TB, tr *Tracer, s *Scope, n int) string {
+	read := func() (own, other []uint64) {
+		own = make([]uint64, len(tr.cat.Functions))
+		other = make([]uint64, len(own))
+		if err := tr.objs.Hits(s.slot, own); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.objs.Sampled(other); err != nil {
+			t.Fatal(err)
+		}
+		return own, other
 	}
-	p, err := tr.objs.Program(bpf.KprobeMulti)
-	if err != nil {
-		return 0
+	own0, other0 := read()
+	r.set(t, n)
+	own1, other1 := read()
+	type cost struct {
+		name      string
+		own, rest float64
 	}
-	st, err := p.Stats()
-	if err != nil {
-		return 0
+	var all []cost
+	var sumOwn, sumRest float64
+	tr.armMu.Lock()
+	for i, a := range tr.armed {
+		if !a {
+			continue
+		}
+		c := cost{tr.cat.Functions[i].Name, float64(own1[i]-own0[i]) / float64(n), float64((other1[i]-other0[i])*bpf.SampleGap) / float64(n)}
+		sumOwn += c.own
+		sumRest += c.rest
+		if c.own+c.rest > 0 {
+			all = append(all, c)
+		}
 	}
-	return st.RunCount
+	tr.armMu.Unlock()
+	slices.SortFunc(all, func(a, b cost) int { return cmp.Compare(b.own+b.rest, a.own+a.rest) })
+	var top []string
+	for _, c := range all[:min(12, len(all))] {
+		top = append(top, fmt.Sprintf("%s %.1f+%.1f", c.name, c.own, c.rest))
+	}
+	return fmt.Sprintf("armed probes per request: %.0f calls in the scope (seen, kept by the rent) + ~%.0f by others and interrupt context (sampled); most: %s",
+		sumOwn, sumRest, strings.Join(top, ", "))
 }
 
 func mean(v []float64) float64 {
@@ -404,11 +437,6 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 	}
 	const n, chunk = 3000, 3000
 	window := 40 * time.Second
-	if st, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
-		defer st.Close()
-	} else {
-		b.Logf("no BPF run statistics (%v): runs/req not shown", err)
-	}
 	base := cgroupBase(b)
 	mkCgroup(b, base)
 	r := startRedis(b, base, 6390)
@@ -423,10 +451,11 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 		// rates (redis-benchmark's own) compare with chunk rates, and the
 		// whole-window rate (requests over wall time, redis-benchmark's
 		// start-up between chunks included) with whole-window rates.
-		_, uper, uwhole := r.window(b, 15*time.Second, chunk, nil, nil)
-		untraced := mean(uper)
+		_, uper, uwhole, _ := r.window(b, 15*time.Second, chunk, nil, nil)
 
-		measure := func(opts Options, d time.Duration) ([]string, []float64, float64) {
+		// measure opens a tracer, runs the load for warm (if any) and
+		// resets the scope, as hap.Score does, then for the window d.
+		measure := func(opts Options, warm, d time.Duration) (per []float64, whole float64, hits []float64) {
 			opts.Backend = be
 			what := fmt.Sprintf("%s counts=%v interrupts=%v", be, opts.Counts, opts.Interrupts)
 			start := time.Now()
@@ -435,9 +464,24 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Logf("%s: %d functions attached in %v", what, tr.attached, time.Since(start))
+			t0 := time.Now()
+			tr.armMu.Lock()
+			tr.debugf = func(format string, args ...any) {
+				b.Logf("%.1fs: "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
+			}
+			tr.armMu.Unlock()
 			s, err := tr.AddScope(base)
 			if err != nil {
 				b.Fatal(err)
+			}
+			if warm > 0 {
+				curve, _, _, _ := r.window(b, warm, chunk, tr, s)
+				b.Logf("%s: warm-up %v: %v", what, warm, curve)
+				t1 := time.Now()
+				if err := tr.Reset(s); err != nil {
+					b.Fatal(err)
+				}
+				b.Logf("%s: reset (pruned probes re-armed) in %v", what, time.Since(t1))
 			}
 			var cs *Scope
 			if opts.Counts {
@@ -445,7 +489,7 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			curve, per, whole := r.window(b, d, chunk, tr, s)
+			curve, per, whole, hits := r.window(b, d, chunk, tr, s)
 			snap, err := tr.Snapshot(s)
 			if err != nil {
 				b.Fatal(err)
@@ -453,7 +497,7 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 			inScope := ""
 			if opts.Counts {
 				// Calls counted in the scope per request, against all
-				// program runs per request in the curve: the rest come
+				// probe hits per request in the curve: the rest come
 				// from outside the scope (the load client, interrupts).
 				sum := func(s *Snapshot) float64 {
 					var calls uint64
@@ -469,42 +513,63 @@ func BenchmarkLabPruneRedis(b *testing.B) {
 				inScope = fmt.Sprintf(", %.0f calls/req in the scope, %.0f in the load client's (task context both; the rest of the runs are other tasks and interrupt context)", sum(snap), sum(csnap))
 			}
 			b.Logf("%s: %d functions seen, %d pruned, misses %d%s; curve %v", what, len(snap.Hits), snap.Pruned, snap.Misses, inScope, curve)
+			if !opts.Counts {
+				b.Logf("%s: %s", what, r.floor(b, tr, s, chunk))
+			}
 			start = time.Now()
 			tr.Close()
 			b.Logf("closed in %v", time.Since(start))
-			return curve, per, whole
+			return per, whole, hits
 		}
-		_, fullPer, _ := measure(Options{Counts: true}, 15*time.Second)
-		full := mean(fullPer)
+		fullPer, _, _ := measure(Options{Counts: true}, 0, 15*time.Second)
+		var ip []float64
 		if be == KprobeMulti {
 			// Where the settled cost comes from: with interrupt context
 			// counted, the loopback receive path (softirq) the server
 			// drives becomes prunable too.
-			_, ip, _ := measure(Options{Interrupts: true}, window)
-			b.Logf("pruned with interrupt context counted: settled %.0f req/s (%.2f×)", mean(ip[len(ip)*2/3:]), mean(ip[len(ip)*2/3:])/untraced)
+			ip, _, _ = measure(Options{Interrupts: true}, 0, window)
 		}
-		_, per, whole := measure(Options{}, window)
-		settled := mean(per[len(per)*2/3:])
-		settleAt := -1
-		for k := range per {
-			ok := true
-			for _, v := range per[k:] {
-				if v < 0.8*untraced {
-					ok = false
+		per, whole, hits := measure(Options{}, 0, window)
+		// As hapscope measures: a warm-up (start-up is not steady state,
+		// and pruning settles meanwhile), Reset (every pruned probe is
+		// armed again), then the window.
+		const warm, mwin = 30 * time.Second, 20 * time.Second
+		mper, mwhole, _ := measure(Options{}, warm, mwin)
+		// Untraced again: the lab's speed drifts over minutes; the ratios
+		// are to the mean of before and after.
+		_, uper2, uwhole2, _ := r.window(b, 15*time.Second, chunk, nil, nil)
+		b.Logf("untraced before %.0f req/s (whole window %.0f), after %.0f (%.0f)", mean(uper), uwhole, mean(uper2), uwhole2)
+		untraced := mean(append(uper, uper2...))
+		uwhole = (uwhole + uwhole2) / 2
+
+		full := mean(fullPer)
+		tail := func(v []float64) []float64 { return v[len(v)*2/3:] }
+		if ip != nil {
+			b.Logf("pruned with interrupt context counted: settled %.0f req/s (%.2f×)", mean(tail(ip)), mean(tail(ip))/untraced)
+			b.ReportMetric(mean(tail(ip))/untraced, "pruned-interrupts-settled/untraced")
+		}
+		settled := mean(tail(per))
+		// Settled from the first chunk whose probe hits per request are
+		// within 20 % of the last third's: the curve's cost has flattened.
+		settleAt := -1.0
+		if len(hits) > 0 {
+			h := mean(tail(hits))
+			for k, v := range hits {
+				if v <= 1.2*h {
+					settleAt = float64(k+1) * window.Seconds() / float64(len(hits))
+					break
 				}
 			}
-			if ok {
-				settleAt = k
-				break
-			}
 		}
-		b.Logf("redis SET (%s, %s): untraced %.0f req/s (whole window %.0f), full %.0f (%.2f×), pruned settled %.0f (%.2f×), pruned whole %.0fs window %.0f (%.2f× untraced whole window); stays ≥0.8× from chunk %d of %d",
-			labtest.Kernel(), be, untraced, uwhole, full, full/untraced, settled, settled/untraced, window.Seconds(), whole, whole/uwhole, settleAt, len(per))
+		b.Logf("redis SET pruned, after a %v warm-up and Reset: window of %v %.0f req/s whole (%.2f×), chunks %.2f× untraced", warm, mwin, mwhole, mwhole/uwhole, mean(mper)/untraced)
+		b.Logf("redis SET (%s, %s): untraced %.0f req/s (whole window %.0f), full %.0f (%.2f×), pruned settled %.0f (%.2f×), pruned whole %.0fs window %.0f (%.2f× untraced whole window); probe hits per request settled after ~%.0fs",
+			labtest.Kernel(), be, untraced, uwhole, full, full/untraced, settled, settled/untraced, window.Seconds(), whole, whole/uwhole, settleAt)
+		b.ReportMetric(mwhole/uwhole, "pruned-after-warmup-window/untraced")
 		b.ReportMetric(untraced, "untraced-req/s")
 		b.ReportMetric(full/untraced, "full/untraced")
 		b.ReportMetric(settled/untraced, "pruned-settled/untraced")
 		b.ReportMetric(whole/uwhole, "pruned-window/untraced")
-		b.ReportMetric(float64(settleAt), "settled-at-chunk")
+		b.ReportMetric(settleAt, "settled-after-s")
 	}
 }
 

@@ -8,9 +8,9 @@ import (
 	"unicode"
 )
 
-func readFixture(t testing.TB, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
+// fixture is testdata/kallsyms.txt, lines of a real /proc/kallsyms.
+func fixture(t testing.TB) string {
+	b, err := os.ReadFile("testdata/kallsyms.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func readFixture(t testing.TB, name string) string {
 func vmlinuxText(t byte, m string) bool { return m == "" && IsText(t) }
 
 func TestParse(t *testing.T) {
-	syms, err := Parse(strings.NewReader(readFixture(t, "kallsyms.txt")), nil)
+	syms, err := Parse(strings.NewReader(fixture(t)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 	if last.Module != "__builtin__ftrace" || last.Name != "ftrace_trampoline" {
 		t.Errorf("module line parsed as %+v", last)
 	}
-	text, _ := Parse(strings.NewReader(readFixture(t, "kallsyms.txt")), vmlinuxText)
+	text, _ := Parse(strings.NewReader(fixture(t)), vmlinuxText)
 	if len(text) != 30 {
 		t.Errorf("vmlinux text filter kept %d, want 30", len(text))
 	}
@@ -96,7 +96,7 @@ func format(s Symbol) string {
 func hasSpace(s string) bool { return strings.IndexFunc(s, unicode.IsSpace) >= 0 }
 
 func FuzzParseKallsyms(f *testing.F) {
-	f.Add(readFixture(f, "kallsyms.txt"))
+	f.Add(fixture(f))
 	f.Add("ffffffff81000000 T _text\n")
 	f.Add("ffffffffc0000000 t modfn\t[ext4]\n")
 	f.Fuzz(func(t *testing.T, s string) {
