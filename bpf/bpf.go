@@ -424,7 +424,7 @@ func (o *Objects) markScope(slot int, used bool) error {
 		}
 	}
 	if err := o.maps[hapMapScopeEnd].Put(uint32(0), end); err != nil {
-		return fmt.Errorf("set scope %d: %w", slot, err)
+		return fmt.Errorf("bpf: mark scope slot %d in use=%v: %w", slot, used, err)
 	}
 	return nil
 }

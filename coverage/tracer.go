@@ -45,16 +45,18 @@ const (
 	// function set is the same as with Counts; Hit.Count is 1 ("seen").
 	//
 	// fentry and kprobe: the links of seen functions are closed in
-	// concurrent batches. kprobe.multi: the functions are spread over
-	// links of up to 1,024 functions; a link holding seen functions is
+	// concurrent batches, hottest first. kprobe.multi: the functions
+	// workloads commonly run (prior.txt) get links of up to 256 functions,
+	// the others links of up to 1,024; a link holding seen functions is
 	// replaced by one over its functions not yet seen, attached before the
 	// old one is closed, so no call goes unprobed (by links of up to 256
 	// functions, so later rounds patch less) — but only once its seen
-	// functions have run 32 times as often as it has functions left to
-	// probe again (a replacement patches all of them), so rarely called
-	// seen functions stay probed and a link is not rebuilt for each new
-	// one. A background loop looks at the counters every 100 ms to 1 s:
-	// the period halves while much is pruned and doubles while little is.
+	// functions have been hit, by any task, 256 times as often as it has
+	// functions left to probe again (a replacement patches all of them),
+	// so rarely called seen functions stay probed and a link is not
+	// rebuilt for each new one. A background loop looks at the counters
+	// every 100 ms to 1 s: the period halves while much is pruned and
+	// doubles while little is.
 	Pruned Mode = "pruned"
 	// Counts: every probe stays attached; Hit.Count is the exact number of
 	// calls in the scope (minus Snapshot.Misses and Dropped).
@@ -131,10 +133,12 @@ const (
 // would have to probe again. Replacing patches every call site of the link
 // twice (the new link overlaps the old one, then the old one goes).
 // Measured in the lab (6.12 under QEMU): replacing a 1,024-function link
-// takes about 0.25 s of attach and 0.3 s of close, about 300 µs per
-// function probed again, the cost of some 400 probe hits (0.7 µs each).
-// Below that, keeping a seen function probed is cheaper than removing it.
-// Tests of the mechanism set it to 0.
+// takes about 0.25 s of attach and 0.3 s of close, of which ~0.2 s is
+// waiting for grace periods: some 350 µs of work per function probed
+// again, the cost of ~500 probe hits (0.7 µs each). The rent is about half
+// that break-even: it counts only the hits so far, and a seen function
+// that has run hot keeps running. Below it, keeping a seen function probed
+// is cheaper than removing it. Tests of the mechanism set it to 0.
 var pruneRent uint64 = 256
 
 // Scope is one cgroup v2 subtree being counted.
