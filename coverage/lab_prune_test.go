@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hapscope/hapscope/bpf"
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/nameset"
 )
 
 // pruneWork is the equivalence workload: the ground-truth mix in rounds
@@ -60,17 +60,6 @@ func nameSet(s *Snapshot) map[string]bool {
 		m[n] = true
 	}
 	return m
-}
-
-func minus(a, b map[string]bool) []string {
-	var out []string
-	for n := range a {
-		if !b[n] {
-			out = append(out, n)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // pruneBackend is the backend the pruning tests use on the lab kernel, and
@@ -153,7 +142,7 @@ func TestLabPruneEquivalence(t *testing.T) {
 		t.Errorf("no probe was pruned while the workload ran: the test does not exercise pruning")
 	}
 	var variation []string
-	variation = append(minus(u1, u2), minus(u2, u1)...)
+	variation = append(nameset.Minus(u1, u2), nameset.Minus(u2, u1)...)
 	stable := map[string]bool{}
 	for n := range u1 {
 		if u2[n] {
@@ -167,11 +156,11 @@ func TestLabPruneEquivalence(t *testing.T) {
 	for n := range u2 {
 		any[n] = true
 	}
-	lost := minus(stable, ps)
-	extra := minus(ps, any)
+	lost := nameset.Minus(stable, ps)
+	extra := nameset.Minus(ps, any)
 	t.Logf("equivalence (%s, %s): unpruned run 1: %d, run 2: %d (symmetric difference %d: %v); pruned: %d; pruned vs run 1: symmetric difference %d; in both unpruned runs but not pruned: %d %v; pruned only: %d %v",
 		labtest.Kernel(), b, len(u1), len(u2), len(variation), variation, len(ps),
-		len(minus(u1, ps))+len(minus(ps, u1)), len(lost), lost, len(extra), extra)
+		len(nameset.Minus(u1, ps))+len(nameset.Minus(ps, u1)), len(lost), lost, len(extra), extra)
 	if len(lost) > len(variation) {
 		t.Errorf("pruning lost %d functions both unpruned runs saw, more than the %d the unpruned runs differ by: %v", len(lost), len(variation), lost)
 	}
@@ -323,7 +312,7 @@ func (r *redisLab) set(t testing.TB, n int) float64 {
 func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *Scope) (curve []string, perChunk []float64, whole float64, hits []float64) {
 	start := time.Now()
 	total := 0
-	events := func() (pruned int, events uint64) {
+	probe := func() (pruned int, events uint64) {
 		snap, err := tr.Snapshot(s)
 		if err != nil {
 			t.Fatal(err)
@@ -332,7 +321,7 @@ func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *S
 	}
 	var ev0 uint64
 	if tr != nil {
-		_, ev0 = events()
+		_, ev0 = probe()
 	}
 	for time.Since(start) < d {
 		rps := r.set(t, n)
@@ -340,7 +329,7 @@ func (r *redisLab) window(t testing.TB, d time.Duration, n int, tr *Tracer, s *S
 		perChunk = append(perChunk, rps)
 		note := ""
 		if tr != nil {
-			pr, ev := events()
+			pr, ev := probe()
 			h := float64(ev-ev0) / float64(n)
 			hits = append(hits, h)
 			note = fmt.Sprintf("(pruned %d, %.0f hits/req)", pr, h)

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/nameset"
 )
 
 // Overhead is what measuring one workload costs, one method after another
@@ -121,7 +121,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	for i := range o.Methods {
 		m := &o.Methods[i]
 		m.Shared, m.Jaccard = jaccard(m.funcs, in)
-		m.OnlyHere, m.OnlyFtrace = minus(m.funcs, in), minus(in, m.funcs)
+		m.OnlyHere, m.OnlyFtrace = nameset.Minus(m.funcs, in), nameset.Minus(in, m.funcs)
 	}
 	o.Methods = append(o.Methods, ft)
 	return o, nil
@@ -140,18 +140,6 @@ func jaccard(a, b map[string]bool) (int, float64) {
 		return 0, 0
 	}
 	return shared, float64(shared) / float64(union)
-}
-
-// minus returns the names in a and not in b, sorted.
-func minus(a, b map[string]bool) []string {
-	var out []string
-	for f := range a {
-		if !b[f] {
-			out = append(out, f)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // nullScorer waits d and scores nothing (the untraced baseline).
