@@ -24,14 +24,18 @@ const MaxScopes = bpf.MaxScopes
 
 // Options configure Open.
 type Options struct {
-	Backend    Backend        // "" picks the first of Backends that works here
-	Interrupts bool           // also count hard-IRQ, soft-IRQ and NMI context
+	Backend Backend // "" picks the first of Backends that works here
+	// Interrupts also counts hard-IRQ, soft-IRQ and NMI context that runs
+	// in a scope's tasks. It changes what is measured (see the package
+	// doc), and lets pruning remove the probes of what interrupts run.
+	Interrupts bool
 	Workers    int            // parallel attach/detach for fentry and kprobe; 0 = 2×CPUs
 	Progress   func(Progress) // optional; called from Open and Close as work advances
 	// Counts keeps every probe attached for the whole life of the tracer
 	// and counts every call (Mode Counts). By default (Mode Pruned) a
 	// function's probe is removed once every active scope has entered it,
-	// which makes the steady state nearly free; see Mode.
+	// so the steady state pays only for what the scopes have not run; see
+	// Mode and the package doc.
 	Counts bool
 }
 

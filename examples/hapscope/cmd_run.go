@@ -57,7 +57,7 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.out, "o", "", "also write the profile JSON to this file")
 	fs.StringVar(&f.label, "label", "", "label of the profile (default: the command or cgroup)")
 	fs.StringVar(&f.backend, "backend", "", "force a backend: kprobe.multi, fentry or kprobe (default: best available)")
-	fs.BoolVar(&f.interrupts, "interrupts", false, "also count hard-IRQ, soft-IRQ and NMI context")
+	fs.BoolVar(&f.interrupts, "interrupts", false, "also count hard-IRQ, soft-IRQ and NMI context that lands in the workload's tasks (a different measurement; lets pruning remove more probes)")
 	fs.BoolVar(&f.counts, "counts", false, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
 	fs.BoolVar(&f.estimate, "estimate", false, "without DWARF, estimate lines from function sizes (marked estimated)")
 	fs.StringVar(&f.vmlinux, "vmlinux", "", "vmlinux with DWARF (default: distro locations, then debuginfod)")
