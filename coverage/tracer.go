@@ -778,15 +778,17 @@ func (t *Tracer) Measure(ctx context.Context, s *Scope, warmup, window time.Dura
 	return t.Snapshot(s)
 }
 
-// Converge samples s n times, every interval, and returns how many functions
-// were new in each interval (a series that falls to 0 in steady state) and
-// the last snapshot.
+// Converge samples s n times, every interval from the call, and returns how
+// many functions were new in each interval (a series that falls to 0 in
+// steady state) and the last snapshot. The samples are taken at fixed
+// times, so the time snapshots take does not lengthen the window.
 func (t *Tracer) Converge(ctx context.Context, s *Scope, interval time.Duration, n int) ([]int, *Snapshot, error) {
 	seen := map[Function]bool{}
 	var series []int
 	var last *Snapshot
+	start := time.Now()
 	for k := 0; k < n; k++ {
-		if err := sleep(ctx, interval); err != nil {
+		if err := sleep(ctx, time.Until(start.Add(time.Duration(k+1)*interval))); err != nil {
 			return series, last, err
 		}
 		snap, err := t.Snapshot(s)

@@ -3,6 +3,7 @@ package matrix
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -412,5 +413,35 @@ func TestGraphCallName(t *testing.T) {
 		if got := graphCallName([]byte(line)); got != want {
 			t.Errorf("%q: got %q, want %q", line, got, want)
 		}
+	}
+}
+
+type windowScorer struct{ callsEnd bool }
+
+func (w windowScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
+	if w.callsEnd {
+		hap.ContextScoreTrace(ctx).WindowEnd()
+	}
+	return &hap.Profile{}, nil
+}
+
+// The overhead comparison times scoring from the scorer's own end of window,
+// and the hook the load generator put in the context still runs.
+func TestTimedScorerWindowEnd(t *testing.T) {
+	stopped := 0
+	ctx := hap.WithScoreTrace(context.Background(), &hap.ScoreTrace{WindowEnd: func() { stopped++ }})
+	ts := &timedScorer{s: windowScorer{callsEnd: true}}
+	if _, err := ts.Score(ctx, "/x"); err != nil {
+		t.Fatal(err)
+	}
+	if stopped != 1 {
+		t.Errorf("load generator's WindowEnd ran %d times, want 1", stopped)
+	}
+	if ts.after < 0 {
+		t.Errorf("after = %v, want ≥ 0", ts.after)
+	}
+	ts = &timedScorer{s: windowScorer{}}
+	if _, err := ts.Score(context.Background(), "/x"); err == nil {
+		t.Error("a scorer that never ends its window: no error")
 	}
 }

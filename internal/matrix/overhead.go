@@ -85,7 +85,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", tr.Name, err)
 		}
-		ts := &timedScorer{s: sc, window: warmup + window}
+		ts := &timedScorer{s: sc}
 		prof, load, err := plan.runCell(ctx, e, ts, w, Native())
 		if cerr := closeSc(); err == nil && cerr != nil {
 			err = cerr
@@ -162,17 +162,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// timedScorer records how long scoring took after the window ended.
+// timedScorer records how long scoring took after the window ended: from
+// the scorer's hap.ScoreTrace WindowEnd (where the load stops) to its return.
 type timedScorer struct {
-	s      Scorer
-	window time.Duration
-	after  time.Duration
+	s     Scorer
+	after time.Duration
 }
 
 func (t *timedScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
-	start := time.Now()
-	p, err := t.s.Score(ctx, cgroup)
-	t.after = time.Since(start) - t.window
+	var end time.Time
+	tr := hap.ScoreTrace{WindowEnd: func() { end = time.Now() }}
+	if up := hap.ContextScoreTrace(ctx); up != nil && up.WindowEnd != nil {
+		tr.WindowEnd = func() { end = time.Now(); up.WindowEnd() }
+	}
+	p, err := t.s.Score(hap.WithScoreTrace(ctx, &tr), cgroup)
+	if err == nil && end.IsZero() {
+		return nil, errors.New("overhead: the scorer never said where its window ended")
+	}
+	t.after = time.Since(end)
 	return p, err
 }
 
