@@ -180,7 +180,7 @@ func (t *Tracer) pruneMulti(seen []bool, heat []uint64) (int, error) {
 				rest++
 			}
 		}
-		if hit && h >= pruneRent*uint64(max(rest, 1)) {
+		if hit && worthReplacing(h, len(m.idx), rest) {
 			jobs = append(jobs, job{m, h})
 		}
 	}

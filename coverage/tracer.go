@@ -55,12 +55,12 @@ const (
 	// replaced by one over its functions not yet seen, attached before the
 	// old one is closed, so no call goes unprobed (by links of up to 256
 	// functions, so later rounds patch less) — but only once its seen
-	// functions have been hit, by any task, 256 times as often as it has
-	// functions left to probe again (a replacement patches all of them),
-	// so rarely called seen functions stay probed and a link is not
-	// rebuilt for each new one. A background loop looks at the counters
-	// every 100 ms to 1 s: the period halves while much is pruned and
-	// doubles while little is.
+	// functions have been hit, by any task, 128 times as often as the
+	// replacement patches call sites (the functions it probes again plus
+	// those the old link held), so rarely called seen functions stay
+	// probed and a link is not rebuilt for each new one. A background
+	// loop looks at the counters every 100 ms to 1 s: the period halves
+	// while much is pruned and doubles while little is.
 	Pruned Mode = "pruned"
 	// Counts: every probe stays attached; Hit.Count is the exact number of
 	// calls in the scope (minus Snapshot.Misses and Dropped).
@@ -133,17 +133,25 @@ const (
 
 // pruneRent is the pruning rule of kprobe.multi links (ski rental): a link
 // is replaced once the seen functions it still probes have been hit, by
-// any task (see seenByAll), pruneRent times as often as the functions it
-// would have to probe again. Replacing patches every call site of the link
-// twice (the new link overlaps the old one, then the old one goes).
-// Measured in the lab (6.12 under QEMU): replacing a 1,024-function link
-// takes about 0.25 s of attach and 0.3 s of close, of which ~0.2 s is
-// waiting for grace periods: some 350 µs of work per function probed
-// again, the cost of ~500 probe hits (0.7 µs each). The rent is about half
-// that break-even: it counts only the hits so far, and a seen function
-// that has run hot keeps running. Below it, keeping a seen function probed
-// is cheaper than removing it. Tests of the mechanism set it to 0.
-var pruneRent uint64 = 256
+// any task (see seenByAll), pruneRent times per call site the replacement
+// patches: attaching the new link patches the functions it probes again,
+// closing the old one every function the old link held (see
+// worthReplacing). Measured in the lab (6.12 under QEMU, 60 replacements
+// of links of 1 to 1,024 functions): attach takes ~0.25 ms per function,
+// close ~0.15 ms per function plus ~0.15 s of waiting for grace periods.
+// Replacing a 1,024-function link by one over ~1,000 is so ~0.43 s of work
+// for ~2,000 sites, ~210 µs a site, the cost of ~300 probe hits (0.7 µs
+// each). The rent is about half that break-even: it counts only the hits
+// so far, and a seen function that has run hot keeps running. Below it,
+// keeping a seen function probed is cheaper than removing it. Tests of the
+// mechanism set it to 0.
+var pruneRent uint64 = 128
+
+// worthReplacing applies pruneRent to a link of n functions whose seen
+// ones were hit heat times and which would probe rest of them again.
+func worthReplacing(heat uint64, n, rest int) bool {
+	return heat >= pruneRent*uint64(n+rest)
+}
 
 // Scope is one cgroup v2 subtree being counted.
 type Scope struct {

@@ -147,3 +147,23 @@ func TestMultiParts(t *testing.T) {
 		}
 	}
 }
+
+// A replacement pays for every call site it patches: the functions the new
+// link probes again and every function the old link held.
+func TestWorthReplacing(t *testing.T) {
+	for _, c := range []struct {
+		heat    uint64
+		n, rest int
+		want    bool
+	}{
+		{heat: 128 * 387, n: 256, rest: 131, want: true},
+		{heat: 128*387 - 1, n: 256, rest: 131, want: false},
+		{heat: 128 * 387, n: 1024, rest: 131, want: false}, // same rest, a bigger old link to close
+		{heat: 128, n: 1, rest: 0, want: true},             // a link of one seen function
+		{heat: 127, n: 1, rest: 0, want: false},
+	} {
+		if got := worthReplacing(c.heat, c.n, c.rest); got != c.want {
+			t.Errorf("worthReplacing(heat %d, link of %d, %d to probe again) = %v, want %v", c.heat, c.n, c.rest, got, c.want)
+		}
+	}
+}
