@@ -136,7 +136,7 @@ const (
 // any task (see seenByAll), pruneRent times per call site the replacement
 // patches: attaching the new link patches the functions it probes again,
 // closing the old one every function the old link held (see
-// worthReplacing). Measured in the lab (6.12 under QEMU, 60 replacements
+// worthReplacing). Measured in the lab (6.12 under QEMU, 69 replacements
 // of links of 1 to 1,024 functions): attach takes ~0.25 ms per function,
 // close ~0.15 ms per function plus ~0.15 s of waiting for grace periods.
 // Replacing a 1,024-function link by one over ~1,000 is so ~0.43 s of work
