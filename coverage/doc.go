@@ -33,10 +33,11 @@
 // scopes have not run in task context may still be run there later (socket
 // backlog processing and writes to a tun device run parts of the receive
 // path in task context), so removing its probe would lose calls; and the
-// kernel's own part of a hit (fprobe, trampoline) is most of its cost. Counting
-// interrupt context too (Options.Interrupts) lets pruning remove those
-// probes as well (0.72–0.96× in the same runs), at the price of a different
-// measurement: soft-IRQ work that merely lands in a scope's task is counted.
+// kernel's own part of a hit (fprobe, trampoline) is most of its cost.
+// Counting interrupt context too (Options.Interrupts) lets pruning remove
+// those probes as well (0.63–0.96× in the same runs), at the price of a
+// different measurement: soft-IRQ work that merely lands in a scope's task
+// is counted.
 // Snapshot.Events counts every probe hit, of any task. Each Snapshot says
 // which mode produced it. Interrupt context (hard IRQ, soft IRQ being served,
 // NMI) is not counted unless Options.Interrupts is set; the programs read the
