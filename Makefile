@@ -132,9 +132,10 @@ matrix: lab-prep
 		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
 
-# What measuring costs (issue 6): redis SET and express untraced, under
-# hapscope (counts, pruned) and under ftrace function_graph the 2018 way, one
-# after another in one 6.12 boot; overhead.json lands in out/overhead/.
+# What measuring costs (issue 6): redis SET and express in three rounds of
+# untraced, hapscope counts, hapscope pruned, then once under ftrace
+# function_graph the 2018 way, all in one 6.12 boot (about 12 min; more
+# rounds: MATRIX_FLAGS=--runs=5); overhead.json lands in out/overhead/.
 overhead: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-overhead ./examples/hapscope
 	@mkdir -p out/overhead

@@ -27,7 +27,7 @@ func cmdMatrix(args []string) int {
 	sf.register(fs)
 	out := fs.String("out", "out/matrix", "directory for the per-run profiles (JSON), matrix.json and report.html")
 	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
-	runs := fs.Int("runs", 5, "measurements per cell")
+	runs := fs.Int("runs", 5, "measurements per cell (with --overhead: rounds of untraced, counts, pruned; default 3)")
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
 	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
@@ -97,7 +97,11 @@ func cmdMatrix(args []string) int {
 	o := sf.options()
 	o.Coverage.Counts = !*prune
 	if *overhead {
-		return runOverhead(ctx, env, o, sf.warmup, sf.window, *express, *out)
+		rounds := *runs
+		if !isFlagSet(fs, "runs") {
+			rounds = 3
+		}
+		return runOverhead(ctx, env, o, sf.warmup, sf.window, rounds, *express, *out)
 	}
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs\n", len(plan.Workloads), len(plan.Runtimes), plan.Runs)
@@ -248,11 +252,11 @@ func defaultLabCache(rel string) string {
 // run: a 5 s window of redis under function_graph writes about 100 MB.
 const ftraceBufferKB = 256 << 10
 
-// runOverhead measures redis SET and express untraced, under hapscope in
-// counts and in pruning mode (the backend o picks; the kernel's best for
+// runOverhead measures redis SET and express, in rounds, untraced and under
+// hapscope in counts and in pruning mode (the backend o picks; the kernel's best for
 // the whole catalogue) and under ftrace function_graph (see
 // matrix.MeasureOverhead), and writes overhead.json.
-func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, express, out string) int {
+func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, rounds int, express, out string) int {
 	cat, err := coverage.LoadCatalogue()
 	if err != nil {
 		return fail(err)
@@ -282,7 +286,7 @@ func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmu
 	}
 	var results []*matrix.Overhead
 	for _, w := range []matrix.Workload{matrix.Redis("set"), matrix.Express(express)} {
-		r, err := matrix.MeasureOverhead(ctx, env, w, warmup, window, tracings, func(name string) bool { return names[name] }, ftraceBufferKB)
+		r, err := matrix.MeasureOverhead(ctx, env, w, warmup, window, rounds, tracings, func(name string) bool { return names[name] }, ftraceBufferKB)
 		if err != nil {
 			return fail(fmt.Errorf("overhead of %s: %w", w.Name, err))
 		}

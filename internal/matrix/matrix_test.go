@@ -445,3 +445,32 @@ func TestTimedScorerWindowEnd(t *testing.T) {
 		t.Error("a scorer that never ends its window: no error")
 	}
 }
+
+// Each round's ratio uses that round's untraced run; ftrace, run once after
+// the rounds, is compared with the median untraced round.
+func TestOverheadRatios(t *testing.T) {
+	load := func(rps int) LoadResult { return LoadResult{Requests: rps * 10, Elapsed: 10 * time.Second} }
+	o := &Overhead{
+		Workload: "redis-set",
+		Untraced: []LoadResult{load(1000), load(2000), load(4000)},
+		Methods: []Method{
+			{Name: "hapscope pruned", Loads: []LoadResult{load(500), load(1600), load(1000)}, ScoreAfter: []time.Duration{time.Second, time.Second, 2 * time.Second}},
+			{Name: "ftrace function_graph", Loads: []LoadResult{load(400)}, ScoreAfter: []time.Duration{40 * time.Second}, TraceLines: 1},
+		},
+	}
+	if diff := cmp.Diff([]float64{0.5, 0.8, 0.25}, o.Ratios(o.Methods[0])); diff != "" {
+		t.Errorf("pruned ratios (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]float64{0.2}, o.Ratios(o.Methods[1])); diff != "" {
+		t.Errorf("ftrace ratio (-want +got):\n%s", diff)
+	}
+	var b strings.Builder
+	if err := WriteOverhead(&b, []*Overhead{o}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2000 (1000–4000)", "0.500 (0.250–0.800)", "1.00 (1.00–2.00) s", "0.200", "ratio to the median untraced"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}

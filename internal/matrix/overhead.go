@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,22 +18,25 @@ import (
 	"github.com/hapscope/hapscope/internal/nameset"
 )
 
-// Overhead is what measuring one workload costs, one method after another
-// in the same boot: untraced, then each hapscope mode, then the 2018 way
-// (ftrace function_graph on the service's threads with function-fork, the
-// trace text read and parsed after the window).
+// Overhead is what measuring one workload costs, in the same boot: rounds
+// of untraced then each hapscope mode, one after another (so every ratio
+// compares runs minutes apart at most), then once the 2018 way (ftrace
+// function_graph on the service's threads with function-fork, the trace
+// text read and parsed after the window).
 type Overhead struct {
 	Workload string
-	Untraced LoadResult
-	Methods  []Method // hapscope's modes, then ftrace
+	Untraced []LoadResult // one per round
+	Methods  []Method     // hapscope's modes, then ftrace
 }
 
-// Method is one traced run of an Overhead measurement.
+// Method is one traced method of an Overhead measurement.
 type Method struct {
 	Name       string
-	Load       LoadResult
-	ScoreAfter time.Duration // end of window → function set ready
-	Functions  int           // distinct functions (clone suffixes stripped)
+	Loads      []LoadResult    // one per round (ftrace: one, after the rounds)
+	ScoreAfter []time.Duration // end of window → function set ready, per round
+	// Functions is how many distinct functions (clone suffixes stripped)
+	// the last round entered; the comparison with ftrace uses that round.
+	Functions int
 	// Outside is how many of Functions lie outside the catalogue hapscope
 	// traces (ftrace only); Shared and Jaccard compare the rest with the
 	// ftrace set (hapscope only).
@@ -48,6 +52,45 @@ type Method struct {
 	funcs                map[string]bool
 }
 
+// Ratios are the method's throughput over the untraced throughput of the
+// same round; ftrace's, measured once after the rounds, is over the
+// median untraced round.
+func (o *Overhead) Ratios(m Method) []float64 {
+	var r []float64
+	for i, l := range m.Loads {
+		u := 0.0
+		if len(m.Loads) == len(o.Untraced) {
+			u = o.Untraced[i].RPS()
+		} else {
+			u = median(rpsOf(o.Untraced))
+		}
+		if u > 0 {
+			r = append(r, l.RPS()/u)
+		}
+	}
+	return r
+}
+
+func rpsOf(ls []LoadResult) []float64 {
+	r := make([]float64, len(ls))
+	for i, l := range ls {
+		r[i] = l.RPS()
+	}
+	return r
+}
+
+// median of xs (0 for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
 // Tracing is one hapscope mode to compare: New attaches a scorer (its
 // attach time is not counted; the load starts after it) and returns its
 // close function.
@@ -59,56 +102,60 @@ type Tracing struct {
 // TracingDir is where tracefs is mounted in the lab guest.
 const TracingDir = "/sys/kernel/tracing"
 
-// MeasureOverhead runs w natively for warmup+window once untraced, once
-// per tracing and once under ftrace function_graph, and compares each
-// hapscope function set with ftrace's over the functions inCatalogue
-// accepts (the ones hapscope can see). Interrupt context is left out on
-// both sides (funcgraph-irqs off; hapscope's default). traceKB is
-// function_graph's ring buffer per CPU.
-func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window time.Duration, tracings []Tracing, inCatalogue func(string) bool, traceKB int) (*Overhead, error) {
-	o := &Overhead{Workload: w.Name}
+// MeasureOverhead runs w natively for warmup+window in rounds (at least
+// one) of untraced then once per tracing, then once under ftrace
+// function_graph, and compares the last round's hapscope function sets
+// with ftrace's over the functions inCatalogue accepts (the ones hapscope
+// can see). Interrupt context is left out on both sides (funcgraph-irqs
+// off; hapscope's default). traceKB is function_graph's ring buffer per CPU.
+func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window time.Duration, rounds int, tracings []Tracing, inCatalogue func(string) bool, traceKB int) (*Overhead, error) {
+	o := &Overhead{Workload: w.Name, Methods: make([]Method, len(tracings))}
 	plan := Plan{Workloads: []Workload{w}, Runtimes: []Runtime{Native()}}
 	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
 		return nil, err
 	}
-
-	e.logf("overhead: %s untraced …", w.Name)
-	_, load, err := plan.runCell(ctx, e, nullScorer{warmup + window}, w, Native())
-	if err != nil {
-		return nil, fmt.Errorf("untraced: %w", err)
-	}
-	o.Untraced = load
-
-	for _, tr := range tracings {
-		e.logf("overhead: %s traced by %s …", w.Name, tr.Name)
-		sc, closeSc, err := tr.New(ctx)
+	for r := 1; r <= max(rounds, 1); r++ {
+		e.logf("overhead: %s round %d/%d untraced …", w.Name, r, rounds)
+		_, load, err := plan.runCell(ctx, e, nullScorer{warmup + window}, w, Native())
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", tr.Name, err)
+			return nil, fmt.Errorf("untraced (round %d): %w", r, err)
 		}
-		ts := &timedScorer{s: sc}
-		prof, load, err := plan.runCell(ctx, e, ts, w, Native())
-		if cerr := closeSc(); err == nil && cerr != nil {
-			err = cerr
+		o.Untraced = append(o.Untraced, load)
+
+		for i, tr := range tracings {
+			e.logf("overhead: %s round %d/%d traced by %s …", w.Name, r, rounds, tr.Name)
+			sc, closeSc, err := tr.New(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%s (round %d): %w", tr.Name, r, err)
+			}
+			ts := &timedScorer{s: sc}
+			prof, load, err := plan.runCell(ctx, e, ts, w, Native())
+			if cerr := closeSc(); err == nil && cerr != nil {
+				err = cerr
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s (round %d): %w", tr.Name, r, err)
+			}
+			m := &o.Methods[i]
+			m.Name = tr.Name
+			m.Loads = append(m.Loads, load)
+			m.ScoreAfter = append(m.ScoreAfter, ts.after)
+			m.funcs = map[string]bool{}
+			for _, f := range prof.Functions {
+				m.funcs[baseName(f.Name)] = true
+			}
+			m.Functions = len(m.funcs)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", tr.Name, err)
-		}
-		m := Method{Name: tr.Name, Load: load, ScoreAfter: ts.after, funcs: map[string]bool{}}
-		for _, f := range prof.Functions {
-			m.funcs[baseName(f.Name)] = true
-		}
-		m.Functions = len(m.funcs)
-		o.Methods = append(o.Methods, m)
 	}
 
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
 	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
-	_, load, err = plan.runCell(ctx, e, fs, w, Native())
+	_, load, err := plan.runCell(ctx, e, fs, w, Native())
 	ftraceReset() // the one place ftrace is put back, whatever step failed
 	if err != nil {
 		return nil, fmt.Errorf("ftrace: %w", err)
 	}
-	ft := Method{Name: "ftrace function_graph", Load: load, ScoreAfter: fs.after, Functions: len(fs.funcs),
+	ft := Method{Name: "ftrace function_graph", Loads: []LoadResult{load}, ScoreAfter: []time.Duration{fs.after}, Functions: len(fs.funcs),
 		TraceLines: fs.lines, IRQCalls: fs.irqCalls, Entries: fs.entries, Overrun: fs.overrun}
 	in := map[string]bool{}
 	for f := range fs.funcs {
@@ -453,28 +500,55 @@ func baseName(s string) string {
 	return s
 }
 
-// WriteOverhead prints the comparison.
+// WriteOverhead prints the comparison: per method the median over the
+// rounds, and the range where there are several.
 func WriteOverhead(w io.Writer, results []*Overhead) error {
 	var b strings.Builder
 	fmt.Fprintln(&b, "workload\tmethod\treq/s\tratio to untraced\tend of window → set ready\tfunctions\tvs ftrace (catalogue functions)\tnote")
 	for _, o := range results {
-		fmt.Fprintf(&b, "%s\tuntraced\t%.0f\t1\t-\t-\t\t\n", o.Workload, o.Untraced.RPS())
+		fmt.Fprintf(&b, "%s\tuntraced\t%s\t1\t-\t-\t\t%s\n", o.Workload, spread(rpsOf(o.Untraced), "%.0f"), rounds(len(o.Untraced)))
 		for _, m := range o.Methods {
 			ratio := "-"
-			if o.Untraced.RPS() > 0 {
-				ratio = fmt.Sprintf("%.3f", m.Load.RPS()/o.Untraced.RPS())
+			if r := o.Ratios(m); len(r) > 0 {
+				ratio = spread(r, "%.3f")
+			}
+			after := make([]float64, len(m.ScoreAfter))
+			for i, d := range m.ScoreAfter {
+				after[i] = d.Seconds()
 			}
 			vs, note := "", ""
 			if m.TraceLines > 0 || m.Entries > 0 {
 				note = fmt.Sprintf("%d trace lines, %d events, %d calls in soft IRQ context left out, %d functions outside the catalogue", m.TraceLines, m.Entries, m.IRQCalls, m.Outside)
+				if len(o.Untraced) > 1 {
+					note = "once, after the rounds; ratio to the median untraced; " + note
+				}
 				if m.Overrun > 0 {
 					note += fmt.Sprintf("; ring buffer overran: %d events lost, the set is incomplete", m.Overrun)
 				}
 			} else {
 				vs = fmt.Sprintf("%d shared, Jaccard %.3f", m.Shared, m.Jaccard)
 			}
-			fmt.Fprintf(&b, "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\n", o.Workload, m.Name, m.Load.RPS(), ratio, m.ScoreAfter.Round(time.Millisecond), m.Functions, vs, note)
+			fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s s\t%d\t%s\t%s\n", o.Workload, m.Name, spread(rpsOf(m.Loads), "%.0f"), ratio, spread(after, "%.2f"), m.Functions, vs, note)
 		}
 	}
 	return writeTabbed(w, b.String())
+}
+
+// spread formats the median of xs, and their range when there are several.
+func spread(xs []float64, f string) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	s := fmt.Sprintf(f, median(xs))
+	if len(xs) > 1 {
+		s += fmt.Sprintf(" ("+f+"–"+f+")", slices.Min(xs), slices.Max(xs))
+	}
+	return s
+}
+
+func rounds(n int) string {
+	if n > 1 {
+		return fmt.Sprintf("%d rounds: medians (ranges)", n)
+	}
+	return ""
 }
