@@ -253,8 +253,8 @@ func defaultLabCache(rel string) string {
 const ftraceBufferKB = 256 << 10
 
 // runOverhead measures redis SET and express, in rounds, untraced and under
-// hapscope in counts and in pruning mode (the backend o picks; the kernel's best for
-// the whole catalogue) and under ftrace function_graph (see
+// hapscope in counts and in pruning mode (the backend o picks; the kernel's
+// best for the whole catalogue), then under ftrace function_graph (see
 // matrix.MeasureOverhead), and writes overhead.json.
 func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, rounds int, express, out string) int {
 	cat, err := coverage.LoadCatalogue()

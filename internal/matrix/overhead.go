@@ -56,16 +56,14 @@ type Method struct {
 // same round; ftrace's, measured once after the rounds, is over the
 // median untraced round.
 func (o *Overhead) Ratios(m Method) []float64 {
+	untraced := rpsOf(o.Untraced)
+	if len(m.Loads) != len(untraced) {
+		untraced = slices.Repeat([]float64{median(untraced)}, len(m.Loads))
+	}
 	var r []float64
 	for i, l := range m.Loads {
-		u := 0.0
-		if len(m.Loads) == len(o.Untraced) {
-			u = o.Untraced[i].RPS()
-		} else {
-			u = median(rpsOf(o.Untraced))
-		}
-		if u > 0 {
-			r = append(r, l.RPS()/u)
+		if untraced[i] > 0 {
+			r = append(r, l.RPS()/untraced[i])
 		}
 	}
 	return r
