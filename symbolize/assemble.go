@@ -5,6 +5,7 @@ import (
 	"debug/dwarf"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 )
 
@@ -133,7 +134,8 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 		raw.funcs[i].own, raw.funcs[i].inl = sortUniq(raw.funcs[i].own), sortUniq(raw.funcs[i].inl)
 	}
 
-	// Everything DWARF functions cover, to place orphan rows and symbols.
+	// ELF function symbols outside every subprogram: assembly, or C built
+	// without -g. Their lines come from the rows no subprogram holds.
 	var spans spanTable
 	for i, f := range raw.funcs {
 		for _, r := range f.ranges {
@@ -141,71 +143,17 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 		}
 	}
 	spans, _ = spans.normalize()
-	find := func(a uint64) int {
-		if j := spans.find(a); j >= 0 {
-			return spans[j].fn
-		}
-		return -1
-	}
-	slices.SortFunc(orphans, func(a, b orphan) int { return cmp.Compare(a.addr, b.addr) })
-	var rest []orphan
-	for _, o := range orphans {
-		if fn := find(o.addr); fn >= 0 { // a row of another unit's function (LTO)
-			f := &raw.funcs[fn]
-			f.own = append(f.own, o.key)
-			continue
-		}
-		rest = append(rest, o)
-	}
-	for i := range raw.funcs {
-		raw.funcs[i].own = sortUniq(raw.funcs[i].own)
-	}
-
-	// ELF function symbols outside every subprogram: assembly, or C built
-	// without -g. Lines come from the line table when it has rows there.
 	syms := slices.Clone(in.syms)
 	slices.SortFunc(syms, func(a, b symbol) int { return cmp.Compare(a.addr, b.addr) })
 	for i, s := range syms {
 		if i > 0 && syms[i-1].addr == s.addr {
 			continue // alias
 		}
-		if find(s.addr) >= 0 {
+		if spans.find(s.addr) >= 0 {
 			continue // part of a DWARF function (foo.cold, foo.isra.0, …)
 		}
-		f := rawFunc{name: strs.id(baseName(s.name)), entry: s.addr, flags: flagFromSymbol, ranges: [][2]uint64{{s.addr, s.addr + s.size}}}
-		lo, _ := slices.BinarySearchFunc(rest, s.addr, func(o orphan, a uint64) int { return cmp.Compare(o.addr, a) })
-		for j := lo; j < len(rest) && rest[j].addr < s.addr+s.size; j++ {
-			if f.own == nil {
-				f.file = uint32(rest[j].key >> 32)
-			}
-			f.own = append(f.own, rest[j].key)
-		}
-		if len(f.own) == 0 {
-			f.flags |= flagEstimated
-			f.est = estimateLines(s.size)
-		}
-		raw.funcs = append(raw.funcs, f)
+		raw.funcs = append(raw.funcs, rawFunc{name: strs.id(baseName(s.name)), entry: s.addr, flags: flagFromSymbol, ranges: [][2]uint64{{s.addr, s.addr + s.size}}})
 	}
-	// An orphan row that runs into a function's first bytes (the previous
-	// row of an assembly unit, say) is what symbolizers report there.
-	for i := range raw.funcs {
-		f := &raw.funcs[i]
-		for _, r := range f.ranges {
-			j, _ := slices.BinarySearchFunc(rest, r[0], func(o orphan, a uint64) int { return cmp.Compare(o.addr, a) })
-			if j > 0 && rest[j-1].end > r[0] {
-				f.own = append(f.own, rest[j-1].key)
-			}
-		}
-		if f.flags&flagEstimated != 0 && len(f.own) > 0 {
-			f.flags &^= flagEstimated
-			f.est = 0
-		}
-		f.own = sortUniq(f.own)
-	}
-	// Symbol names of code whose DWARF calls it something else (aliases such
-	// as __x64_sys_sync of __do_sys_sync, folded identical code, labels
-	// inside a function, .part clones described under another name) find
-	// the function too.
 	spans = spans[:0]
 	for i, f := range raw.funcs {
 		for _, r := range f.ranges {
@@ -213,6 +161,31 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 		}
 	}
 	spans, _ = spans.normalize()
+	// Rows that own bytes outside their unit's subprograms: each function
+	// that holds some of those bytes gets the line (assembly, code of one
+	// unit described by another's subprogram).
+	slices.SortFunc(orphans, func(a, b orphan) int { return cmp.Compare(a.addr, b.addr) })
+	for _, o := range orphans {
+		for j := sort.Search(len(spans), func(i int) bool { return spans[i].hi > o.addr }); j < len(spans) && spans[j].lo < o.end; j++ {
+			f := &raw.funcs[spans[j].fn]
+			if f.flags&flagFromSymbol != 0 && len(f.own) == 0 {
+				f.file = uint32(o.key >> 32) // the file of its first row
+			}
+			f.own = append(f.own, o.key)
+		}
+	}
+	for i := range raw.funcs {
+		f := &raw.funcs[i]
+		f.own = sortUniq(f.own)
+		if f.flags&flagFromSymbol != 0 && len(f.own) == 0 {
+			f.flags |= flagEstimated
+			f.est = estimateLines(f.ranges[0][1] - f.ranges[0][0])
+		}
+	}
+	// Symbol names of code whose DWARF calls it something else (aliases such
+	// as __x64_sys_sync of __do_sys_sync, folded identical code, labels
+	// inside a function, .part clones described under another name) find
+	// the function too.
 	seen := map[[2]uint32]bool{}
 	for _, a := range dupNames {
 		if !seen[a] && a[0] != raw.funcs[a[1]].name {

@@ -148,7 +148,7 @@ func elfBuildID(ef *elf.File) string {
 type cuResult struct {
 	files   []string // normalised names, local index = line table file index
 	funcs   []cuFunc
-	orphans []orphanRow // rows at addresses outside every subprogram of the unit
+	orphans []orphanRow // rows owning bytes outside every subprogram of the unit
 }
 
 type cuFunc struct {
@@ -308,8 +308,16 @@ func compileUnitOffsets(info []byte) ([]dwarf.Offset, error) {
 }
 
 type frame struct {
-	fn    int // index into res.funcs, -1 outside concrete code
-	depth int // inlining depth: 0 in the subprogram itself
+	fn   int // index into res.funcs, -1 outside concrete code
+	site int // index into the unit's inlined call sites, -1 in the subprogram itself
+}
+
+// callSite is one DW_TAG_inlined_subroutine of concrete code.
+type callSite struct {
+	fn     int    // the function it is inlined into
+	parent int    // the call site it is nested in, -1 if none
+	key    uint64 // its call file and line; 0 if it has none
+	covers bool   // it or a call site nested in it covers a byte of fn
 }
 
 // indexUnit walks the DIEs and the line table of the unit whose first DIE is
@@ -373,8 +381,9 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 
 	// DIE pass.
 	dies := map[dwarf.Offset]*dieInfo{}
+	var sites []callSite
 	var stack []frame
-	cur := frame{fn: -1}
+	cur := frame{fn: -1, site: -1}
 	if cu.Children {
 		for {
 			e, err := r.Next()
@@ -411,7 +420,7 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 				decl, _ := e.Val(dwarf.AttrDeclaration).(bool)
 				di.defn = !decl
 				dies[e.Offset] = di
-				child = frame{fn: -1}
+				child = frame{fn: -1, site: -1}
 				if rg, err := d.Ranges(e); err == nil && len(liveRanges(rg)) > 0 {
 					rg = liveRanges(rg)
 					f := cuFunc{key: e.Offset, ranges: rg, entry: rg[0][0]}
@@ -421,22 +430,25 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 						f.entry = ep
 					}
 					res.funcs = append(res.funcs, f)
-					child = frame{fn: len(res.funcs) - 1}
+					child = frame{fn: len(res.funcs) - 1, site: -1}
 				}
 				descend = true
 			case dwarf.TagInlinedSubroutine:
 				if cur.fn >= 0 {
-					rg, err := d.Ranges(e)
-					if err == nil && len(liveRanges(rg)) > 0 {
-						// The call site is a line of the caller (reported
-						// by symbolizers as an inline frame).
-						if line, ok := e.Val(dwarf.AttrCallLine).(int64); ok && line > 0 && line < 1<<32 {
-							if fi := validFile(e.Val(dwarf.AttrCallFile)); fi >= 0 {
-								res.funcs[cur.fn].own = append(res.funcs[cur.fn].own, uint64(fi)<<32|uint64(line))
-							}
+					// The call site is a line of the caller: symbolizers
+					// print it as the outer frame of every address that
+					// this inlined code, or code inlined into it, covers.
+					cs := callSite{fn: cur.fn, parent: cur.site}
+					if rg, err := d.Ranges(e); err == nil {
+						cs.covers = overlaps(liveRanges(rg), res.funcs[cur.fn].ranges)
+					}
+					if line, ok := e.Val(dwarf.AttrCallLine).(int64); ok && line > 0 && line < 1<<32 {
+						if fi := validFile(e.Val(dwarf.AttrCallFile)); fi >= 0 {
+							cs.key = uint64(fi)<<32 | uint64(line)
 						}
 					}
-					child = frame{fn: cur.fn, depth: cur.depth + 1}
+					sites = append(sites, cs)
+					child = frame{fn: cur.fn, site: len(sites) - 1}
 				}
 				descend = true
 			case dwarf.TagLexDwarfBlock, dwarf.TagNamespace, dwarf.TagModule:
@@ -450,6 +462,21 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 					r.SkipChildren()
 				}
 			}
+		}
+	}
+
+	// A call site counts when it, or a call site nested in it, covers a
+	// byte of the function: nested sites come after their parents.
+	for i := len(sites) - 1; i >= 0; i-- {
+		cs := &sites[i]
+		if !cs.covers {
+			continue
+		}
+		if cs.parent >= 0 {
+			sites[cs.parent].covers = true
+		}
+		if cs.key != 0 {
+			res.funcs[cs.fn].own = append(res.funcs[cs.fn].own, cs.key)
 		}
 	}
 
@@ -488,39 +515,34 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 		}
 	}
 	spans, aliases := spans.normalize()
-	findSpan := spans.find
-	// A row covers [its address, the next row's address). When that reaches
-	// into other functions' ranges (a .cold part placed right after another
-	// function's code, with no row of its own at its start), symbolizers
-	// give the row's line for their first bytes: the row counts for them too.
+	// A row owns the bytes from its address up to the next row's address
+	// in the same sequence: those are the addresses a symbolizer gives its
+	// line. A row at the same address as the next owns none and does not
+	// count. The bytes can lie in several functions (a .cold part placed
+	// right after another function's code, with no row of its own at its
+	// start): each gets the line. Bytes outside every function of the unit
+	// go to assemble, which places them in other units' functions and in
+	// code without DWARF (assembly).
 	var pend struct {
-		ok       bool
-		addr, hi uint64 // hi: end of the span holding addr (addr if none)
-		key      uint64
-		orphan   int // index in res.orphans, -1 if none
+		ok   bool
+		addr uint64
+		key  uint64
 	}
 	closePending := func(next uint64) {
-		if !pend.ok {
+		if !pend.ok || next <= pend.addr {
 			return
 		}
-		if pend.orphan >= 0 {
-			res.orphans[pend.orphan].end = next
-		}
-		if next <= pend.hi {
-			return
-		}
-		if pend.orphan < 0 { // the part past the function's end, for assemble
-			res.orphans = append(res.orphans, orphanRow{addr: pend.hi, end: next, key: pend.key})
-		}
-		j, _ := slices.BinarySearchFunc(spans, pend.addr, func(s span, a uint64) int {
-			if s.lo <= a {
-				return -1
-			}
-			return 1
-		})
-		for ; j < len(spans) && spans[j].lo < next; j++ {
+		lo, hi := pend.addr, next
+		covered := lo
+		gap := false
+		for j := sort.Search(len(spans), func(i int) bool { return spans[i].hi > lo }); j < len(spans) && spans[j].lo < hi; j++ {
 			f := &res.funcs[spans[j].fn]
 			f.own = append(f.own, pend.key)
+			gap = gap || spans[j].lo > covered
+			covered = spans[j].hi
+		}
+		if gap || covered < hi {
+			res.orphans = append(res.orphans, orphanRow{addr: lo, end: hi, key: pend.key})
 		}
 	}
 	var row dwarf.LineEntry
@@ -550,17 +572,7 @@ func indexUnit(d *dwarf.Data, r *dwarf.Reader, off dwarf.Offset, lineSec []byte)
 		if lastIdx < 0 {
 			continue
 		}
-		k := uint64(lastIdx)<<32 | uint64(row.Line)
-		pend.ok, pend.addr, pend.hi, pend.key, pend.orphan = true, row.Address, row.Address, k, -1
-		j := findSpan(row.Address)
-		if j < 0 {
-			pend.orphan = len(res.orphans)
-			res.orphans = append(res.orphans, orphanRow{addr: row.Address, end: row.Address, key: k})
-			continue
-		}
-		pend.hi = spans[j].hi
-		f := &res.funcs[spans[j].fn]
-		f.own = append(f.own, k)
+		pend.ok, pend.addr, pend.key = true, row.Address, uint64(lastIdx)<<32|uint64(row.Line)
 	}
 	for _, a := range aliases {
 		res.funcs[a[0]].own = append(res.funcs[a[0]].own, res.funcs[a[1]].own...)
@@ -618,6 +630,18 @@ func (t spanTable) normalize() (spanTable, [][2]int) {
 		out = append(out, s)
 	}
 	return out, aliases
+}
+
+// overlaps reports whether any range of a intersects any range of b.
+func overlaps(a, b [][2]uint64) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x[0] < y[1] && y[0] < x[1] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // find returns the index of the span holding a, or -1.

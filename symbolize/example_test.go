@@ -40,8 +40,8 @@ func Example() {
 	fmt.Println("inlined into outer:", inlined[len(inlined)-5:])
 	fmt.Println("function at outer's entry:", ix.FuncAt(outer.Entry).Name)
 	// Output:
-	// split (a.c:31): 2 ranges, 9 own lines, 0 inlined
-	// inlined into outer: [{hdr.h 5} {hdr.h 7} {hdr.h 8} {hdr.h 9} {hdr.h 10}]
+	// split (a.c:31): 2 ranges, 8 own lines, 0 inlined
+	// inlined into outer: [{a.c 9} {hdr.h 7} {hdr.h 8} {hdr.h 9} {hdr.h 10}]
 	// function at outer's entry: outer
 }
 

@@ -26,9 +26,12 @@ import (
 //
 // A function's lines are its own keys then its inlined keys, each list sorted
 // and delta-encoded as uvarints; a key is fileString<<32 | line.
+//
+// Version 3: lines are those of byte-owning rows (version 2 counted every
+// row); an older file is rebuilt, not read.
 const (
 	indexMagic   = "HAPSIDX\n"
-	indexVersion = 2
+	indexVersion = 3
 	headerSize   = 32
 	funcRecSize  = 52
 )

@@ -65,12 +65,22 @@ func (f *Function) Size() uint64 {
 }
 
 // Lines returns the distinct (file, line) pairs the function's code comes
-// from, split in two, each sorted by file then line: own lines lie in its
-// own source (its file, from its declaration up to the next function
-// definition there; call sites included), inlined lines everywhere else
-// (static and header functions inlined into it). Every line-table row in its
-// ranges counts, zero-length rows included, line 0 not. Both are empty for
-// an Estimated function.
+// from: exactly the lines llvm-symbolizer --inlining prints over all of the
+// function's addresses (line 0 excepted). That is the line of every
+// line-table row that owns at least one byte of the function's ranges (a
+// row owns the bytes from its address up to the next row of its sequence;
+// rows at the same address as the next own none), and the call site
+// (DW_AT_call_file, DW_AT_call_line) of every inlined subroutine that
+// covers a byte of the function, or holds inlined code that does.
+//
+// The lines are split by where they lie in the source, each part sorted by
+// file then line: own lines lie in the function's own text (its file, from
+// its declaration up to the next function definition there), so they
+// include the call sites of the functions inlined directly into it;
+// inlined lines are everything else (static and header functions inlined
+// into it, and the call sites inside them). The split does not use the
+// address ranges of inlined subroutines: gcc's do not cover every
+// instruction of the inlined code. Both are empty for an Estimated function.
 func (f *Function) Lines() (own, inlined []Line) {
 	if f.ix == nil {
 		return nil, nil
