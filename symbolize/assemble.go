@@ -20,6 +20,7 @@ type rawIndex struct {
 
 type rawFunc struct {
 	name, file uint32 // string table indices
+	sym        uint32 // string table index of the ELF symbol at entry
 	line       uint32
 	flags      uint32
 	entry      uint64
@@ -48,32 +49,40 @@ func (in *interner) id(s string) uint32 {
 	return i
 }
 
-// assemble merges the per-unit results: concrete instances that share an
-// abstract origin (clones such as foo.isra.0 and foo.constprop.0, the
-// out-of-line copy of an inline function) become one function; code that has
-// no subprogram DIE (assembly) is taken from the ELF symbols.
+// assemble merges the per-unit results. Every concrete subprogram is its own
+// function, named by the ELF symbol at its entry: clones such as foo.isra.0,
+// foo.constprop.0 and foo.part.0 are functions of their own (C name foo),
+// and a .cold part is a range of the subprogram whose ranges include it.
+// Code that has no subprogram DIE (assembly) is taken from the ELF symbols.
 func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) {
 	strs := &interner{idx: map[string]uint32{}}
 	strs.id("") // index 0: unknown
-	symAt := map[uint64]string{}
+	symsAt := map[uint64][]string{}
 	for _, s := range in.syms {
-		if _, dup := symAt[s.addr]; !dup {
-			symAt[s.addr] = s.name
+		symsAt[s.addr] = append(symsAt[s.addr], s.name)
+	}
+	// entrySymbol picks the entry of a subprogram and the symbol there: the
+	// first range start with a symbol of its name that is not a .cold part,
+	// else one with any such symbol, else the DWARF entry.
+	entrySymbol := func(cf *cuFunc) (uint64, string) {
+		for _, strict := range []bool{true, false} {
+			for _, r := range cf.ranges {
+				for _, n := range symsAt[r[0]] {
+					if !strings.HasSuffix(n, ".cold") && !strings.Contains(n, ".cold.") && (!strict || baseName(n) == cf.name) {
+						return r[0], n
+					}
+				}
+			}
 		}
+		return cf.entry, cf.name
 	}
 
-	type group struct {
-		f        rawFunc
-		hasName  bool // the entry's ELF symbol is the plain DWARF name
-		own, inl []uint64
-	}
-	var groups []*group
-	byKey := map[dwarf.Offset]*group{}
 	type orphan struct {
 		addr, end uint64
 		key       uint64
 	}
 	var orphans []orphan
+	var fns []rawFunc
 	for ri := range results {
 		res := &results[ri]
 		gfile := make([]uint32, len(res.files))
@@ -94,22 +103,12 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			if cf.name == "" {
 				resolveForeign(d, cf)
 			}
-			g := byKey[cf.key]
-			if g == nil {
-				g = &group{f: rawFunc{name: strs.id(cf.name), entry: cf.entry}}
-				if cf.declFile >= 0 && cf.declFile < len(gfile) {
-					g.f.file, g.f.line = gfile[cf.declFile], uint32(cf.declLine)
-				}
-				g.hasName = symAt[cf.entry] == cf.name
-				byKey[cf.key] = g
-				groups = append(groups, g)
-			} else if !g.hasName && (symAt[cf.entry] == cf.name || cf.entry < g.f.entry) {
-				g.f.entry = cf.entry
-				g.hasName = symAt[cf.entry] == cf.name
+			entry, sym := entrySymbol(cf)
+			f := rawFunc{name: strs.id(cf.name), sym: strs.id(sym), entry: entry, ranges: mergeRanges(cf.ranges), own: remap(cf.own), inl: remap(cf.inl)}
+			if cf.declFile >= 0 && cf.declFile < len(gfile) {
+				f.file, f.line = gfile[cf.declFile], uint32(cf.declLine)
 			}
-			g.f.ranges = append(g.f.ranges, cf.ranges...)
-			g.own = append(g.own, remap(cf.own)...)
-			g.inl = append(g.inl, remap(cf.inl)...)
+			fns = append(fns, f)
 		}
 	}
 	raw := &rawIndex{buildID: in.buildID, text: in.text}
@@ -117,18 +116,16 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 	// (gas emits memmove and __memmove): keep the first, alias the others.
 	byRanges := map[string]int{}
 	var dupNames [][2]uint32
-	for _, g := range groups {
-		g.f.ranges = mergeRanges(g.f.ranges)
-		key := fmt.Sprint(g.f.ranges)
+	for _, g := range fns {
+		key := fmt.Sprint(g.ranges)
 		if i, ok := byRanges[key]; ok {
 			f := &raw.funcs[i]
 			f.own, f.inl = append(f.own, g.own...), append(f.inl, g.inl...)
-			dupNames = append(dupNames, [2]uint32{g.f.name, uint32(i)})
+			dupNames = append(dupNames, [2]uint32{g.name, uint32(i)}, [2]uint32{g.sym, uint32(i)})
 			continue
 		}
 		byRanges[key] = len(raw.funcs)
-		g.f.own, g.f.inl = g.own, g.inl
-		raw.funcs = append(raw.funcs, g.f)
+		raw.funcs = append(raw.funcs, g)
 	}
 	for i := range raw.funcs {
 		raw.funcs[i].own, raw.funcs[i].inl = sortUniq(raw.funcs[i].own), sortUniq(raw.funcs[i].inl)
@@ -152,7 +149,7 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 		if spans.find(s.addr) >= 0 {
 			continue // part of a DWARF function (foo.cold, foo.isra.0, …)
 		}
-		raw.funcs = append(raw.funcs, rawFunc{name: strs.id(baseName(s.name)), entry: s.addr, flags: flagFromSymbol, ranges: [][2]uint64{{s.addr, s.addr + s.size}}})
+		raw.funcs = append(raw.funcs, rawFunc{name: strs.id(baseName(s.name)), sym: strs.id(s.name), entry: s.addr, flags: flagFromSymbol, ranges: [][2]uint64{{s.addr, s.addr + s.size}}})
 	}
 	spans = spans[:0]
 	for i, f := range raw.funcs {
@@ -182,10 +179,11 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			f.est = estimateLines(f.ranges[0][1] - f.ranges[0][0])
 		}
 	}
-	// Symbol names of code whose DWARF calls it something else (aliases such
-	// as __x64_sys_sync of __do_sys_sync, folded identical code, labels
-	// inside a function, .part clones described under another name) find
-	// the function too.
+	// Symbol names find the function that holds them: clones by their full
+	// name (foo.isra.0), .cold parts, and code whose DWARF calls it
+	// something else (aliases such as __x64_sys_sync of __do_sys_sync,
+	// folded identical code, labels inside a function) also by the name
+	// without suffixes.
 	seen := map[[2]uint32]bool{}
 	for _, a := range dupNames {
 		if !seen[a] && a[0] != raw.funcs[a[1]].name {
@@ -199,12 +197,14 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			continue
 		}
 		fn := uint32(spans[j].fn)
-		a := [2]uint32{strs.id(baseName(s.name)), fn}
-		if a[0] == raw.funcs[fn].name || seen[a] {
-			continue
+		for _, n := range []string{s.name, baseName(s.name)} {
+			a := [2]uint32{strs.id(n), fn}
+			if a[0] == raw.funcs[fn].name || seen[a] {
+				continue
+			}
+			seen[a] = true
+			raw.aliases = append(raw.aliases, a)
 		}
-		seen[a] = true
-		raw.aliases = append(raw.aliases, a)
 	}
 	raw.strs = strs.strs
 	return decode(encode(raw))

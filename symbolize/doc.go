@@ -4,10 +4,15 @@
 // Open finds the debug info of a kernel (an explicit path, the distro
 // locations, or debuginfod), checks its build-id against the kernel the
 // addresses came from, and returns an Index, cached by build-id so that
-// later runs load it in milliseconds. For every function the Index holds all
-// of its address ranges (.cold parts and .isra/.constprop clones merged into
-// one function) and two sets of lines: its own and those of code inlined
-// into it. FuncAt maps an address to its function, Lookup a name.
+// later runs load it in milliseconds. Its functions are the kernel's
+// symbols: each holds all of its address ranges (a .cold part belongs to the
+// function whose DWARF ranges include it) and the source lines its code
+// comes from, split into its own and those of code inlined into it.
+// Compiler clones (foo.isra.0, foo.constprop.0, foo.part.0) are functions of
+// their own, so a line counts for a clone only if the clone's code holds it.
+// A function's lines are exactly those llvm-symbolizer --inlining prints for
+// its addresses (see Function.Lines). FuncAt maps an address to its
+// function, Lookup a C or symbol name.
 //
 // Without DWARF, Estimate derives line counts from function sizes
 // (BytesPerLine); such functions are marked Estimated and never exact.

@@ -20,20 +20,21 @@ import (
 // Payload (little endian; "u32s" is a u32 count then that many u32):
 //
 //	text u64 | build-id (u32 len, bytes) | strings (u32 n, u32 blob len, blob, n+1 u32 offsets)
-//	| functions (u32 n, n × 52 bytes) | ranges (u32 n, n × (lo u64, hi u64))
+//	| functions (u32 n, n × 56 bytes) | ranges (u32 n, n × (lo u64, hi u64))
 //	| by-address order u32s | names (u32 n, n × (string u32, function u32), sorted by string)
 //	| lines (u32 len, bytes)
 //
 // A function's lines are its own keys then its inlined keys, each list sorted
 // and delta-encoded as uvarints; a key is fileString<<32 | line.
 //
-// Version 3: lines are those of byte-owning rows (version 2 counted every
-// row); an older file is rebuilt, not read.
+// Version 4: one function per symbol (clones no longer merged), its symbol
+// name recorded; lines are those of byte-owning rows (version 2 counted
+// every row). An older file is rebuilt, not read.
 const (
 	indexMagic   = "HAPSIDX\n"
-	indexVersion = 3
+	indexVersion = 4
 	headerSize   = 32
-	funcRecSize  = 52
+	funcRecSize  = 56
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -81,6 +82,7 @@ func encode(raw *rawIndex) []byte {
 		u32(uint32(len(f.own)))
 		u32(uint32(len(f.inl)))
 		u32(f.est)
+		u32(f.sym)
 		ranges = append(ranges, f.ranges...)
 	}
 	u32(uint32(len(ranges)))
@@ -145,7 +147,7 @@ func sortStrings(raw *rawIndex) {
 	}
 	for i := range raw.funcs {
 		f := &raw.funcs[i]
-		f.name, f.file = newID[f.name], newID[f.file]
+		f.name, f.file, f.sym = newID[f.name], newID[f.file], newID[f.sym]
 		f.own, f.inl = remap(f.own), remap(f.inl)
 	}
 	for i := range raw.aliases {
@@ -264,15 +266,15 @@ func decode(p []byte) (*Index, error) {
 	for i := range ix.funcs {
 		rec := recs[funcRecSize*i:]
 		u := func(at int) uint32 { return binary.LittleEndian.Uint32(rec[at:]) }
-		name, file := uint64(u(0)), uint64(u(4))
+		name, file, sym := uint64(u(0)), uint64(u(4)), uint64(u(52))
 		rOff, rN := uint64(u(24)), uint64(u(28))
 		lOff, lLen := uint64(u(32)), uint64(u(36))
-		if name >= nstr || file >= nstr || rOff+rN > nr || lOff+lLen > uint64(len(ix.lines)) {
+		if name >= nstr || file >= nstr || sym >= nstr || rOff+rN > nr || lOff+lLen > uint64(len(ix.lines)) {
 			return nil, fmt.Errorf("index: function %d refers outside the tables", i)
 		}
 		f := &ix.funcs[i]
 		*f = Function{
-			Name: ix.strs[name], File: ix.strs[file], Line: int(u(8)),
+			Name: ix.strs[name], Symbol: ix.strs[sym], File: ix.strs[file], Line: int(u(8)),
 			Entry:  binary.LittleEndian.Uint64(rec[16:]),
 			Ranges: ix.ranges[rOff : rOff+rN : rOff+rN],
 			ix:     ix, flags: u(12), linesOff: uint32(lOff), linesLen: uint32(lLen),
@@ -350,7 +352,7 @@ func (ix *Index) raw() *rawIndex {
 	}
 	for i := range ix.funcs {
 		f := &ix.funcs[i]
-		rf := rawFunc{name: sid[f.Name], file: sid[f.File], line: uint32(f.Line), flags: f.flags, entry: f.Entry, est: f.est}
+		rf := rawFunc{name: sid[f.Name], sym: sid[f.Symbol], file: sid[f.File], line: uint32(f.Line), flags: f.flags, entry: f.Entry, est: f.est}
 		for _, r := range f.Ranges {
 			rf.ranges = append(rf.ranges, [2]uint64{r.Lo, r.Hi})
 		}

@@ -36,10 +36,13 @@ type Line struct {
 	Line int
 }
 
-// Function is one kernel function: all of its address ranges (.cold parts
-// and compiler clones such as .isra/.constprop merged in) and its lines.
+// Function is one kernel function as the linker placed it: the code of one
+// symbol, with all of its address ranges (its .cold part included) and its
+// lines. A compiler clone (foo.isra.0, foo.constprop.0, foo.part.0) is a
+// Function of its own, with the C name of the function it was cloned from.
 type Function struct {
-	Name   string  // C name, without compiler suffixes
+	Name   string  // C name, without compiler suffixes ("foo")
+	Symbol string  // ELF symbol at Entry ("foo.isra.0"; "foo" for the original)
 	File   string  // file of the definition ("" if unknown)
 	Line   int     // line of the definition (0 if unknown)
 	Entry  uint64  // entry address (link-time)
@@ -168,12 +171,14 @@ func (ix *Index) FuncAt(addr uint64) *Function {
 	return &ix.funcs[ix.owner[r]]
 }
 
-// Lookup returns the functions named name, sorted by entry address (static
-// functions of different files may share a name). Compiler suffixes are
-// ignored: "foo.isra.0" finds foo. Symbol names that DWARF calls otherwise
-// (__x64_sys_sync, an alias of __do_sys_sync) find that function.
+// Lookup returns the functions a name stands for, sorted by entry address.
+// A C name finds every function of that name: static functions of
+// different files, and compiler clones (Lookup("foo") finds foo and
+// foo.isra.0). A symbol name finds the function holding that symbol:
+// Lookup("foo.isra.0") finds only that clone, Lookup("foo.cold") the
+// function whose ranges include the cold part, Lookup("__x64_sys_sync") the
+// function DWARF calls __do_sys_sync.
 func (ix *Index) Lookup(name string) []*Function {
-	name = baseName(name)
 	i := sort.Search(len(ix.byName), func(i int) bool { return ix.strs[ix.byName[i].name] >= name })
 	var out []*Function
 	for ; i < len(ix.byName) && ix.strs[ix.byName[i].name] == name; i++ {

@@ -145,9 +145,12 @@ func Estimate(syms []Symbol) (*Index, error) {
 		}
 		size := vm[i+1].Addr - s.Addr
 		raw.funcs = append(raw.funcs, rawFunc{
-			name: strs.id(baseName(s.Name)), entry: s.Addr, flags: flagEstimated | flagFromSymbol,
+			name: strs.id(baseName(s.Name)), sym: strs.id(s.Name), entry: s.Addr, flags: flagEstimated | flagFromSymbol,
 			ranges: [][2]uint64{{s.Addr, vm[i+1].Addr}}, est: estimateLines(size),
 		})
+		if s.Name != baseName(s.Name) {
+			raw.aliases = append(raw.aliases, [2]uint32{strs.id(s.Name), uint32(len(raw.funcs) - 1)})
+		}
 	}
 	raw.strs = strs.strs
 	return decode(encode(raw))

@@ -179,14 +179,9 @@ func linesStrata(t testing.TB, ix *Index, path string) map[string][]*Function {
 	}
 	defer ef.Close()
 	syms, _ := ef.Symbols()
-	clone, cold := map[*Function]bool{}, map[*Function]bool{}
+	cold := map[*Function]bool{}
 	for _, s := range syms {
-		f := ix.FuncAt(s.Value)
-		switch {
-		case f == nil || f.Estimated:
-		case isClone(s.Name) && s.Value == f.Entry:
-			clone[f] = true
-		case strings.HasSuffix(s.Name, ".cold") && len(f.Ranges) > 1:
+		if f := ix.FuncAt(s.Value); f != nil && strings.HasSuffix(s.Name, ".cold") && len(f.Ranges) > 1 {
 			cold[f] = true
 		}
 	}
@@ -195,7 +190,7 @@ func linesStrata(t testing.TB, ix *Index, path string) map[string][]*Function {
 	for f := range ix.All() {
 		switch {
 		case f.Estimated:
-		case clone[f]:
+		case isClone(f.Symbol):
 			out["clone"] = append(out["clone"], f)
 		case cold[f]:
 			out["cold"] = append(out["cold"], f)

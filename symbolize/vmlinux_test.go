@@ -3,6 +3,8 @@ package symbolize
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -37,16 +39,82 @@ func testVMLinux(t testing.TB) string {
 	return ""
 }
 
+// TestVmlinuxSmoke checks the index of the Debian 6.12 vmlinux on functions
+// whose shape is known: vfs_read (C, with inlined code), entry_SYSCALL_64
+// (assembly, no subprogram DIE) and every compiler clone (its own function).
 func TestVmlinuxSmoke(t *testing.T) {
-	ix, err := Build(testVMLinux(t), nil)
+	path := testVMLinux(t)
+	ix, err := Build(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("functions %d build-id %s text %#x", ix.Len(), ix.BuildID(), ix.Text())
-	for _, n := range []string{"vfs_read", "do_sys_openat2", "entry_SYSCALL_64"} {
-		for _, f := range ix.Lookup(n) {
-			own, inl := f.Lines()
-			t.Logf("%s %s:%d entry %#x ranges %d own %d inl %d est %v", f.Name, f.File, f.Line, f.Entry, len(f.Ranges), len(own), len(inl), f.Estimated)
+	id, err := fileBuildID(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix.BuildID() != id || len(id) != 40 || ix.Text() == 0 || ix.Len() < 40000 {
+		t.Errorf("index: build-id %q (file %q), _text %#x, %d functions", ix.BuildID(), id, ix.Text(), ix.Len())
+	}
+	vr := ix.Lookup("vfs_read")
+	if len(vr) != 1 {
+		t.Fatalf("Lookup(vfs_read) = %v, want one function", vr)
+	}
+	f := vr[0]
+	own, inl := f.Lines()
+	t.Logf("vfs_read %s:%d entry %#x ranges %v: %d own, %d inlined lines", f.File, f.Line, f.Entry, f.Ranges, len(own), len(inl))
+	if f.File != "fs/read_write.c" || f.Symbol != "vfs_read" || f.Estimated || ix.FuncAt(f.Entry) != f || len(own) < 10 || len(inl) < 5 {
+		t.Errorf("vfs_read: file %q symbol %q estimated %v, FuncAt(entry) %v, %d own and %d inlined lines", f.File, f.Symbol, f.Estimated, ix.FuncAt(f.Entry), len(own), len(inl))
+	}
+	for _, l := range own {
+		if l.File != f.File || l.Line < f.Line || l.Line > f.Line+100 {
+			t.Errorf("vfs_read own line %v lies outside its body (%s:%d…)", l, f.File, f.Line)
 		}
+	}
+	for _, l := range inl {
+		if l.File == f.File && l.Line >= f.Line && l.Line <= f.Line+40 {
+			t.Errorf("vfs_read inlined line %v lies in its own body", l)
+		}
+	}
+	es := ix.Lookup("entry_SYSCALL_64")
+	if len(es) != 1 {
+		t.Fatalf("Lookup(entry_SYSCALL_64) = %v, want one function", es)
+	}
+	own, inl = es[0].Lines()
+	t.Logf("entry_SYSCALL_64 %s: %d own, %d inlined lines", es[0].File, len(own), len(inl))
+	if es[0].Estimated || len(own) < 10 || len(inl) != 0 {
+		t.Errorf("entry_SYSCALL_64: estimated %v, %d own and %d inlined lines; want the lines of its assembly", es[0].Estimated, len(own), len(inl))
+	}
+	for _, l := range own {
+		if l.File != "arch/x86/entry/entry_64.S" {
+			t.Errorf("entry_SYSCALL_64 line %v is not in arch/x86/entry/entry_64.S", l)
+			break
+		}
+	}
+	// Every clone is its own function, found by its symbol name.
+	clones, bad := 0, 0
+	syms := sizedTextSymbols(t, path)
+	namesAt := map[uint64][]string{}
+	for _, s := range syms {
+		namesAt[s.Addr] = append(namesAt[s.Addr], s.Name)
+	}
+	for _, s := range syms {
+		if !isClone(s.Name) || strings.HasSuffix(s.Name, ".cold") || strings.HasPrefix(s.Name, "__pfx_") || strings.HasPrefix(s.Name, "__cfi_") {
+			continue
+		}
+		clones++
+		f := ix.FuncAt(s.Addr)
+		// Static clones of the same name in several files share the symbol
+		// name: Lookup finds each of them. Identical code folded under two
+		// symbols is one function, named by one of them.
+		got := ix.Lookup(s.Name)
+		if f == nil || !slices.Contains(namesAt[s.Addr], f.Symbol) || f.Entry != s.Addr || !slices.Contains(got, f) {
+			if bad++; bad <= 10 {
+				t.Errorf("clone %s@%#x: FuncAt = %v, Lookup = %v", s.Name, s.Addr, f, got)
+			}
+		}
+	}
+	t.Logf("%d clones, %d not their own function", clones, bad)
+	if clones < 1000 {
+		t.Errorf("only %d clone symbols (.isra/.constprop/.part): is this a gcc -O2 kernel?", clones)
 	}
 }
