@@ -36,8 +36,8 @@ func Build(path string, progress func(done, total int)) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stat vmlinux: %w", err)
 	}
-	if st.Size() == 0 {
-		return nil, fmt.Errorf("vmlinux %s is empty", path)
+	if err := notELF(path, ""); err != nil {
+		return nil, err
 	}
 	// mmap: only the pages of the sections we read become resident.
 	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
@@ -77,7 +77,7 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 	}
 	ef, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("not an ELF file: %w", err)
+		return nil, fmt.Errorf("damaged ELF file: %w", err)
 	}
 	secs := map[string][]byte{}
 	for _, name := range debugSections {
@@ -110,7 +110,7 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 		}
 	}
 	if len(secs[".debug_info"]) == 0 {
-		return nil, errors.New("no DWARF debug info (.debug_info missing): use the -dbg/debuginfo vmlinux, not the stripped one")
+		return nil, fmt.Errorf("%w: no .debug_info section (a stripped vmlinux?): use the one of the kernel's debug package (Debian: linux-image-<release>-dbg, /usr/lib/debug/boot/vmlinux-<release>)", ErrNoDebugInfo)
 	}
 	return buildFromSections(in, progress)
 }

@@ -2,11 +2,13 @@ package symbolize
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,20 +53,33 @@ func Open(ctx context.Context, o Options) (*Index, error) {
 		}
 		cacheDir = filepath.Join(d, "hapscope")
 	}
+	// A cached index is used only if it holds the build-id asked for: a
+	// damaged one, or another kernel's under this name, is rebuilt from the
+	// vmlinux, and named in the error if there is none.
+	var cacheErr error
 	if o.VMLinux == "" && k.BuildID != "" && !o.Rebuild {
-		if ix, err := loadCached(cacheDir, k.BuildID); err == nil {
+		ix, err := loadCached(cacheDir, k.BuildID)
+		switch {
+		case err == nil && ix.BuildID() == k.BuildID:
 			return ix, nil
+		case err == nil:
+			cacheErr = fmt.Errorf("cached index %s holds build-id %s, not %s (%w)", cachePath(cacheDir, k.BuildID), orNone(ix.BuildID()), k.BuildID, ErrBuildIDMismatch)
+		case !errors.Is(err, fs.ErrNotExist):
+			cacheErr = fmt.Errorf("cached index unusable: %w", err)
 		}
 	}
 	path := o.VMLinux
 	if path == "" {
 		p, err := findVMLinux(ctx, k, cacheDir)
 		if err != nil {
+			if cacheErr != nil {
+				return nil, fmt.Errorf("%w; %w", cacheErr, err)
+			}
 			return nil, err
 		}
 		path = p
 	}
-	id, err := fileBuildID(path)
+	id, err := fileBuildID(path, k.Release)
 	if err != nil {
 		return nil, err
 	}
@@ -73,10 +88,10 @@ func Open(ctx context.Context, o Options) (*Index, error) {
 		if !checkRunning {
 			who = "the requested kernel"
 		}
-		return nil, fmt.Errorf("%s has build-id %s but %s has %s: its lines would be wrong; use the vmlinux of that exact build, or say which kernel the addresses came from (--build-id %s)", path, orNone(id), who, k.BuildID, orNone(id))
+		return nil, fmt.Errorf("%w: %s has build-id %s but %s has %s: its lines would be wrong; use the vmlinux of that exact build, or say which kernel the addresses came from (--build-id %s)", ErrBuildIDMismatch, path, orNone(id), who, k.BuildID, orNone(id))
 	}
 	if id != "" && !o.Rebuild {
-		if ix, err := loadCached(cacheDir, id); err == nil {
+		if ix, err := loadCached(cacheDir, id); err == nil && ix.BuildID() == id {
 			return ix, nil
 		}
 	}
@@ -130,14 +145,43 @@ func Load(path string) (*Index, error) {
 	return ix, nil
 }
 
-// fileBuildID reads the GNU build-id of an ELF file.
-func fileBuildID(path string) (string, error) {
+// fileBuildID reads the GNU build-id of an ELF file. release, if known,
+// makes the hint of an error concrete.
+func fileBuildID(path, release string) (string, error) {
 	f, err := elf.Open(path)
 	if err != nil {
+		if e := notELF(path, release); e != nil {
+			return "", e
+		}
 		return "", fmt.Errorf("open vmlinux %s: %w", path, err)
 	}
 	defer f.Close()
 	return elfBuildID(f), nil
+}
+
+// notELF says why path cannot be a vmlinux (missing, a directory, empty,
+// not ELF), or returns nil if it starts like an ELF file.
+func notELF(path, release string) error {
+	hint := "pass the vmlinux with DWARF (e.g. /usr/lib/debug/boot/vmlinux-" + cmp.Or(release, "<release>") + ")"
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open vmlinux: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return fmt.Errorf("%s is a directory: %s", path, hint)
+	}
+	magic := make([]byte, 4)
+	n, err := io.ReadFull(f, magic)
+	switch {
+	case n == 0 && (err == io.EOF || err == nil):
+		return fmt.Errorf("%s is empty: %s", path, hint)
+	case err != nil && err != io.ErrUnexpectedEOF:
+		return fmt.Errorf("read vmlinux %s: %w", path, err)
+	case string(magic[:n]) != elf.ELFMAG:
+		return fmt.Errorf("%s is not an ELF file: %s", path, hint)
+	}
+	return nil
 }
 
 // DebugInfoPaths are the places distros keep a vmlinux with DWARF, in the
@@ -182,15 +226,15 @@ func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error)
 	} else if k.BuildID != "" {
 		tried = append(tried, "debuginfod (DEBUGINFOD_URLS not set)")
 	}
-	return "", fmt.Errorf("no vmlinux with debug info for kernel %q (build-id %s); tried %s. Install the debug package (Debian: linux-image-%s-dbg) or pass --vmlinux PATH",
-		k.Release, orNone(k.BuildID), strings.Join(tried, ", "), k.Release)
+	return "", fmt.Errorf("%w: no vmlinux with DWARF for kernel %q (build-id %s); tried %s. Install the debug package (Debian: linux-image-%s-dbg) or pass --vmlinux PATH",
+		ErrNoDebugInfo, k.Release, orNone(k.BuildID), strings.Join(tried, ", "), k.Release)
 }
 
 // fetchDebuginfod downloads the debuginfo of buildID from the first server
 // that has it into cacheDir/debuginfod/<build-id>/vmlinux and checks it.
 func fetchDebuginfod(ctx context.Context, urls []string, buildID, cacheDir string) (string, error) {
 	dst := filepath.Join(cacheDir, "debuginfod", buildID, "vmlinux")
-	if id, err := fileBuildID(dst); err == nil && id == buildID {
+	if id, err := fileBuildID(dst, ""); err == nil && id == buildID {
 		return dst, nil
 	}
 	var errs []error
@@ -200,7 +244,7 @@ func fetchDebuginfod(ctx context.Context, urls []string, buildID, cacheDir strin
 			errs = append(errs, err)
 			continue
 		}
-		id, err := fileBuildID(dst)
+		id, err := fileBuildID(dst, "")
 		if err != nil || id != buildID {
 			os.Remove(dst)
 			errs = append(errs, fmt.Errorf("%s: served a file with build-id %s, not %s", u, orNone(id), buildID))

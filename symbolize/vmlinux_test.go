@@ -48,7 +48,7 @@ func TestVmlinuxSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := fileBuildID(path)
+	id, err := fileBuildID(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
