@@ -36,12 +36,18 @@ func kallsymsDeltas(t testing.TB, path string) map[uint64]uint64 {
 	return d
 }
 
-// TestVmlinuxCalibrate measures bytes per line on the Debian 6.12 vmlinux
-// (kallsyms sizes of every function with DWARF lines ÷ its distinct lines)
-// and the error of the estimate, and checks that BytesPerLine is still the
-// measured value.
-func TestVmlinuxCalibrate(t *testing.T) {
-	path := testVMLinux(t)
+// estimateError is how BytesPerLine does on one vmlinux with DWARF.
+type estimateError struct {
+	measured float64 // Σ kallsyms sizes ÷ Σ distinct lines over its functions
+	// Σ of estimates vs Σ of exact counts, and vs the union of the lines,
+	// over 50 random sets of 1,000 functions (profiles are of that size).
+	sumMean, sumWorst, unionMean, unionWorst float64
+	medianRel, p90Rel                        float64 // per function |error|
+}
+
+// measureEstimate compares Estimate's size-based counts with the exact line
+// counts of the vmlinux at path.
+func measureEstimate(t *testing.T, path string) estimateError {
 	ix, err := Build(path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -75,17 +81,15 @@ func TestVmlinuxCalibrate(t *testing.T) {
 		bytes += size
 		lines += uint64(n)
 	}
-	measured := float64(bytes) / float64(lines)
-	// Per function.
+	var e estimateError
+	e.measured = float64(bytes) / float64(lines)
 	var rel []float64
 	for _, f := range fns {
 		est := float64(estimateLines(f.size))
 		rel = append(rel, math.Abs(est-float64(f.lines))/float64(f.lines))
 	}
 	slices.Sort(rel)
-	// Sets of 1,000 functions (profiles are of that size): Σ estimates vs Σ
-	// exact counts, and vs the union of their lines (shared header lines
-	// once), which is what an exact profile reports.
+	e.medianRel, e.p90Rel = rel[len(rel)/2], rel[len(rel)*9/10]
 	rng := rand.New(rand.NewPCG(1, 1000))
 	var sumErr, unionErr []float64
 	for range 50 {
@@ -116,11 +120,29 @@ func TestVmlinuxCalibrate(t *testing.T) {
 		}
 		return m
 	}
-	t.Logf("vmlinux %s: %d functions, %d bytes (kallsyms sizes), %d lines: %.2f bytes/line (BytesPerLine = %.2f)", ix.BuildID(), len(fns), bytes, lines, measured, BytesPerLine)
-	t.Logf("per function |error|: median %.0f%%, p90 %.0f%%", 100*rel[len(rel)/2], 100*rel[len(rel)*9/10])
-	t.Logf("1,000-function sets, Σ estimate vs Σ exact: mean %+.1f%%, worst %.1f%%", 100*mean(sumErr), 100*maxAbs(sumErr))
-	t.Logf("1,000-function sets, Σ estimate vs |union of lines|: mean %+.1f%%, worst %.1f%%", 100*mean(unionErr), 100*maxAbs(unionErr))
-	if math.Abs(measured-BytesPerLine)/measured > 0.05 {
-		t.Errorf("BytesPerLine = %.2f but this vmlinux measures %.2f: update the constant", BytesPerLine, measured)
+	e.sumMean, e.sumWorst, e.unionMean, e.unionWorst = mean(sumErr), maxAbs(sumErr), mean(unionErr), maxAbs(unionErr)
+	t.Logf("vmlinux %s: %d functions, %d bytes (kallsyms sizes), %d lines: %.2f bytes/line (BytesPerLine = %.2f)", ix.BuildID(), len(fns), bytes, lines, e.measured, BytesPerLine)
+	t.Logf("per function |error|: median %.0f%%, p90 %.0f%%", 100*e.medianRel, 100*e.p90Rel)
+	t.Logf("1,000-function sets, Σ estimate vs Σ exact: mean %+.1f%%, worst %.1f%%", 100*e.sumMean, 100*e.sumWorst)
+	t.Logf("1,000-function sets, Σ estimate vs |union of lines|: mean %+.1f%%, worst %.1f%%", 100*e.unionMean, 100*e.unionWorst)
+	return e
+}
+
+// TestVmlinuxCalibrate measures bytes per line on the Debian 6.12 vmlinux
+// and checks that BytesPerLine is still the measured value.
+func TestVmlinuxCalibrate(t *testing.T) {
+	e := measureEstimate(t, testVMLinux(t))
+	if math.Abs(e.measured-BytesPerLine)/e.measured > 0.05 {
+		t.Errorf("BytesPerLine = %.2f but this vmlinux measures %.2f: update the constant", BytesPerLine, e.measured)
+	}
+}
+
+// TestVmlinuxEstimateOtherKernel checks BytesPerLine on a kernel it was not
+// calibrated on, Debian's 6.1 (gcc 12): the sum of the estimates of a
+// 1,000-function set stays within 15 % of the sum of its exact counts.
+func TestVmlinuxEstimateOtherKernel(t *testing.T) {
+	e := measureEstimate(t, labVMLinux(t, "6.1"))
+	if math.Abs(e.sumMean) > 0.15 || e.sumWorst > 0.2 {
+		t.Errorf("on 6.1, Σ estimates of 1,000-function sets are off by %+.1f%% on average (worst %.1f%%): BytesPerLine %.2f, this kernel measures %.2f", 100*e.sumMean, 100*e.sumWorst, BytesPerLine, e.measured)
 	}
 }

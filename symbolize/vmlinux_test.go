@@ -18,14 +18,23 @@ func testVMLinux(t testing.TB) string {
 			return p
 		}
 	}
+	return labVMLinux(t, "6.12")
+}
+
+// labVMLinux returns the lab's vmlinux with DWARF of a Debian kernel series
+// ("6.12", "6.1"), or skips; under HAPSCOPE_REQUIRE_LAB=1 (make test) a
+// missing one fails the test.
+func labVMLinux(t testing.TB, series string) string {
+	t.Helper()
+	pat := series + ".*"
 	var globs []string
 	if d := os.Getenv("HAPSCOPE_LAB_CACHE"); d != "" {
-		globs = append(globs, filepath.Join(d, "dbg", "6.12*", "vmlinux"))
+		globs = append(globs, filepath.Join(d, "dbg", pat, "vmlinux"))
 	}
 	if d, err := os.UserCacheDir(); err == nil {
 		globs = append(globs,
-			filepath.Join(d, "hapscope-lab", "dbg", "6.12*", "vmlinux"),
-			filepath.Join(d, "hapscope", "dbg", "usr/lib/debug/boot/vmlinux-6.12*"))
+			filepath.Join(d, "hapscope-lab", "dbg", pat, "vmlinux"),
+			filepath.Join(d, "hapscope", "dbg", "usr/lib/debug/boot/vmlinux-"+pat))
 	}
 	for _, g := range globs {
 		if m, _ := filepath.Glob(g); len(m) > 0 {
@@ -33,9 +42,9 @@ func testVMLinux(t testing.TB) string {
 		}
 	}
 	if os.Getenv("HAPSCOPE_REQUIRE_LAB") == "1" {
-		t.Fatal("no Debian 6.12 vmlinux with DWARF although make fetched it (HAPSCOPE_REQUIRE_LAB=1)")
+		t.Fatalf("no Debian %s vmlinux with DWARF although make fetched it (HAPSCOPE_REQUIRE_LAB=1)", series)
 	}
-	t.Skip("no Debian 6.12 vmlinux with DWARF: run `make fetch` (lab tooling) or set HAPSCOPE_VMLINUX")
+	t.Skipf("no Debian %s vmlinux with DWARF: run `make fetch` (lab tooling) or set HAPSCOPE_VMLINUX", series)
 	return ""
 }
 
