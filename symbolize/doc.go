@@ -14,6 +14,12 @@
 // its addresses (see Function.Lines). FuncAt maps an address to its
 // function, Lookup a C or symbol name.
 //
+// A cached index is used only if it holds the build-id asked for; otherwise
+// it is rebuilt from the vmlinux. Errors wrap ErrNoDebugInfo when no DWARF
+// was found (no file, or a file without .debug_info: the case where Estimate
+// is the fallback) and ErrBuildIDMismatch when the debug info or the cached
+// index belongs to another build of the kernel.
+//
 // Without DWARF, Estimate derives line counts from function sizes
 // (BytesPerLine); such functions are marked Estimated and never exact.
 package symbolize
