@@ -2,7 +2,9 @@ package symbolize
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,6 +108,22 @@ func TestOpenCacheChecksBuildID(t *testing.T) {
 	}
 	if ix, err := Open(context.Background(), Options{Kernel: kA, CacheDir: cache}); err != nil || ix.BuildID() != a.BuildID() {
 		t.Errorf("the rebuilt index is not served: %v", err)
+	}
+	// An index of an older format is rebuilt, not misread.
+	old, err := os.ReadFile(cachePath(cache, a.BuildID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(old[8:], indexVersion-1)
+	os.WriteFile(cachePath(cache, a.BuildID()), old, 0o644)
+	if _, err := Open(context.Background(), Options{Kernel: kA, CacheDir: cache}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("version %d", indexVersion-1)) {
+		t.Errorf("index of an older format, no vmlinux: %v, want the version named", err)
+	}
+	if ix, err := Open(context.Background(), Options{VMLinux: vmA, Kernel: kA, CacheDir: cache}); err != nil || ix.BuildID() != a.BuildID() {
+		t.Errorf("index of an older format, vmlinux given: %v", err)
+	}
+	if _, err := Load(cachePath(cache, a.BuildID())); err != nil {
+		t.Errorf("the index of an older format was not replaced: %v", err)
 	}
 	// Damaged: said when no vmlinux is found.
 	if err := os.WriteFile(cachePath(cache, a.BuildID()), []byte("HAPSIDX\ngarbage that is not an index at all"), 0o644); err != nil {
