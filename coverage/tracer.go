@@ -122,11 +122,11 @@ type multiLink struct {
 // openShard and shardSize bound the functions of one kprobe.multi link in
 // Pruned mode. Replacing a link patches every function it still probes, so
 // small links let rounds touch only the code the workload runs hot; but
-// closing a link waits for RCU-tasks grace periods under ftrace's lock
-// (about 0.2 s each in the lab, one close at a time). So Open puts the
-// prior's functions, which most workloads run, in links of shardSize and
-// the others, which most workloads never run, in a few big links of
-// openShard; replacements are links of shardSize.
+// closing a link waits for RCU-tasks grace periods under ftrace's lock, one
+// close at a time (see BENCHMARKS.md). So Open puts the prior's functions,
+// which most workloads run, in links of shardSize and the others, which
+// most workloads never run, in a few big links of openShard; replacements
+// are links of shardSize.
 const (
 	openShard = 1024
 	shardSize = 256
@@ -137,15 +137,12 @@ const (
 // any task (see seenByAll), pruneRent times per call site the replacement
 // patches: attaching the new link patches the functions it probes again,
 // closing the old one every function the old link held (see
-// worthReplacing). Measured in the lab (6.12 under QEMU, 69 replacements
-// of links of 1 to 1,024 functions): attach takes ~0.25 ms per function,
-// close ~0.15 ms per function plus ~0.15 s of waiting for grace periods.
-// Replacing a 1,024-function link by one over ~1,000 is so ~0.43 s of work
-// for ~2,000 sites, ~210 µs a site, the cost of ~300 probe hits (0.7 µs
-// each). The rent is about half that break-even: it counts only the hits
-// so far, and a seen function that has run hot keeps running. Below it,
-// keeping a seen function probed is cheaper than removing it. Tests of the
-// mechanism set it to 0.
+// worthReplacing). The rent is about half the break-even point, the cost
+// of patching one call site expressed in probe hits, as measured in the lab
+// (BENCHMARKS.md, "Pruning rent"): it counts only the hits so far, and a
+// seen function that has run hot keeps running. Below it, keeping a seen
+// function probed is cheaper than removing it. Tests of the mechanism set
+// it to 0.
 var pruneRent uint64 = 128
 
 // worthReplacing applies pruneRent to a link of n functions whose seen
