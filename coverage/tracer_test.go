@@ -246,6 +246,42 @@ func TestTracerAfterClose(t *testing.T) {
 	}
 }
 
+// Close while other goroutines snapshot and reset: each call either
+// completes or returns ErrClosed, none touches the freed maps.
+func TestTracerCloseConcurrent(t *testing.T) {
+	tr, cg := hostTracer(t)
+	s, err := tr.AddScope(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for {
+				var err error
+				if g%2 == 0 {
+					_, err = tr.Snapshot(s)
+				} else {
+					err = tr.Reset(s)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := <-errs; !errors.Is(err, ErrClosed) {
+			t.Errorf("a call racing Close: %v, want ErrClosed", err)
+		}
+	}
+}
+
 // Converge without a sample has no snapshot to return: an error, not nil.
 func TestConvergeNoSamples(t *testing.T) {
 	tr, cg := hostTracer(t)
