@@ -58,6 +58,10 @@ func TestOpenRefusedHere(t *testing.T) {
 			t.Errorf("error claims a cause it cannot know: %s", msg)
 		}
 	}
+	// ChooseBackend answers the same, without attaching anything.
+	if b, cerr := ChooseBackend(cat, ""); cerr == nil || !errors.Is(cerr, ErrNoBackend) {
+		t.Errorf("ChooseBackend = %q, %v; want Open's ErrNoBackend", b, cerr)
+	}
 	// Forcing one backend gives that backend's reason.
 	_, err = Open(context.Background(), cat, Options{Backend: Fentry})
 	if err == nil || !strings.Contains(err.Error(), "fentry") || !strings.Contains(err.Error(), "lockdown") || !errors.Is(err, ErrNoBackend) {

@@ -68,10 +68,11 @@ type Scorer struct {
 	opt  ScoreOptions
 }
 
-// NewScorer checks opt, opens the line index of the kernel, then attaches
-// the tracer (the step that fails on kernels that cannot be traced, with
-// the reason). The index comes first so that debug info that cannot be
-// used fails before the attach, which can take seconds.
+// NewScorer checks opt, finds a backend that works on this kernel (the
+// step that fails on kernels that cannot be traced, with the reason), opens
+// the line index of the kernel, and only then attaches the tracer: debug
+// info that cannot be used fails before the attach, which can take
+// seconds.
 func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
 	opt.Window = cmp.Or(opt.Window, 10*time.Second)
@@ -79,17 +80,24 @@ func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 	if opt.Samples < 1 || opt.Warmup < 0 || opt.Window <= 0 {
 		return nil, fmt.Errorf("score: %d samples over a window of %v after %v warm-up: want at least 1 sample, a positive window and no negative warm-up", opt.Samples, opt.Window, opt.Warmup)
 	}
-	ix, kern, err := openIndex(ctx, opt)
-	if err != nil {
-		return nil, err
-	}
 	cat := opt.Catalogue
 	if cat == nil {
+		var err error
 		if cat, err = coverage.LoadCatalogue(); err != nil {
 			return nil, err
 		}
 	}
-	t, err := coverage.Open(ctx, cat, opt.Coverage)
+	b, err := coverage.ChooseBackend(cat, opt.Coverage.Backend)
+	if err != nil {
+		return nil, err
+	}
+	ix, kern, err := openIndex(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	copt := opt.Coverage
+	copt.Backend = b
+	t, err := coverage.Open(ctx, cat, copt)
 	if err != nil {
 		return nil, err
 	}
