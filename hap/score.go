@@ -168,10 +168,11 @@ func openIndex(ctx context.Context, opt ScoreOptions) (*symbolize.Index, symboli
 		return ix, kern, nil
 	}
 	if !estimateInstead(err, opt.AllowEstimate) {
-		if opt.AllowEstimate || !errors.Is(err, symbolize.ErrNoDebugInfo) {
-			return nil, kern, fmt.Errorf("no line information for kernel %s: %w", kern.Release, err)
+		hint := ""
+		if errors.Is(err, symbolize.ErrNoDebugInfo) {
+			hint = " (install its debug info, pass a vmlinux, or allow size-based estimates)"
 		}
-		return nil, kern, fmt.Errorf("no line information for kernel %s: %w (install its debug info, pass a vmlinux, or allow size-based estimates)", kern.Release, err)
+		return nil, kern, fmt.Errorf("no line information for kernel %s: %w%s", kern.Release, err, hint)
 	}
 	f, ferr := os.Open("/proc/kallsyms")
 	if ferr != nil {
