@@ -14,8 +14,8 @@
 //	                             backend is or is not usable here.
 //	AddScope      → *Scope       a cgroup v2 directory and all its descendants,
 //	                             including those created later; up to MaxScopes at once.
-//	Snapshot      → *Snapshot    plain data again: the functions a scope entered,
-//	                             with misses, drops and interrupt events skipped.
+//	Snapshot      → *Snapshot    plain data again: the functions a scope entered
+//	                             in its window, with the events lost meanwhile.
 //	Close                        detaches everything (fentry links concurrently).
 //
 // Pruning (the default mode) stops probing a function once every active scope
@@ -25,26 +25,34 @@
 // workloads commonly run (prior.txt) in small links of their own, and a link
 // is replaced only once its seen functions have been hit often enough to pay
 // for it. What stays probed is what the scopes have not run, and other tasks
-// and interrupts may run it all the time: in the lab, redis-server's settled
-// window still paid for ~115–130 probe hits per request, nearly all of them
-// the network receive path in soft-IRQ context (against ~1,200 fully
-// attached), which settled redis SET at 0.54–0.81× of its untraced
-// throughput under QEMU. That floor is kept on purpose: a function the
+// and interrupts may run it all the time: for a network server, the receive
+// path in soft-IRQ context. That floor is kept on purpose: a function the
 // scopes have not run in task context may still be run there later (socket
 // backlog processing and writes to a tun device run parts of the receive
 // path in task context), so removing its probe would lose calls; and the
 // kernel's own part of a hit (fprobe, trampoline) is most of its cost.
 // Counting interrupt context too (Options.Interrupts) lets pruning remove
-// those probes as well (0.63–0.96× in the same runs), at the price of a
-// different measurement: soft-IRQ work that merely lands in a scope's task
-// is counted.
-// Snapshot.Events counts every probe hit, of any task. Each Snapshot says
-// which mode produced it. Interrupt context (hard IRQ, soft IRQ being served,
-// NMI) is not counted unless Options.Interrupts is set; the programs read the
-// CPU's preempt count (see package bpf for how), so a function the workload
-// calls counts, while the timer interrupt that happens to land on its CPU
-// does not.
+// those probes as well, at the price of a different measurement: soft-IRQ
+// work that merely lands in a scope's task is counted. What each mode costs
+// a workload, measured in the lab, is in BENCHMARKS.md at the repository's
+// root, with the command and commit that measured it.
+//
+// A Snapshot covers its scope's window: since AddScope or the last Reset.
+// Its functions are the scope's; its counters (misses, drops, interrupt
+// events skipped, and Events, every probe hit) are over all tasks during
+// that window, as the kernel does not count them per cgroup. Each Snapshot
+// says which mode produced it. Interrupt context (hard IRQ, soft IRQ being
+// served, NMI) is not counted unless Options.Interrupts is set; the
+// programs read the CPU's preempt count (see package bpf for how), so a
+// function the workload calls counts, while the timer interrupt that
+// happens to land on its CPU does not.
 //
 // Measure and Converge are steady-state helpers: wait out start-up, reset,
 // then measure a window, or sample how many new functions each interval adds.
+//
+// Errors can be told apart with errors.Is: Open's wrap ErrNoBackend (no
+// backend works on this kernel), ErrPermission (the caller lacks the
+// capabilities; check it first, the kernel may well allow tracing) or
+// ErrLockdown (the kernel's lockdown refuses it); every method of a closed
+// Tracer returns ErrClosed.
 package coverage

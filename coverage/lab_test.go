@@ -51,6 +51,8 @@ func TestMain(m *testing.M) {
 		groundTruthWork()
 	case "prune":
 		pruneWork()
+	case "open-unprivileged":
+		fmt.Print(unprivilegedOpen())
 	case "hold":
 		// Opens a tracer and waits to be killed (cleanup after SIGKILL).
 		cat, err := LoadCatalogue()

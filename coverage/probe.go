@@ -5,7 +5,9 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -84,8 +86,9 @@ func probe(b Backend, cat *Catalogue, target int) error {
 	return l.Close()
 }
 
-// explain adds to err what the kernel's configuration and lockdown state say
-// about it.
+// explain adds to err what the kernel's configuration, its lockdown state
+// and the caller's privileges say about it, and wraps ErrPermission or
+// ErrLockdown when one of them is the cause.
 func explain(b Backend, err error) error {
 	var hints []string
 	cfg := kernelConfig()
@@ -99,14 +102,12 @@ func explain(b Backend, err error) error {
 			hints = append(hints, fmt.Sprintf("the kernel is built without %s (needed by %s; use another backend or kernel)", c, b))
 		}
 	}
+	var cause error
 	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
-		if lock := lockdown(); lock != "" && lock != "none" {
-			hints = append(hints, fmt.Sprintf("EPERM (operation not permitted) as uid %d; kernel lockdown=%s (read from securityfs); the kernel does not say which policy refused: lockdown, an LSM or a seccomp filter may (`dmesg | grep -i lockdown` shows lockdown refusals). To trace, use a kernel booted with lockdown=none, or trace in a VM (make lab-test)", os.Geteuid(), lock))
-		} else if os.Geteuid() != 0 {
-			hints = append(hints, "EPERM: run as root or with CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN")
-		} else {
-			hints = append(hints, "EPERM although root and no lockdown: an LSM or seccomp policy forbids it")
-		}
+		mode, known := lockdown()
+		var hint string
+		hint, cause = explainEPERM(os.Geteuid(), privileged(effectiveCaps()), mode, known)
+		hints = append(hints, hint)
 	}
 	if errors.Is(err, syscall.Errno(524)) || errors.Is(err, ebpf.ErrNotSupported) { // ENOTSUPP
 		hints = append(hints, "not supported by this kernel")
@@ -114,10 +115,59 @@ func explain(b Backend, err error) error {
 	if errors.Is(err, unix.EBUSY) {
 		hints = append(hints, "EBUSY: the function has no ftrace entry (notrace) or is already attached exclusively")
 	}
-	if len(hints) == 0 {
+	switch {
+	case cause != nil:
+		return fmt.Errorf("%s: %w: %w: %s", b, cause, err, strings.Join(hints, "; "))
+	case len(hints) == 0:
 		return fmt.Errorf("%s: %w", b, err)
 	}
 	return fmt.Errorf("%s: %w: %s", b, err, strings.Join(hints, "; "))
+}
+
+// lockdownCheck says how to read the lockdown state where securityfs is not
+// mounted.
+const lockdownCheck = "mount -t securityfs none /sys/kernel/security; cat /sys/kernel/security/lockdown"
+
+// explainEPERM says why the kernel may have answered EPERM, and which
+// sentinel names the cause: ErrPermission when the caller lacks the
+// capabilities, ErrLockdown under lockdown=confidentiality (which
+// restricts kprobes, perf events, tracefs and reading kernel memory), none
+// when the cause cannot be told from here. mode is the lockdown mode,
+// known false when it could not be read.
+func explainEPERM(euid int, privileged bool, mode string, known bool) (string, error) {
+	state := "kernel lockdown=" + mode + " (read from securityfs)"
+	if !known {
+		state = "the kernel lockdown state is unknown (securityfs is not mounted; to check it: " + lockdownCheck + ")"
+	}
+	switch {
+	case !privileged:
+		return fmt.Sprintf("EPERM (operation not permitted) as uid %d without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant those capabilities", euid), ErrPermission
+	case known && mode == "confidentiality":
+		return "EPERM (operation not permitted) under kernel lockdown=confidentiality (read from securityfs), which restricts kprobes, perf events and tracefs (`dmesg | grep -i lockdown` shows its refusals): boot with lockdown=none or lockdown=integrity, or trace in a VM (make lab-test)", ErrLockdown
+	case known && mode == "none":
+		return fmt.Sprintf("EPERM (operation not permitted) as uid %d with the needed capabilities and kernel lockdown=none: an LSM (SELinux, AppArmor, BPF LSM) or a seccomp filter refuses it", euid), nil
+	case known:
+		return fmt.Sprintf("EPERM (operation not permitted) as uid %d with the needed capabilities; %s, which by itself does not restrict tracing; the kernel does not say which policy refused: an LSM, a seccomp filter or the platform may (`dmesg | grep -i lockdown` shows lockdown refusals). To trace, use a kernel that allows it (lockdown=none), or trace in a VM (make lab-test)", euid, state), nil
+	}
+	return fmt.Sprintf("EPERM (operation not permitted) as uid %d with the needed capabilities; %s. Lockdown=confidentiality, an LSM or a seccomp filter may refuse it; to trace, use a kernel that allows it, or trace in a VM (make lab-test)", euid, state), nil
+}
+
+// effectiveCaps returns the calling thread's effective capability set; 0
+// when it cannot be read.
+func effectiveCaps() uint64 {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32
+}
+
+// privileged says whether an effective capability set may load and attach
+// tracing programs: CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON.
+func privileged(eff uint64) bool {
+	has := func(c int) bool { return eff&(1<<c) != 0 }
+	return has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
 }
 
 // kernelConfig reads /proc/config.gz (or /boot/config-RELEASE); nil if
@@ -155,33 +205,34 @@ func kernelConfig() map[string]string {
 	return cfg
 }
 
+// securityfsLockdown is where securityfs shows the lockdown mode.
+var securityfsLockdown = "/sys/kernel/security/lockdown"
+
 // lockdown returns the active kernel lockdown mode ("none", "integrity",
-// "confidentiality") or "" if unknown. It mounts securityfs on a temporary
-// directory when it is not mounted.
-func lockdown() string {
-	parse := func(s string) string {
-		for _, w := range strings.Fields(s) {
-			if strings.HasPrefix(w, "[") && strings.HasSuffix(w, "]") {
-				return strings.Trim(w, "[]")
-			}
+// "confidentiality"), read from securityfs where it is mounted; known is
+// false when it is not (a library does not mount file systems).
+func lockdown() (mode string, known bool) {
+	s, err := readSmall(securityfsLockdown)
+	if err != nil {
+		// securityfs mounted without a lockdown file: the kernel has no
+		// lockdown LSM, so nothing is locked down.
+		var st unix.Statfs_t
+		if errors.Is(err, fs.ErrNotExist) && unix.Statfs(filepath.Dir(securityfsLockdown), &st) == nil && st.Type == unix.SECURITYFS_MAGIC {
+			return "none", true
 		}
-		return ""
+		return "", false
 	}
-	if s, err := readSmall("/sys/kernel/security/lockdown"); err == nil {
-		return parse(s)
+	mode = parseLockdown(s)
+	return mode, mode != ""
+}
+
+// parseLockdown picks the bracketed mode of securityfs' lockdown file
+// ("none [integrity] confidentiality"); "" if there is none.
+func parseLockdown(s string) string {
+	for _, w := range strings.Fields(s) {
+		if len(w) > 2 && strings.HasPrefix(w, "[") && strings.HasSuffix(w, "]") {
+			return w[1 : len(w)-1]
+		}
 	}
-	dir, err := os.MkdirTemp("", "hapscope-securityfs")
-	if err != nil {
-		return ""
-	}
-	defer os.Remove(dir)
-	if err := unix.Mount("securityfs", dir, "securityfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return ""
-	}
-	defer unix.Unmount(dir, unix.MNT_DETACH)
-	s, err := readSmall(dir + "/lockdown")
-	if err != nil {
-		return ""
-	}
-	return parse(s)
+	return ""
 }

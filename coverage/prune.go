@@ -126,8 +126,8 @@ func (t *Tracer) prune() (int, error) {
 		return t.pruneMulti(seen, heat)
 	}
 	// Hottest first: the kernel detaches one link at a time (under ftrace's
-	// lock, with grace periods: ~0.2 s each in the lab under load), so the
-	// order of the closes is the order in which the workload stops paying.
+	// lock, each waiting for grace periods), so the order of the closes is
+	// the order in which the workload stops paying.
 	var order []int
 	for i, v := range seen {
 		if v {

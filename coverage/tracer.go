@@ -110,6 +110,7 @@ type Tracer struct {
 
 	mu     sync.Mutex
 	scopes [MaxScopes]*Scope
+	closed bool // set by Close; every method then returns ErrClosed
 }
 
 // multiLink is one kprobe.multi link and the functions it probes.
@@ -121,11 +122,11 @@ type multiLink struct {
 // openShard and shardSize bound the functions of one kprobe.multi link in
 // Pruned mode. Replacing a link patches every function it still probes, so
 // small links let rounds touch only the code the workload runs hot; but
-// closing a link waits for RCU-tasks grace periods under ftrace's lock
-// (about 0.2 s each in the lab, one close at a time). So Open puts the
-// prior's functions, which most workloads run, in links of shardSize and
-// the others, which most workloads never run, in a few big links of
-// openShard; replacements are links of shardSize.
+// closing a link waits for RCU-tasks grace periods under ftrace's lock, one
+// close at a time (see BENCHMARKS.md). So Open puts the prior's functions,
+// which most workloads run, in links of shardSize and the others, which
+// most workloads never run, in a few big links of openShard; replacements
+// are links of shardSize.
 const (
 	openShard = 1024
 	shardSize = 256
@@ -136,15 +137,12 @@ const (
 // any task (see seenByAll), pruneRent times per call site the replacement
 // patches: attaching the new link patches the functions it probes again,
 // closing the old one every function the old link held (see
-// worthReplacing). Measured in the lab (6.12 under QEMU, 69 replacements
-// of links of 1 to 1,024 functions): attach takes ~0.25 ms per function,
-// close ~0.15 ms per function plus ~0.15 s of waiting for grace periods.
-// Replacing a 1,024-function link by one over ~1,000 is so ~0.43 s of work
-// for ~2,000 sites, ~210 µs a site, the cost of ~300 probe hits (0.7 µs
-// each). The rent is about half that break-even: it counts only the hits
-// so far, and a seen function that has run hot keeps running. Below it,
-// keeping a seen function probed is cheaper than removing it. Tests of the
-// mechanism set it to 0.
+// worthReplacing). The rent is about half the break-even point, the cost
+// of patching one call site expressed in probe hits, as measured in the lab
+// (BENCHMARKS.md, "Pruning rent"): it counts only the hits so far, and a
+// seen function that has run hot keeps running. Below it, keeping a seen
+// function probed is cheaper than removing it. Tests of the mechanism set
+// it to 0.
 var pruneRent uint64 = 128
 
 // worthReplacing applies pruneRent to a link of n functions whose seen
@@ -159,6 +157,32 @@ type Scope struct {
 	ID    uint64 // cgroup id (inode number)
 	slot  int
 	level int
+	base  counters // the tracer's counters when the scope's window began
+}
+
+// counters are the tracer-wide event counts a Snapshot reports: raw, as
+// totals since Open, or as the difference over one window.
+type counters struct {
+	misses, dropped, skipped, events uint64
+}
+
+// since is c minus base, field by field: what happened during a window
+// that began at base. A count that reads lower than at base (a program
+// closed by pruning between two reads of its counter) gives 0, not a
+// wrapped-around difference.
+func (c counters) since(base counters) counters {
+	d := func(now, then uint64) uint64 {
+		if now < then {
+			return 0
+		}
+		return now - then
+	}
+	return counters{
+		misses:  d(c.misses, base.misses),
+		dropped: d(c.dropped, base.dropped),
+		skipped: d(c.skipped, base.skipped),
+		events:  d(c.events, base.events),
+	}
 }
 
 // Hit is a function entered Count times in a scope.
@@ -167,7 +191,14 @@ type Hit struct {
 	Count uint64
 }
 
-// Snapshot is the function set of one scope at one moment.
+// Snapshot is the function set of one scope at one moment: what its tasks
+// entered during its window, which began when the scope was added
+// (AddScope) or last reset (Reset).
+//
+// Misses, Dropped, Skipped and Events cover that same window, but over all
+// tasks: the kernel keeps these counters per program or link, not per
+// cgroup, so they cannot be split by scope. Two scopes with different
+// windows report different counts; neither grows across windows.
 //
 // Misses are probe hits for which the kernel did not run the program
 // because a BPF program was already running on that CPU (the kernel's
@@ -179,12 +210,10 @@ type Hit struct {
 // interrupt context, excluded from the set anyway. kprobe.multi guards with
 // one per-CPU flag for all kprobe programs, so under it every traced
 // function of such an interrupt is a miss; fentry guards per program, so
-// only the same function nested in an interrupt is. Measured in the lab
-// (6.12, kprobe.multi over 38,818 functions): misses follow the interrupt
-// events skipped (about 0.4-0.5 per skipped event), not the calls counted
-// (29k misses for 518k calls), and did not change when the cookie lookup
-// was removed. With Interrupts on, an interrupt handler that arrives while
-// the program runs is missed for that occurrence only.
+// only the same function nested in an interrupt is. In the lab, misses
+// followed the interrupt events skipped, not the calls counted (see
+// BENCHMARKS.md). With Interrupts on, an interrupt handler that arrives
+// while the program runs is missed for that occurrence only.
 type Snapshot struct {
 	Scope      string
 	Backend    Backend
@@ -194,12 +223,14 @@ type Snapshot struct {
 	Attached   int    // functions the counter was attached to at Open
 	Pruned     int    // of those, functions not probed now: every active scope saw them
 	Excluded   map[Reason]int
-	Misses     uint64 // probe hits the kernel did not run the program for (all scopes; see above)
-	Dropped    uint64 // events the counter could not record (all scopes)
-	Skipped    uint64 // events skipped in interrupt context (all scopes)
-	// Events counts the probe hits since Open of every task and context,
-	// in a scope or not: what tracing makes the machine pay. Pruning lowers
-	// its rate; what is left are functions no active scope has run yet.
+	// Misses, Dropped and Skipped are over all tasks, during this window.
+	Misses  uint64 // probe hits the kernel did not run the program for (see above)
+	Dropped uint64 // events the counter could not record
+	Skipped uint64 // events skipped in interrupt context
+	// Events counts the probe hits during this window of every task and
+	// context, in a scope or not: what tracing makes the machine pay.
+	// Pruning lowers its rate; what is left are functions no active scope
+	// has run yet.
 	Events uint64
 	Taken  time.Time
 }
@@ -226,21 +257,9 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if len(cat.Functions) == 0 {
 		return nil, errors.New("open tracer: the catalogue has no functions")
 	}
-	b := opts.Backend
-	if b == "" {
-		var why []string
-		for _, p := range ProbeBackends(cat) {
-			if p.Err == nil {
-				b = p.Backend
-				break
-			}
-			why = append(why, "  "+p.Err.Error())
-		}
-		if b == "" {
-			return nil, fmt.Errorf("open tracer: no exact backend works on this kernel:\n%s", strings.Join(why, "\n"))
-		}
-	} else if err := probe(b, cat, probeTarget(cat)); err != nil {
-		return nil, fmt.Errorf("open tracer: %w", err)
+	b, err := ChooseBackend(cat, opts.Backend)
+	if err != nil {
+		return nil, err
 	}
 	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts}
 	if b == KprobeMulti {
@@ -254,14 +273,7 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
 	n := len(cat.Functions)
-	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
-		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
-	if opts.Counts {
-		t.mode = Counts
-	}
-	for r, n := range cat.Excluded {
-		t.excluded[r] = n
-	}
+	t := newTracer(cat, b, opts, objs)
 	switch b {
 	case KprobeMulti:
 		err = t.attachMulti(ctx)
@@ -289,6 +301,89 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 		go t.pruneLoop()
 	}
 	return t, nil
+}
+
+// ChooseBackend returns the backend Open would use for cat: want, if it
+// works on this kernel, or with want "" the first of Backends that does.
+// It tries one function (ProbeBackends), so it answers in a fraction of
+// the time Open takes to attach them all; its error is the one Open would
+// return (see noBackendError). Callers that have other slow work to do
+// before Open (loading debug info) can learn first whether tracing is
+// possible at all.
+func ChooseBackend(cat *Catalogue, want Backend) (Backend, error) {
+	if len(cat.Functions) == 0 {
+		return "", errors.New("open tracer: the catalogue has no functions")
+	}
+	if want != "" {
+		if err := probe(want, cat, probeTarget(cat)); err != nil {
+			return "", noBackend([]Probe{{want, err}})
+		}
+		return want, nil
+	}
+	probes := ProbeBackends(cat)
+	for _, p := range probes {
+		if p.Err == nil {
+			return p.Backend, nil
+		}
+	}
+	return "", noBackend(probes)
+}
+
+// newTracer is a Tracer over objs with nothing attached yet.
+func newTracer(cat *Catalogue, b Backend, opts Options, objs *bpf.Objects) *Tracer {
+	n := len(cat.Functions)
+	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
+		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
+	if opts.Counts {
+		t.mode = Counts
+	}
+	for r, n := range cat.Excluded {
+		t.excluded[r] = n
+	}
+	return t
+}
+
+// noBackend is Open's error when no backend (or not the one asked for)
+// can attach. It wraps ErrPermission when a backend failed for want of
+// privileges (the kernel may well allow tracing), ErrNoBackend otherwise,
+// and every backend's own error.
+type noBackendError struct {
+	sentinel error
+	probes   []Probe
+}
+
+func noBackend(probes []Probe) error {
+	e := &noBackendError{sentinel: ErrNoBackend, probes: probes}
+	for _, p := range probes {
+		if errors.Is(p.Err, ErrPermission) {
+			e.sentinel = ErrPermission
+		}
+	}
+	return e
+}
+
+func (e *noBackendError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.sentinel == ErrPermission:
+		b.WriteString("open tracer: insufficient privileges to trace (run as root, or with CAP_BPF and CAP_PERFMON):")
+	case len(e.probes) == 1:
+		fmt.Fprintf(&b, "open tracer: backend %s does not work on this kernel:", e.probes[0].Backend)
+	default:
+		b.WriteString("open tracer: no exact backend works on this kernel:")
+	}
+	for _, p := range e.probes {
+		b.WriteString("\n  " + p.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *noBackendError) Unwrap() []error {
+	out := []error{e.sentinel}
+	for _, p := range e.probes {
+		out = append(out, p.Err)
+	}
+	return out
 }
 
 func probeTarget(cat *Catalogue) int {
@@ -563,7 +658,10 @@ func (t *Tracer) Backend() Backend { return t.backend }
 // it first re-arms the probes pruned so far (the new scope has seen
 // nothing), so it can take as long as attaching those functions.
 func (t *Tracer) AddScope(dir string) (*Scope, error) {
-	d, id, level, err := cgroupInfo(dir)
+	if err := t.closedErr(); err != nil {
+		return nil, fmt.Errorf("add scope %s: %w", dir, err)
+	}
+	d, id, level, err := scopeDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("add scope: %w", err)
 	}
@@ -573,6 +671,9 @@ func (t *Tracer) AddScope(dir string) (*Scope, error) {
 // AddScopeID is AddScope for a cgroup id (as bpf_get_current_cgroup_id and
 // the inode number of the cgroup directory give it).
 func (t *Tracer) AddScopeID(id uint64) (*Scope, error) {
+	if err := t.closedErr(); err != nil {
+		return nil, fmt.Errorf("add scope: %w", err)
+	}
 	d, err := cgroupByID(id)
 	if err != nil {
 		return nil, fmt.Errorf("add scope: %w", err)
@@ -584,8 +685,11 @@ func (t *Tracer) add(dir string, id uint64, level int) (*Scope, error) {
 	t.armMu.Lock()
 	defer t.armMu.Unlock()
 	t.mu.Lock()
-	full := !slices.Contains(t.scopes[:], nil)
+	full, closed := !slices.Contains(t.scopes[:], nil), t.closed
 	t.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("add scope %s: %w", dir, ErrClosed)
+	}
 	if full {
 		return nil, fmt.Errorf("add scope %s: all %d scopes in use: remove one first", dir, MaxScopes)
 	}
@@ -605,14 +709,33 @@ func (t *Tracer) add(dir string, id uint64, level int) (*Scope, error) {
 		if err := t.objs.SetScope(slot, id, level); err != nil {
 			return nil, fmt.Errorf("add scope %s: %w", dir, err)
 		}
-		s := &Scope{Path: dir, ID: id, slot: slot, level: level}
+		base, err := t.counters()
+		if err != nil {
+			t.objs.ClearScope(slot)
+			return nil, fmt.Errorf("add scope %s: %w", dir, err)
+		}
+		s := &Scope{Path: dir, ID: id, slot: slot, level: level, base: base}
 		t.scopes[slot] = s
 		return s, nil
 	}
 	return nil, fmt.Errorf("add scope %s: all %d scopes in use: remove one first", dir, MaxScopes)
 }
 
+// closedErr is ErrClosed once Close has begun.
+func (t *Tracer) closedErr() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// check says whether s is an active scope of t. mu must be held.
 func (t *Tracer) check(s *Scope) error {
+	if t.closed {
+		return ErrClosed
+	}
 	if s == nil || s.slot < 0 || s.slot >= MaxScopes || t.scopes[s.slot] != s {
 		return errors.New("scope is not part of this tracer (removed?)")
 	}
@@ -649,7 +772,15 @@ func (t *Tracer) Reset(s *Scope) error {
 	if err := t.check(s); err != nil {
 		return fmt.Errorf("reset scope: %w", err)
 	}
-	return t.objs.ResetHits(s.slot)
+	if err := t.objs.ResetHits(s.slot); err != nil {
+		return fmt.Errorf("reset scope %s: %w", s.Path, err)
+	}
+	base, err := t.counters()
+	if err != nil {
+		return fmt.Errorf("reset scope %s: %w", s.Path, err)
+	}
+	s.base = base
+	return nil
 }
 
 // Snapshot returns the functions s has entered since it was added or reset.
@@ -683,15 +814,27 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 			snap.Hits = append(snap.Hits, Hit{Function: t.cat.Functions[i], Count: c})
 		}
 	}
-	st, err := t.objs.Stats()
+	now, err := t.counters()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
 	}
-	snap.Dropped, snap.Skipped, snap.Events = st.Dropped, st.Interrupt, st.Events
-	if snap.Misses, err = t.misses(); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
-	}
+	w := now.since(s.base)
+	snap.Misses, snap.Dropped, snap.Skipped, snap.Events = w.misses, w.dropped, w.skipped, w.events
 	return snap, nil
+}
+
+// counters reads the tracer-wide counters as totals since Open. mu must be
+// held.
+func (t *Tracer) counters() (counters, error) {
+	st, err := t.objs.Stats()
+	if err != nil {
+		return counters{}, err
+	}
+	m, err := t.misses()
+	if err != nil {
+		return counters{}, err
+	}
+	return counters{misses: m, dropped: st.Dropped, skipped: st.Interrupt, events: st.Events}, nil
 }
 
 // misses sums the kernel's recursion-miss counters of the programs in use,
@@ -719,10 +862,12 @@ func (t *Tracer) misses() (uint64, error) {
 			for _, m := range t.multi {
 				ls = append(ls, m.l)
 			}
+			sum += t.retired // with the links: a link retired later is still read below
 			t.stMu.Unlock()
 			for _, l := range ls {
 				sum += linkMissed(l)
 			}
+			return sum, nil
 		}
 	case Fentry:
 		t.stMu.Lock()
@@ -730,6 +875,7 @@ func (t *Tracer) misses() (uint64, error) {
 		for _, id := range t.fprogs {
 			ids = append(ids, id)
 		}
+		sum += t.retired // with the ids: a program retired later is still read below
 		t.stMu.Unlock()
 		for _, id := range ids {
 			m, err := progMisses(id)
@@ -738,6 +884,7 @@ func (t *Tracer) misses() (uint64, error) {
 			}
 			sum += m
 		}
+		return sum, nil
 	}
 	t.stMu.Lock()
 	sum += t.retired
@@ -774,6 +921,9 @@ func linkMissed(l link.Link) uint64 {
 // Measure waits warmup (start-up is not steady state), resets s, waits
 // window and returns the snapshot of that window.
 func (t *Tracer) Measure(ctx context.Context, s *Scope, warmup, window time.Duration) (*Snapshot, error) {
+	if err := t.closedErr(); err != nil {
+		return nil, fmt.Errorf("measure: %w", err)
+	}
 	if err := sleep(ctx, warmup); err != nil {
 		return nil, err
 	}
@@ -789,8 +939,15 @@ func (t *Tracer) Measure(ctx context.Context, s *Scope, warmup, window time.Dura
 // Converge samples s n times, every interval from the call, and returns how
 // many functions were new in each interval (a series that falls to 0 in
 // steady state) and the last snapshot. The samples are taken at fixed
-// times, so the time snapshots take does not lengthen the window.
+// times, so the time snapshots take does not lengthen the window. n must
+// be at least 1: without a sample there is no snapshot to return.
 func (t *Tracer) Converge(ctx context.Context, s *Scope, interval time.Duration, n int) ([]int, *Snapshot, error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("converge: %d samples: want at least 1", n)
+	}
+	if err := t.closedErr(); err != nil {
+		return nil, nil, fmt.Errorf("converge: %w", err)
+	}
 	seen := map[Function]bool{}
 	var series []int
 	var last *Snapshot
@@ -828,8 +985,17 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 // Close detaches every link (concurrently: fentry detach waits for RCU
-// grace periods) and frees the maps.
+// grace periods) and frees the maps. Every method called after it returns
+// an error wrapping ErrClosed; Close itself may be called again (it then
+// does nothing and returns nil).
 func (t *Tracer) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.mu.Unlock()
 	if t.stop != nil {
 		close(t.stop)
 		<-t.stopped

@@ -3,10 +3,14 @@ package hap
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"image/color"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +18,12 @@ import (
 
 // TestReportInChromium opens a report in headless Chromium (Debian's
 // chromium package; no browser download) and checks that it loads without
-// console errors and that the rendered DOM has one bar per profile with
-// segments that add up to each profile's lines.
+// errors, that the DOM Chromium parsed has one bar per profile with
+// segments that add up to each profile's lines, and that the bars are
+// drawn: a screenshot holds, for each segment colour, at least the pixels
+// the segments of that colour cover. The page has no scripts, so the DOM
+// alone would pass for a page that parses but draws nothing (an SVG
+// outside its namespace, a zero or NaN width, a style that hides it).
 func TestReportInChromium(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -38,14 +46,18 @@ func TestReportInChromium(t *testing.T) {
 	f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+filepath.Join(dir, "profile"),
-		"--enable-logging=stderr", "--v=0", "--virtual-time-budget=2000", "--dump-dom", "file://"+page)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	chromium := func(args ...string) (stdout, stderr bytes.Buffer) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, bin, append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir=" + filepath.Join(dir, "profile"),
+			"--enable-logging=stderr", "--v=0", "--virtual-time-budget=2000"}, append(args, "file://"+page)...)...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("chromium: %v\n%s", err, stderr.String())
+		}
+		return stdout, stderr
 	}
+	stdout, stderr := chromium("--dump-dom")
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if strings.Contains(line, "CONSOLE") || strings.Contains(line, "Uncaught") || strings.Contains(line, "net::ERR_") {
 			t.Errorf("console error while loading the report: %s", line)
@@ -75,5 +87,47 @@ func TestReportInChromium(t *testing.T) {
 	}
 	if n := strings.Count(dom, `class="curve"`); n != 2 {
 		t.Errorf("%d convergence curves rendered, want 2", n)
+	}
+
+	// What the segments of each colour cover, from the page's markup.
+	want := map[color.RGBA]float64{}
+	for _, m := range regexp.MustCompile(`<rect class="seg"[^>]* width="([0-9.]+)" height="([0-9.]+)" fill="#([0-9a-f]{6})"`).FindAllStringSubmatch(dom, -1) {
+		w, _ := strconv.ParseFloat(m[1], 64)
+		h, _ := strconv.ParseFloat(m[2], 64)
+		var c color.RGBA
+		fmt.Sscanf(m[3], "%02x%02x%02x", &c.R, &c.G, &c.B)
+		c.A = 0xff
+		want[c] += w * h
+	}
+	if len(want) < 3 {
+		t.Fatalf("%d segment colours in the markup, want at least 3", len(want))
+	}
+	shot := filepath.Join(dir, "report.png")
+	chromium("--force-device-scale-factor=1", "--window-size=1000,1600", "--hide-scrollbars", "--screenshot="+shot)
+	f, err = os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	got := map[color.RGBA]float64{}
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X; x++ {
+			c := color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)
+			if _, ok := want[c]; ok {
+				got[c]++
+			}
+		}
+	}
+	for c, area := range want {
+		// Edges are anti-aliased; the legend and the curves add pixels of
+		// some colours, never remove any.
+		if got[c] < 0.9*area {
+			t.Errorf("colour #%02x%02x%02x: %.0f pixels in the screenshot, want at least %.0f (90%% of its segments' area)", c.R, c.G, c.B, got[c], 0.9*area)
+		}
 	}
 }

@@ -27,7 +27,7 @@ func ExampleNew() {
 	p.WriteText(os.Stdout)
 	// Output:
 	// cat: 2 functions, 6 lines (5 own, 1 inlined), 2 files, ~0.00 latent bugs at 0.17/KLOC [fentry, exact]
-	// kernel unknown (build-id unknown), window 0s after 0s warm-up, misses 0, drops 0
+	// kernel unknown (build-id unknown), window 0s after 0s warm-up; misses 0, drops 0 in the window (all tasks)
 	// subsystem  functions  lines  estimated  share
 	// fs         2          5      0          83.3%
 	// include    0          1      0          16.7%

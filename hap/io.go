@@ -3,6 +3,7 @@ package hap
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -16,12 +17,25 @@ func (p *Profile) WriteJSON(w io.Writer) error {
 	return enc.Encode(p)
 }
 
-// ReadJSON reads a profile written by WriteJSON. It refuses other schema
-// versions and profiles whose totals contradict their own data.
+// ReadJSON reads a profile written by WriteJSON. It refuses JSON that is
+// not a profile (no schema field), other schema versions, and profiles
+// whose totals contradict their own data.
 func ReadJSON(r io.Reader) (*Profile, error) {
+	var raw json.RawMessage
+	if err := json.NewDecoder(r).Decode(&raw); err != nil {
+		return nil, fmt.Errorf("read profile: %w", err)
+	}
+	var head struct {
+		Schema *int `json:"schema"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("read profile: %w", err)
+	}
+	if head.Schema == nil {
+		return nil, errors.New("read profile: not a hapscope profile (no schema field)")
+	}
 	var p Profile
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&p); err != nil {
+	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("read profile: %w", err)
 	}
 	if p.Schema != SchemaVersion {
@@ -49,7 +63,7 @@ func ReadJSON(r io.Reader) (*Profile, error) {
 func (p *Profile) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, p.Summary())
-	fmt.Fprintf(w, "kernel %s (build-id %s), window %s after %s warm-up, misses %d, drops %d\n",
+	fmt.Fprintf(w, "kernel %s (build-id %s), window %s after %s warm-up; misses %d, drops %d in the window (all tasks)\n",
 		cmp.Or(p.Release, "unknown"), short(p.BuildID), p.Window, p.Warmup, p.Misses, p.Drops)
 	if p.Workload != nil {
 		fmt.Fprintf(w, "workload: %s (exit %d)\n", strings.Join(p.Workload.Command, " "), p.Workload.ExitCode)

@@ -56,18 +56,22 @@ type Func struct {
 
 // Meta describes a measurement: what, where, how.
 type Meta struct {
-	Label     string        `json:"label"`              // e.g. "redis-set/runc"
-	Release   string        `json:"kernel_release"`     // uname -r
-	BuildID   string        `json:"kernel_build_id"`    // GNU build-id, hex
-	Backend   string        `json:"backend"`            // kprobe.multi, fentry, kprobe, …
-	Mode      string        `json:"mode"`               // ModeExact, ModeEstimated, ModeSampled
-	Start     time.Time     `json:"start"`              // start of the measured window
-	Warmup    time.Duration `json:"warmup_ns"`          // excluded before Start
-	Window    time.Duration `json:"window_ns"`          // measured window
-	Misses    uint64        `json:"misses"`             // probe recursion misses (events lost)
-	Drops     uint64        `json:"drops"`              // other lost events
-	Workload  *Workload     `json:"workload,omitempty"` // the measured command, if hapscope ran it
-	Interrupt bool          `json:"interrupt_context"`  // interrupt context was included
+	Label   string        `json:"label"`           // e.g. "redis-set/runc"
+	Release string        `json:"kernel_release"`  // uname -r
+	BuildID string        `json:"kernel_build_id"` // GNU build-id, hex
+	Backend string        `json:"backend"`         // kprobe.multi, fentry, kprobe, …
+	Mode    string        `json:"mode"`            // ModeExact, ModeEstimated, ModeSampled
+	Start   time.Time     `json:"start"`           // start of the measured window
+	Warmup  time.Duration `json:"warmup_ns"`       // excluded before Start
+	Window  time.Duration `json:"window_ns"`       // measured window
+	// Misses and Drops are events lost during the window, over all tasks
+	// (the kernel does not count them per cgroup): probe hits the kernel
+	// did not run the program for (coverage.Snapshot.Misses), and events
+	// the counter could not record.
+	Misses    uint64    `json:"misses"`
+	Drops     uint64    `json:"drops"`
+	Workload  *Workload `json:"workload,omitempty"` // the measured command, if hapscope ran it
+	Interrupt bool      `json:"interrupt_context"`  // interrupt context was included
 	// Convergence is the number of unique functions seen at points of the
 	// window; a flat tail means steady state was reached.
 	Convergence []Point `json:"convergence,omitempty"`

@@ -29,7 +29,10 @@ type ScoreOptions struct {
 	// Symbolize says where the kernel's debug info is.
 	Symbolize symbolize.Options
 	// AllowEstimate scores with size-based line estimates when no DWARF is
-	// found, instead of failing. The profile's Mode then says so.
+	// found (symbolize.ErrNoDebugInfo), instead of failing. The profile's
+	// Mode then says so. Any other symbolize error still fails: debug info
+	// of another build (symbolize.ErrBuildIDMismatch) would give wrong
+	// lines, and an estimate would hide that.
 	AllowEstimate bool
 	Density       float64 // defects per 1,000 lines; 0 means DefaultDensity
 	// Workload, when set, is recorded in the profile.
@@ -39,8 +42,12 @@ type ScoreOptions struct {
 // Score measures the kernel functions that the processes of the cgroup v2
 // directory cgroup (and its descendants) execute during the window, turns
 // them into source lines and scores them. It is NewScorer, Scorer.Score and
-// Scorer.Close in one call.
+// Scorer.Close in one call. The cgroup is checked before anything is
+// attached.
 func Score(ctx context.Context, cgroup string, opt ScoreOptions) (*Profile, error) {
+	if _, err := coverage.CgroupDir(cgroup); err != nil {
+		return nil, fmt.Errorf("score: %w", err)
+	}
 	s, err := NewScorer(ctx, opt)
 	if err != nil {
 		return nil, err
@@ -61,12 +68,18 @@ type Scorer struct {
 	opt  ScoreOptions
 }
 
-// NewScorer attaches the tracer (the step that fails on kernels that cannot
-// be traced, with the reason) and opens the line index of the kernel.
+// NewScorer checks opt, finds a backend that works on this kernel (the
+// step that fails on kernels that cannot be traced, with the reason), opens
+// the line index of the kernel, and only then attaches the tracer: debug
+// info that cannot be used fails before the attach, which can take
+// seconds.
 func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
 	opt.Window = cmp.Or(opt.Window, 10*time.Second)
 	opt.Samples = cmp.Or(opt.Samples, 10)
+	if opt.Samples < 1 || opt.Warmup < 0 || opt.Window <= 0 {
+		return nil, fmt.Errorf("score: %d samples over a window of %v after %v warm-up: want at least 1 sample, a positive window and no negative warm-up", opt.Samples, opt.Window, opt.Warmup)
+	}
 	cat := opt.Catalogue
 	if cat == nil {
 		var err error
@@ -74,13 +87,18 @@ func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 			return nil, err
 		}
 	}
-	t, err := coverage.Open(ctx, cat, opt.Coverage)
+	b, err := coverage.ChooseBackend(cat, opt.Coverage.Backend)
 	if err != nil {
 		return nil, err
 	}
 	ix, kern, err := openIndex(ctx, opt)
 	if err != nil {
-		t.Close()
+		return nil, err
+	}
+	copt := opt.Coverage
+	copt.Backend = b
+	t, err := coverage.Open(ctx, cat, copt)
+	if err != nil {
 		return nil, err
 	}
 	return &Scorer{t: t, ix: ix, kern: kern, opt: opt}, nil
@@ -149,8 +167,12 @@ func openIndex(ctx context.Context, opt ScoreOptions) (*symbolize.Index, symboli
 	if err == nil {
 		return ix, kern, nil
 	}
-	if !opt.AllowEstimate {
-		return nil, kern, fmt.Errorf("no line information for kernel %s: %w (install its debug info, pass a vmlinux, or allow size-based estimates)", kern.Release, err)
+	if !estimateInstead(err, opt.AllowEstimate) {
+		hint := ""
+		if errors.Is(err, symbolize.ErrNoDebugInfo) {
+			hint = " (install its debug info, pass a vmlinux, or allow size-based estimates)"
+		}
+		return nil, kern, fmt.Errorf("no line information for kernel %s: %w%s", kern.Release, err, hint)
 	}
 	f, ferr := os.Open("/proc/kallsyms")
 	if ferr != nil {
@@ -168,12 +190,26 @@ func openIndex(ctx context.Context, opt ScoreOptions) (*symbolize.Index, symboli
 	return est, kern, nil
 }
 
+// estimateInstead says whether a failure to open the line index is one that
+// size-based estimates may stand in for: only missing debug info, and only
+// when allowed. Debug info that exists but does not fit (another build,
+// a corrupt file) must be fixed, not papered over.
+func estimateInstead(err error, allowed bool) bool {
+	return allowed && errors.Is(err, symbolize.ErrNoDebugInfo)
+}
+
 // FromSnapshot symbolizes a coverage snapshot and scores it. Runtime
 // addresses are mapped to the index with kern's KASLR offset; functions
 // that resolve to the same index function (a clone and its origin) count
 // once. A hit that no index function contains is an error: the index does
 // not belong to the kernel that was measured.
 func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.Kernel, meta Meta, opt Options) (*Profile, error) {
+	if snap == nil {
+		return nil, errors.New("score: no snapshot (was the window sampled at least once?)")
+	}
+	if ix == nil {
+		return nil, errors.New("score: no line index")
+	}
 	off := kern.Offset(ix)
 	byFn := map[*symbolize.Function]int{}
 	var funcs []Func
