@@ -351,28 +351,6 @@ func TestHTTPWorkloads(t *testing.T) {
 	}
 }
 
-func TestParseCgroup2Root(t *testing.T) {
-	mounts := "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/my\\040dir cgroup2 rw 0 0\n"
-	got, err := parseCgroup2Root(strings.NewReader(mounts))
-	if err != nil || got != "/sys/fs/cgroup/my dir" {
-		t.Fatalf("got %q, %v", got, err)
-	}
-	if _, err := parseCgroup2Root(strings.NewReader("proc /proc proc rw 0 0\n")); err == nil {
-		t.Fatal("no cgroup2 mount must be an error")
-	}
-}
-
-func FuzzParseCgroup2Root(f *testing.F) {
-	f.Add("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n")
-	f.Add("x /a\\04 cgroup2\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		root, err := parseCgroup2Root(strings.NewReader(s))
-		if err == nil && root == "" && !strings.Contains(s, "cgroup2") {
-			t.Fatal("root found without a cgroup2 line")
-		}
-	})
-}
-
 const ringStats = `entries: 123456
 overrun: 789
 commit overrun: 0

@@ -1,21 +1,20 @@
 package matrix
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
 // inRoot returns the path of p (a path inside e.Root) as seen from here.
@@ -309,42 +308,7 @@ func editSpec(spec map[string]any, argv []string, rootfs, cgroupsPath string, se
 	return nil
 }
 
-// Cgroup2Root returns where the cgroup v2 hierarchy is mounted.
-func Cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	return parseCgroup2Root(f)
-}
-
-func parseCgroup2Root(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 3 && f[2] == "cgroup2" {
-			return unescapeMount(f[1]), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); hapscope scopes by cgroup v2")
-}
-
-// unescapeMount decodes the octal escapes of /proc/self/mounts (\040 …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// Cgroup2Root returns where the cgroup v2 hierarchy's root is mounted
+// (cgroupv2.Root: the cgroup2 line of /proc/self/mountinfo whose root is
+// "/").
+func Cgroup2Root() (string, error) { return cgroupv2.Root() }
