@@ -4,7 +4,9 @@ go 1.25.0
 
 require (
 	github.com/cilium/ebpf v0.22.0
+	github.com/docker/docker v24.0.9+incompatible
 	github.com/google/go-cmp v0.7.0
+	github.com/opencontainers/runtime-spec v1.1.0
 	github.com/prometheus/client_golang v1.24.1
 	github.com/schollz/progressbar/v3 v3.19.1
 	golang.org/x/arch v0.30.0
