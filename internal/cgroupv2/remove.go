@@ -19,7 +19,7 @@ import (
 // written, it sends SIGKILL to every pid in each cgroup's cgroup.procs
 // instead. Killed processes take a moment to exit, so it retries for up to
 // ten seconds and then says what is left. A dir that does not exist is
-// not an error.
+// not an error; the hierarchy's root is refused.
 func Remove(dir string) error {
 	return remove(dir, true, 10*time.Second)
 }
@@ -32,6 +32,9 @@ func remove(dir string, useKill bool, timeout time.Duration) error {
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
+		if isRoot(dir) {
+			return fmt.Errorf("remove cgroup %s: it is the cgroup v2 hierarchy's root (it has cgroup.procs but no cgroup.events); refusing to kill every process on the machine", dir)
+		}
 		var dirs []string
 		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -41,7 +44,7 @@ func remove(dir string, useKill bool, timeout time.Duration) error {
 		})
 		killed := false
 		if useKill {
-			killErr = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+			killErr = writeExisting(filepath.Join(dir, "cgroup.kill"), "1")
 			killed = killErr == nil
 		}
 		if !killed {
@@ -76,6 +79,30 @@ func remove(dir string, useKill bool, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// writeExisting writes s to the existing file path (never creates it).
+func writeExisting(path, s string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// isRoot reports whether dir looks like the root of a cgroup v2
+// hierarchy: every cgroup has cgroup.procs, and all but the root have
+// cgroup.events.
+func isRoot(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, "cgroup.events"))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // procs lists the pids in cgroup dir's cgroup.procs (none if unreadable).

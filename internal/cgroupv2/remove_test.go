@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -104,4 +106,36 @@ func exitStatus(err error) (syscall.WaitStatus, bool) {
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
 	return ws, ok
+}
+
+// TestRemoveRefusesRoot gives Remove a directory shaped like a hierarchy's
+// root (cgroup.procs, no cgroup.events) that lists a live process: it must
+// refuse, and the process must live on.
+func TestRemoveRefusesRoot(t *testing.T) {
+	c := exec.Command("sleep", "1000")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	done := make(chan struct{})
+	go func() { waitErr = c.Wait(); close(done) }()
+	t.Cleanup(func() { c.Process.Kill(); <-done })
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(c.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, useKill := range []bool{true, false} {
+		err := remove(dir, useKill, 100*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "root") {
+			t.Errorf("remove(root-like dir, cgroup.kill %v) = %v, want a refusal", useKill, err)
+		}
+	}
+	select {
+	case <-done:
+		t.Fatalf("the listed process was killed: %v", waitErr)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the root-like dir was removed: %v", err)
+	}
 }
