@@ -18,6 +18,15 @@ all: build
 build:
 	$(GO) build ./...
 
+# Builds and vets (tests included) with the oldest Go that go.mod's go line
+# declares, so that line stays true for importers. The go command fetches that
+# toolchain through the module proxy (golang.org/toolchain) once and caches it.
+.PHONY: build-min
+GO_MIN = $(shell $(GO) list -m -f '{{.GoVersion}}')
+build-min:
+	GOTOOLCHAIN=go$(GO_MIN) $(GO) build ./...
+	GOTOOLCHAIN=go$(GO_MIN) $(GO) vet ./...
+
 # Debian packages the lab and the tests need; installs only what is missing.
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -31,7 +40,7 @@ fetch: deps
 	$(LAB) fetch -kernel all -dbg
 
 # Everything: vet, host unit tests, short fuzz runs, lab tests on both kernels.
-test: deps lint fetch lab-prep test-host fuzz
+test: deps lint build-min fetch lab-prep test-host fuzz
 	$(LAB) test -kernel 6.12,6.1 -run '$(RUN)' ./...
 	@echo "make test: host tests, fuzz runs and lab tests on 6.12 and 6.1 passed"
 

@@ -1,31 +1,5 @@
-// Package bpf holds hapscope's in-kernel counter: BPF programs that count,
-// per cgroup v2 subtree ("scope") and per kernel function, how often the
-// function was entered by a task of that subtree.
-//
-// Only this package knows the BPF object layout. Attaching the programs to
-// functions is the caller's business (package coverage); each fentry or
-// kprobe attachment must carry the function's index as its BPF cookie. The
-// kprobe.multi program needs no cookie: it finds the index from the entry
-// address (Config.Addrs) by a binary search in BPF with inlined array
-// lookups, so it calls no traceable kernel function (the kernel's cookie
-// lookup calls bsearch() and a comparison callback).
-//
-// Every program first checks whether the current task lies in a scope, so
-// events of other tasks cost one cgroup-id comparison per scope in use.
-//
-// Layout: one array hits[scope*Functions+index] of uint64 (memory-mapped,
-// read without syscalls) with one more slot after the MaxScopes scopes for
-// the samples (see Sampled), one array of up to MaxScopes (cgroup id, level)
-// pairs checked with bpf_get_current_ancestor_cgroup_id, and per-CPU
-// counters: every program run (Stats.Events), events dropped or skipped.
-//
-// Interrupt context: unless Config.Interrupts is set, events that happen in
-// hard-IRQ, NMI or while serving a soft IRQ are skipped (and counted in
-// Stats.Interrupt). The program reads the CPU's preempt count, like the
-// kernel's in_nmi()/in_hardirq()/in_serving_softirq(), through
-// bpf_this_cpu_ptr() on the per-CPU variable pcpu_hot (x86-64 6.2 to 6.14)
-// or __preempt_count (other kernels); the loader turns the extern into a
-// typed BTF-id load, so no bpf_probe_read_kernel is needed.
+//go:build amd64
+
 package bpf
 
 import (

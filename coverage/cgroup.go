@@ -8,29 +8,23 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
-// cgroup2Mount returns where the cgroup v2 hierarchy's root is mounted.
+// cgroup2Mount applies cgroupv2.FindRoot's rule to mounts read by
+// parseMountinfo. Only parse_test.go still uses it: cgroupRoot reads
+// mountinfo through package cgroupv2, hapscope's one cgroup v2 finder.
 func cgroup2Mount(ms []mount) (string, error) {
-	for _, m := range ms {
-		if m.fstype == "cgroup2" && m.root == "/" {
-			return m.point, nil
-		}
+	out := make([]cgroupv2.Mount, len(ms))
+	for i, m := range ms {
+		out[i] = cgroupv2.Mount{Root: m.root, Point: m.point, FSType: m.fstype}
 	}
-	return "", errors.New("no cgroup v2 hierarchy mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+	return cgroupv2.FindRoot(out)
 }
 
-func cgroupRoot() (string, error) {
-	text, err := readSmall("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	ms, err := parseMountinfo(text)
-	if err != nil {
-		return "", err
-	}
-	return cgroup2Mount(ms)
-}
+// cgroupRoot returns where the cgroup v2 hierarchy's root is mounted.
+func cgroupRoot() (string, error) { return cgroupv2.Root() }
 
 // CgroupOf returns the cgroup v2 directory of process pid, for AddScope.
 func CgroupOf(pid int) (string, error) {

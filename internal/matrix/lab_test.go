@@ -97,7 +97,7 @@ func TestLabMatrixSmoke(t *testing.T) {
 	defer os.Remove(env.Cgroup)
 	plan := Plan{
 		Workloads: []Workload{Redis("set")},
-		Runtimes:  []Runtime{Native(), Runc("runc", DockerSeccomp()), Runsc("systrap", runsc)},
+		Runtimes:  []Runtime{Native(), dockerRunc(), Runsc("systrap", runsc)},
 	}
 	cells, err := plan.Run(ctx, env, sc)
 	if err != nil {

@@ -18,11 +18,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
 // Env is where the matrix runs.
@@ -331,34 +331,10 @@ func poll(ctx context.Context, f func() error) error {
 	}
 }
 
-// RemoveCgroup kills what is left in cgroup dir and below, removes them,
-// and says so when dir is still there after ten seconds.
-func RemoveCgroup(dir string) error {
-	for range 100 {
-		var dirs []string
-		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if data, err := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); err == nil {
-				for _, f := range strings.Fields(string(data)) {
-					if pid, err := strconv.Atoi(f); err == nil {
-						syscall.Kill(pid, syscall.SIGKILL)
-					}
-				}
-			}
-			os.Remove(dirs[i])
-		}
-		if _, err := os.Stat(dir); os.IsNotExist(err) {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("could not remove cgroup %s; remove it by hand", dir)
-}
+// RemoveCgroup kills what is left in cgroup dir and below (cgroup.kill,
+// or SIGKILL to each pid where the kernel lacks it), removes them, and
+// says so when dir is still there after ten seconds (cgroupv2.Remove).
+func RemoveCgroup(dir string) error { return cgroupv2.Remove(dir) }
 
 // tcpCheck sends req to 127.0.0.1:port and expects a reply starting with want.
 func tcpCheck(ctx context.Context, port int, req, want string) error {

@@ -1,21 +1,21 @@
 package matrix
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
 // inRoot returns the path of p (a path inside e.Root) as seen from here.
@@ -147,7 +147,7 @@ func Native() Runtime {
 // reach it. runc itself runs in <scope>/launcher and the container in
 // <scope>/ctr: both inside the measured subtree. seccomp, when set, is the
 // container's linux.seccomp section (nil: no seccomp filter).
-func Runc(name string, seccomp map[string]any) Runtime {
+func Runc(name string, seccomp *specs.LinuxSeccomp) Runtime {
 	return Runtime{
 		Name:  name,
 		Check: func(e *Env) error { return e.have("runc") },
@@ -168,7 +168,7 @@ func (o ociRuntime) argv(e *Env, args ...string) []string {
 	return append(a, args...)
 }
 
-func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp map[string]any) (*Instance, error) {
+func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv []string, seccomp *specs.LinuxSeccomp) (*Instance, error) {
 	// A unique container id per start: a runtime whose delete of the
 	// previous run did not finish in time (runsc under emulation) would
 	// otherwise refuse the next run with "container already exists".
@@ -256,7 +256,9 @@ func (e *Env) cgroupPath(dir string) (string, error) {
 	return "/" + rel, nil
 }
 
-func runcSpec(ctx context.Context, e *Env, bundle string) (map[string]any, error) {
+// runcSpec is `runc spec`'s default configuration, read into the runtime
+// spec's types.
+func runcSpec(ctx context.Context, e *Env, bundle string) (*specs.Spec, error) {
 	os.Remove(e.inRoot(filepath.Join(bundle, "config.json")))
 	c := e.command(ctx, -1, "runc", "spec", "--bundle", bundle)
 	if out, err := c.CombinedOutput(); err != nil {
@@ -266,85 +268,45 @@ func runcSpec(ctx context.Context, e *Env, bundle string) (map[string]any, error
 	if err != nil {
 		return nil, err
 	}
-	var spec map[string]any
+	return parseSpec(data)
+}
+
+// parseSpec reads an OCI runtime configuration (config.json).
+func parseSpec(data []byte) (*specs.Spec, error) {
+	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, fmt.Errorf("runc spec output: %w", err)
 	}
-	return spec, nil
+	return &spec, nil
 }
 
 // editSpec adapts runc's default spec: our command, our root, host network,
-// writable /tmp and /run, the cgroup inside the scope.
-func editSpec(spec map[string]any, argv []string, rootfs, cgroupsPath string, seccomp map[string]any) error {
-	proc, ok := spec["process"].(map[string]any)
-	linux, ok2 := spec["linux"].(map[string]any)
-	if !ok || !ok2 {
+// writable /tmp and /run, the cgroup inside the scope, and the given
+// seccomp filter (nil: none).
+func editSpec(spec *specs.Spec, argv []string, rootfs, cgroupsPath string, seccomp *specs.LinuxSeccomp) error {
+	if spec.Process == nil || spec.Linux == nil {
 		return errors.New("runc spec has no process or linux section")
 	}
-	proc["args"] = argv
-	proc["terminal"] = false
-	proc["cwd"] = "/tmp"
-	spec["root"] = map[string]any{"path": rootfs, "readonly": true}
-	var ns []any
-	if list, ok := linux["namespaces"].([]any); ok {
-		for _, n := range list {
-			if m, ok := n.(map[string]any); ok && m["type"] == "network" {
-				continue
-			}
+	spec.Process.Args = argv
+	spec.Process.Terminal = false
+	spec.Process.Cwd = "/tmp"
+	spec.Root = &specs.Root{Path: rootfs, Readonly: true}
+	var ns []specs.LinuxNamespace
+	for _, n := range spec.Linux.Namespaces {
+		if n.Type != specs.NetworkNamespace {
 			ns = append(ns, n)
 		}
 	}
-	linux["namespaces"] = ns
-	linux["cgroupsPath"] = cgroupsPath
-	if seccomp != nil {
-		linux["seccomp"] = seccomp
-	} else {
-		delete(linux, "seccomp")
-	}
-	mounts, _ := spec["mounts"].([]any)
+	spec.Linux.Namespaces = ns
+	spec.Linux.CgroupsPath = cgroupsPath
+	spec.Linux.Seccomp = seccomp
 	for _, d := range []string{"/tmp", "/run"} {
-		mounts = append(mounts, map[string]any{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "mode=1777"}})
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
-	spec["mounts"] = mounts
 	return nil
 }
 
-// Cgroup2Root returns where the cgroup v2 hierarchy is mounted.
-func Cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	return parseCgroup2Root(f)
-}
-
-func parseCgroup2Root(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 3 && f[2] == "cgroup2" {
-			return unescapeMount(f[1]), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); hapscope scopes by cgroup v2")
-}
-
-// unescapeMount decodes the octal escapes of /proc/self/mounts (\040 …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// Cgroup2Root returns where the cgroup v2 hierarchy's root is mounted
+// (cgroupv2.Root: the cgroup2 line of /proc/self/mountinfo whose root is
+// "/").
+func Cgroup2Root() (string, error) { return cgroupv2.Root() }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	dockerseccomp "github.com/docker/docker/profiles/seccomp"
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // How each runtime is put into the measured scope (a fresh cgroup v2
@@ -29,104 +32,35 @@ import (
 //     ptrace'd tasks are inside the scope.
 //   - Kata (QEMU, Firecracker), Nabla: not runnable here; their rows say why.
 
-// DockerSeccomp is the seccomp profile Docker applies by default (moby's
-// profiles/seccomp/default.json), resolved the way Docker resolves it for
-// an x86-64 container with Docker's default capability set (which holds
-// CAP_SYS_CHROOT but not CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_BPF …):
-// default action errno EPERM; the unconditional allow list; ptrace and
-// process_vm_* (kernel ≥ 4.8); socket unless AF_VSOCK; personality for
-// PER_LINUX, PER_LINUX32, UNAME26 and their combination and the query
-// value; arch_prctl and modify_ldt; chroot; clone without namespace flags;
-// clone3 answers ENOSYS so libcs fall back to clone. It is in the runtime
-// spec's linux.seccomp form.
-func DockerSeccomp() map[string]any {
-	const (
-		afVsock   = 40
-		nsFlags   = 0x7E020000 // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-		errnoNone = 38         // ENOSYS
-	)
-	allow := func(names ...string) map[string]any {
-		return map[string]any{"names": names, "action": "SCMP_ACT_ALLOW"}
+// DockerSeccomp is the seccomp profile Docker 24 applies by default
+// (github.com/docker/docker/profiles/seccomp at v24.0.9: Docker's own code
+// and default.json), resolved the way Docker resolves it for a container
+// of this architecture with Docker's default capability set on the
+// running kernel: default action errno EPERM; the unconditional allow
+// list; ptrace and process_vm_* on kernels 4.8 and later; socket unless
+// AF_VSOCK; personality for a few personas; chroot (CAP_SYS_CHROOT is a
+// default capability); clone without namespace flags; clone3 answers
+// ENOSYS so libcs fall back to clone. Nothing that needs CAP_SYS_ADMIN,
+// CAP_SYS_PTRACE, CAP_BPF … is allowed. It is the runtime spec's
+// linux.seccomp section.
+func DockerSeccomp() (*specs.LinuxSeccomp, error) {
+	rs := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: dockerCaps}}}
+	p, err := dockerseccomp.GetDefaultProfile(rs)
+	if err != nil {
+		return nil, fmt.Errorf("resolve Docker's default seccomp profile: %w", err)
 	}
-	arg := func(index int, value uint64, op string) map[string]any {
-		return map[string]any{"index": index, "value": value, "op": op}
+	if p == nil {
+		return nil, errors.New("resolve Docker's default seccomp profile: the profile package returned none")
 	}
-	withArgs := func(r map[string]any, args ...map[string]any) map[string]any {
-		r["args"] = args
-		return r
-	}
-	rules := []any{
-		allow(dockerAllowed...),
-		allow("process_vm_readv", "process_vm_writev", "ptrace"),
-		withArgs(allow("socket"), arg(0, afVsock, "SCMP_CMP_NE")),
-	}
-	for _, p := range []uint64{0, 8, 0x20000, 0x20008, 0xffffffff} {
-		rules = append(rules, withArgs(allow("personality"), arg(0, p, "SCMP_CMP_EQ")))
-	}
-	rules = append(rules,
-		allow("arch_prctl", "modify_ldt", "chroot"),
-		withArgs(allow("clone"), map[string]any{"index": 0, "value": uint64(nsFlags), "valueTwo": uint64(0), "op": "SCMP_CMP_MASKED_EQ"}),
-		map[string]any{"names": []string{"clone3"}, "action": "SCMP_ACT_ERRNO", "errnoRet": errnoNone},
-	)
-	return map[string]any{
-		"defaultAction":   "SCMP_ACT_ERRNO",
-		"defaultErrnoRet": 1,
-		"architectures":   []string{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"},
-		"syscalls":        rules,
-	}
+	return p, nil
 }
 
-// dockerAllowed is the unconditional allow list of Docker's default
-// seccomp profile. Names this kernel or libseccomp does not know (32-bit
-// variants) are ignored by runc.
-var dockerAllowed = []string{
-	"accept", "accept4", "access", "adjtimex", "alarm", "bind", "brk", "capget", "capset", "chdir",
-	"chmod", "chown", "chown32", "clock_adjtime", "clock_adjtime64", "clock_getres", "clock_getres_time64",
-	"clock_gettime", "clock_gettime64", "clock_nanosleep", "clock_nanosleep_time64", "close", "close_range",
-	"connect", "copy_file_range", "creat", "dup", "dup2", "dup3", "epoll_create", "epoll_create1",
-	"epoll_ctl", "epoll_ctl_old", "epoll_pwait", "epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd",
-	"eventfd2", "execve", "execveat", "exit", "exit_group", "faccessat", "faccessat2", "fadvise64",
-	"fadvise64_64", "fallocate", "fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchown", "fchown32",
-	"fchownat", "fcntl", "fcntl64", "fdatasync", "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr",
-	"fsetxattr", "fstat", "fstat64", "fstatat64", "fstatfs", "fstatfs64", "fsync", "ftruncate", "ftruncate64",
-	"futex", "futex_time64", "futex_waitv", "futimesat", "getcpu", "getcwd", "getdents", "getdents64",
-	"getegid", "getegid32", "geteuid", "geteuid32", "getgid", "getgid32", "getgroups", "getgroups32",
-	"getitimer", "getpeername", "getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getrandom",
-	"getresgid", "getresgid32", "getresuid", "getresuid32", "getrlimit", "get_robust_list", "getrusage",
-	"getsid", "getsockname", "getsockopt", "get_thread_area", "gettid", "gettimeofday", "getuid", "getuid32",
-	"getxattr", "inotify_add_watch", "inotify_init", "inotify_init1", "inotify_rm_watch", "io_cancel",
-	"ioctl", "io_destroy", "io_getevents", "io_pgetevents", "io_pgetevents_time64", "ioprio_get",
-	"ioprio_set", "io_setup", "io_submit", "io_uring_enter", "io_uring_register", "io_uring_setup", "ipc",
-	"kill", "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self", "lchown", "lchown32",
-	"lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr", "_llseek", "lremovexattr", "lseek",
-	"lsetxattr", "lstat", "lstat64", "madvise", "membarrier", "memfd_create", "memfd_secret", "mincore",
-	"mkdir", "mkdirat", "mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect",
-	"mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64", "mq_timedsend",
-	"mq_timedsend_time64", "mq_unlink", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd", "msync",
-	"munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep", "newfstatat", "_newselect", "open",
-	"openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2", "pkey_alloc",
-	"pkey_free", "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl", "pread64", "preadv", "preadv2",
-	"prlimit64", "process_mrelease", "pselect6", "pselect6_time64", "pwrite64", "pwritev", "pwritev2",
-	"read", "readahead", "readlink", "readlinkat", "readv", "recv", "recvfrom", "recvmmsg",
-	"recvmmsg_time64", "recvmsg", "remap_file_pages", "removexattr", "rename", "renameat", "renameat2",
-	"restart_syscall", "rmdir", "rseq", "rt_sigaction", "rt_sigpending", "rt_sigprocmask",
-	"rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait", "rt_sigtimedwait_time64",
-	"rt_tgsigqueueinfo", "sched_getaffinity", "sched_getattr", "sched_getparam", "sched_get_priority_max",
-	"sched_get_priority_min", "sched_getscheduler", "sched_rr_get_interval", "sched_rr_get_interval_time64",
-	"sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler", "sched_yield", "seccomp",
-	"select", "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "send", "sendfile",
-	"sendfile64", "sendmmsg", "sendmsg", "sendto", "setfsgid", "setfsgid32", "setfsuid", "setfsuid32",
-	"setgid", "setgid32", "setgroups", "setgroups32", "setitimer", "setpgid", "setpriority", "setregid",
-	"setregid32", "setresgid", "setresgid32", "setresuid", "setresuid32", "setreuid", "setreuid32",
-	"setrlimit", "set_robust_list", "setsid", "setsockopt", "set_thread_area", "set_tid_address", "setuid",
-	"setuid32", "setxattr", "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd",
-	"signalfd4", "sigprocmask", "sigreturn", "socketcall", "socketpair", "splice", "stat", "stat64",
-	"statfs", "statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo",
-	"tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
-	"timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
-	"timerfd_gettime64", "timerfd_settime", "timerfd_settime64", "times", "tkill", "truncate", "truncate64",
-	"ugetrlimit", "umask", "uname", "unlink", "unlinkat", "utime", "utimensat", "utimensat_time64", "utimes",
-	"vfork", "vmsplice", "wait4", "waitid", "waitpid", "write", "writev",
+// dockerCaps is Docker's default capability set (moby's
+// oci/caps.DefaultCapabilities), which decides the profile's
+// capability-dependent rules.
+var dockerCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
 // Bubblewrap runs the service under bwrap with every namespace but the
@@ -243,7 +177,7 @@ func haveKVM() bool {
 func Study2018(runsc string) []Runtime {
 	return []Runtime{
 		Native(),
-		Runc("runc", DockerSeccomp()),
+		dockerRunc(),
 		Runc("runc-noseccomp", nil),
 		Bubblewrap(),
 		Runsc("systrap", runsc),
@@ -253,4 +187,14 @@ func Study2018(runsc string) []Runtime {
 		Unavailable("kata-firecracker", needsKVM("Kata Containers with Firecracker")),
 		Unavailable("nabla", "not installable here: nabla's runnc and solo5 are not packaged in Debian and the archived project's sources are not reachable from this machine"),
 	}
+}
+
+// dockerRunc is the study's Docker row: runc with Docker's default seccomp
+// profile, or a row that says why that profile could not be had.
+func dockerRunc() Runtime {
+	p, err := DockerSeccomp()
+	if err != nil {
+		return Unavailable("runc", err.Error())
+	}
+	return Runc("runc", p)
 }
