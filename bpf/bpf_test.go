@@ -13,26 +13,19 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
 // cgroup2Root finds the cgroup v2 mount (/sys/fs/cgroup or, on hybrid
 // systems, /sys/fs/cgroup/unified).
 func cgroup2Root(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	root, err := cgroupv2.Root()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("cannot create test cgroups: %v", err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && f[i+1] == "cgroup2" && f[3] == "/" {
-				return f[4]
-			}
-		}
-	}
-	t.Skip("no cgroup2 mount with root /: cannot create test cgroups")
-	return ""
+	return root
 }
 
 func mkCgroup(t *testing.T, dir string) (id uint64) {

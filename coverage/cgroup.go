@@ -12,17 +12,6 @@ import (
 	"github.com/hapscope/hapscope/internal/cgroupv2"
 )
 
-// cgroup2Mount applies cgroupv2.FindRoot's rule to mounts read by
-// parseMountinfo. Only parse_test.go still uses it: cgroupRoot reads
-// mountinfo through package cgroupv2, hapscope's one cgroup v2 finder.
-func cgroup2Mount(ms []mount) (string, error) {
-	out := make([]cgroupv2.Mount, len(ms))
-	for i, m := range ms {
-		out[i] = cgroupv2.Mount{Root: m.root, Point: m.point, FSType: m.fstype}
-	}
-	return cgroupv2.FindRoot(out)
-}
-
 // cgroupRoot returns where the cgroup v2 hierarchy's root is mounted.
 func cgroupRoot() (string, error) { return cgroupv2.Root() }
 

@@ -58,16 +58,3 @@ func TestCgroupInfoPaths(t *testing.T) {
 		t.Error("cgroupInfo accepted a cgroup that does not exist")
 	}
 }
-
-// TestCgroup2MountRule checks that coverage's parsed mounts get
-// cgroupv2's rule: a subtree mount listed first is not the root.
-func TestCgroup2MountRule(t *testing.T) {
-	ms, err := parseMountinfo("50 40 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n" +
-		"51 40 0:26 / /host/sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err := cgroup2Mount(ms); err != nil || p != "/host/sys/fs/cgroup" {
-		t.Errorf("cgroup2Mount = %q, %v; want /host/sys/fs/cgroup", p, err)
-	}
-}

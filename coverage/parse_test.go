@@ -63,20 +63,6 @@ func TestParseProcCgroup(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	ms, err := parseMountinfo(readFixture(t, "mountinfo_hybrid.txt") + `99 1 0:40 / /tmp/with\040space rw - cgroup2 none rw` + "\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := cgroup2Mount(ms)
-	if err != nil || p != "/sys/fs/cgroup/unified" {
-		t.Errorf("cgroup2 mount = %q, %v", p, err)
-	}
-	if last := ms[len(ms)-1]; last.point != "/tmp/with space" {
-		t.Errorf("octal escape: %q", last.point)
-	}
-}
-
 func FuzzParseFilterFunctions(f *testing.F) {
 	f.Add(readFixture(f, "available_filter_functions.txt"), false)
 	f.Add(readFixture(f, "available_filter_functions_addrs.txt"), true)
@@ -100,21 +86,6 @@ func FuzzParseProcCgroup(f *testing.F) {
 		p, ok, err := parseProcCgroup(s)
 		if err == nil && ok && !strings.HasPrefix(p, "/") {
 			t.Fatalf("relative path %q", p)
-		}
-	})
-}
-
-func FuzzParseMountinfo(f *testing.F) {
-	f.Add(readFixture(f, "mountinfo_hybrid.txt"))
-	f.Fuzz(func(t *testing.T, s string) {
-		ms, err := parseMountinfo(s)
-		if err != nil {
-			return
-		}
-		for _, m := range ms {
-			if m.fstype == "" {
-				t.Fatalf("empty fstype in %+v", m)
-			}
 		}
 	})
 }
