@@ -155,8 +155,10 @@ func TestLabExporter(t *testing.T) {
 	if err := exp.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- exp.Wait() }()
+	// exited is closed once the exporter has exited, with waitErr set.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = exp.Wait(); close(exited) }()
 	defer func() {
 		select {
 		case <-exited:
@@ -174,8 +176,8 @@ func TestLabExporter(t *testing.T) {
 			break
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("exporter exited at start-up: %v\n%s", err, stderr.String())
+		case <-exited:
+			t.Fatalf("exporter exited at start-up: %v\n%s", waitErr, stderr.String())
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Since(start) > 3*time.Minute {
@@ -244,9 +246,9 @@ func TestLabExporter(t *testing.T) {
 
 	exp.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exporter after SIGTERM: %v\n%s", err, stderr.String())
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("exporter after SIGTERM: %v\n%s", waitErr, stderr.String())
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("exporter still running 2 min after SIGTERM:\n%s", stderr.String())
