@@ -55,13 +55,13 @@ func TestProgressPipe(t *testing.T) {
 	want := []string{
 		"hapscope: attach kprobe.multi: 1000 functions …",
 		"hapscope: attach kprobe.multi: 1000 functions in ",
-		"hapscope: detach kprobe.multi: 1000 functions …",
-		"hapscope: detach kprobe.multi: 1000 functions in ",
+		"hapscope: detach kprobe.multi: 1000 links …",
+		"hapscope: detach kprobe.multi: 1000 links in ",
 		"hapscope: index DWARF: 40 compile units …",
 		"hapscope: index DWARF: 40 compile units in ",
 		"hapscope: attach fentry: 10 functions …",
 		"hapscope: attach fentry: stopped after 3 of 10 functions, ",
-		"hapscope: detach fentry: 3 functions in ",
+		"hapscope: detach fentry: 3 links in ",
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), out)

@@ -25,7 +25,7 @@ type Progress struct {
 
 	mu    sync.Mutex
 	name  string // stage description, "" before the first
-	unit  string
+	unit  string // singular
 	start time.Time
 	done  int
 	total int
@@ -45,12 +45,16 @@ func (p *Progress) Coverage(c coverage.Progress) {
 	if c.Backend != "" {
 		name += " " + string(c.Backend)
 	}
-	p.update(name, "functions", c.Done, c.Total)
+	unit := "function" // attach counts functions
+	if c.Stage == "detach" {
+		unit = "link" // one per function with fentry and kprobe, a few with kprobe.multi
+	}
+	p.update(name, unit, c.Done, c.Total)
 }
 
 // Index reports the build of a line index (symbolize.Options.Progress).
 func (p *Progress) Index(done, total int) {
-	p.update("index DWARF", "compile units", done, total)
+	p.update("index DWARF", "compile unit", done, total)
 }
 
 func (p *Progress) update(name, unit string, done, total int) {
@@ -64,7 +68,7 @@ func (p *Progress) update(name, unit string, done, total int) {
 				progressbar.OptionSetDescription(p.prefix+name), progressbar.OptionShowCount(),
 				progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
 		} else if done < total {
-			fmt.Fprintf(p.w, "%s%s: %d %s …\n", p.prefix, name, total, unit)
+			fmt.Fprintf(p.w, "%s%s: %s …\n", p.prefix, name, count(total, unit))
 		}
 	}
 	p.done = done
@@ -90,8 +94,16 @@ func (p *Progress) finish() {
 	}
 	took := p.now().Sub(p.start).Round(time.Millisecond)
 	if p.done >= p.total {
-		fmt.Fprintf(p.w, "%s%s: %d %s in %s\n", p.prefix, p.name, p.total, p.unit, took)
+		fmt.Fprintf(p.w, "%s%s: %s in %s\n", p.prefix, p.name, count(p.total, p.unit), took)
 	} else {
-		fmt.Fprintf(p.w, "%s%s: stopped after %d of %d %s, %s\n", p.prefix, p.name, p.done, p.total, p.unit, took)
+		fmt.Fprintf(p.w, "%s%s: stopped after %d of %s, %s\n", p.prefix, p.name, p.done, count(p.total, p.unit), took)
 	}
+}
+
+// count writes n units: "1 link", "42 links".
+func count(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
 }
