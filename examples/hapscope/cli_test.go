@@ -339,3 +339,32 @@ func TestVmlinuxNotELFWording(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCapEff(t *testing.T) {
+	status := "Name:\tcat\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n"
+	if got := parseCapEff(status); got != 0x1ffffffffff || !privileged(1000, got) {
+		t.Errorf("root's CapEff: %#x", got)
+	}
+	for _, s := range []string{"", "CapEff:\tzz\n", "CapPrm:\t000001ffffffffff\n", "CapEff:\t1ffffffffffffffffff\n"} {
+		if got := parseCapEff(s); got != 0 {
+			t.Errorf("parseCapEff(%q) = %#x, want 0", s, got)
+		}
+	}
+}
+
+// FuzzParseCapEff: any status text parses without panicking, and a
+// well-formed CapEff line gives its value back.
+func FuzzParseCapEff(f *testing.F) {
+	f.Add("Name:\tsh\nCapEff:\t000001ffffffffff\n", uint64(0x1ffffffffff))
+	f.Add("CapEff:\t0000000000000000", uint64(0))
+	f.Fuzz(func(t *testing.T, prefix string, v uint64) {
+		parseCapEff(prefix)
+		if strings.Contains(prefix, "CapEff:") {
+			return // the first CapEff line wins
+		}
+		text := prefix + "\nCapEff:\t" + fmt.Sprintf("%016x", v) + "\n"
+		if got := parseCapEff(text); got != v {
+			t.Errorf("parseCapEff(%q) = %#x, want %#x", text, got, v)
+		}
+	})
+}

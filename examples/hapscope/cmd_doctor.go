@@ -136,9 +136,18 @@ func effectiveCaps() uint64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	return parseCapEff(string(data))
+}
+
+// parseCapEff reads the CapEff line of a /proc/PID/status text; 0 when it
+// has none or it is malformed (no capability is assumed).
+func parseCapEff(status string) uint64 {
+	for _, line := range strings.Split(status, "\n") {
 		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			v, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			v, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				return 0
+			}
 			return v
 		}
 	}
