@@ -324,8 +324,8 @@ func TestVmlinuxNotELF(t *testing.T) {
 // words, not debug/elf's or io's ("EOF", "bad magic number '[114 …]'").
 //
 // TODO(issue 13): passes once the symbolize change that words these errors
-// (symbolize.Open on an empty or non-ELF file) is merged; it fails on a
-// branch without it, by design.
+// (symbolize.Open on an empty or non-ELF file, branch wt-sym) is merged; it
+// fails on a branch without it, by design.
 func TestVmlinuxNotELFWording(t *testing.T) {
 	for _, args := range [][]string{
 		{"index", "-q", "--vmlinux", "/dev/null", "--release", "x"},
