@@ -40,12 +40,12 @@ func cmdCompare(args []string) int {
 		fmt.Fprintln(fs.Output(), "usage: hapscope compare [--json] [--functions] A.json B.json")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	a, err := readProfile(fs.Arg(0))
 	if err != nil {
@@ -91,12 +91,12 @@ func cmdReport(args []string) int {
 		fmt.Fprintln(fs.Output(), "usage: hapscope report --html OUT.html A.json [B.json ...]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || fs.NArg() == 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	var ps []*hap.Profile
 	for _, path := range fs.Args() {
@@ -119,10 +119,4 @@ func cmdReport(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "hapscope: report of %d profiles written to %s\n", len(ps), *out)
 	return 0
-}
-
-// fail prints err as one line and returns exit code 1.
-func fail(err error) int {
-	fmt.Fprintln(os.Stderr, "hapscope:", err)
-	return 1
 }

@@ -30,21 +30,16 @@ func cmdDemo(args []string) int {
 		fmt.Fprintln(fs.Output(), "Needs root, redis-server, redis-tools and runc. `make demo` runs it in the lab where this kernel cannot be traced.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
-	if !isFlagSet(fs, "warmup") {
-		sf.warmup = 2 * time.Second
-	}
-	if !isFlagSet(fs, "window") {
-		sf.window = 5 * time.Second
-	}
-	if !isFlagSet(fs, "counts") {
-		// Like the matrix: every probe stays attached. Pruning pays off
-		// over minutes; in a 5 s window its link replacements cost more
-		// than they save (measured in the lab, see coverage).
-		sf.counts = true
+	demoDefaults(fs, &sf)
+	if err := sf.Validate(); err != nil {
+		return usageError(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -66,6 +61,23 @@ func cmdDemo(args []string) int {
 		return fail(err)
 	}
 	return writeCells(cells, *out, time.Since(start))
+}
+
+// demoDefaults sets what demo and matrix measure unless the flags say
+// otherwise: a 2 s warm-up, a 5 s window, and (demo only: matrix has
+// --prune) counts mode. Every probe stays attached, like the matrix: pruning
+// pays off over minutes; in a 5 s window its link replacements cost more than
+// they save (measured in the lab, see coverage).
+func demoDefaults(fs *flag.FlagSet, sf *scoreFlags) {
+	if !isFlagSet(fs, "warmup") {
+		sf.Warmup = 2 * time.Second
+	}
+	if !isFlagSet(fs, "window") {
+		sf.Window = 5 * time.Second
+	}
+	if !isFlagSet(fs, "counts") && fs.Lookup("prune") == nil {
+		sf.Counts = true
+	}
 }
 
 // writeCells prints the score table, writes each profile and the report,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -40,15 +41,23 @@ func cmdMatrix(args []string) int {
 		fmt.Fprintln(fs.Output(), "`make matrix` runs it in the lab (Debian 6.12 under QEMU) where this kernel cannot be traced.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *runs < 1 {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
-	if !isFlagSet(fs, "warmup") {
-		sf.warmup = 2 * time.Second
+	if *runs < 1 {
+		return usageError(fmt.Errorf("-runs %d: must be at least 1", *runs))
 	}
-	if !isFlagSet(fs, "window") {
-		sf.window = 5 * time.Second
+	demoDefaults(fs, &sf)
+	if isFlagSet(fs, "counts") && *prune {
+		return usageError(errors.New("--counts and --prune contradict each other (the matrix counts unless --prune)"))
+	}
+	sf.Counts = !*prune
+	if err := sf.Validate(); err != nil {
+		return usageError(err)
 	}
 	plan := matrix.Plan{Runs: *runs}
 	for _, name := range splitList(*workloads) {
@@ -62,8 +71,7 @@ func cmdMatrix(args []string) int {
 		case "node-express":
 			plan.Workloads = append(plan.Workloads, matrix.Express(*express))
 		default:
-			fmt.Fprintf(os.Stderr, "hapscope: unknown workload %q (have redis-set, redis-get, python-tornado, node-express)\n", name)
-			return 2
+			return usageError(fmt.Errorf("unknown workload %q (have redis-set, redis-get, python-tornado, node-express)", name))
 		}
 	}
 	all := matrix.Study2018(*runsc)
@@ -78,8 +86,7 @@ func cmdMatrix(args []string) int {
 			}
 		}
 		if !found {
-			fmt.Fprintf(os.Stderr, "hapscope: unknown runtime %q (have %s)\n", name, strings.Join(runtimeNames(), ", "))
-			return 2
+			return usageError(fmt.Errorf("unknown runtime %q (have %s)", name, strings.Join(runtimeNames(), ", ")))
 		}
 	}
 
@@ -95,13 +102,12 @@ func cmdMatrix(args []string) int {
 	defer cleanup()
 
 	o := sf.options()
-	o.Coverage.Counts = !*prune
 	if *overhead {
 		rounds := *runs
 		if !isFlagSet(fs, "runs") {
 			rounds = 3
 		}
-		return runOverhead(ctx, env, o, sf.warmup, sf.window, rounds, *express, *out)
+		return runOverhead(ctx, env, o, sf.Warmup, sf.Window, rounds, *express, *out)
 	}
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs\n", len(plan.Workloads), len(plan.Runtimes), plan.Runs)

@@ -13,13 +13,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/hapscope/hapscope/examples/internal/hapcli"
 
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
-	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/internal/matrix"
-	"github.com/hapscope/hapscope/symbolize"
 )
 
 // exitWorkload is the exit code when the measured workload failed: the
@@ -34,82 +32,28 @@ func init() {
 	register("score", "score an existing cgroup (or a process's cgroup) over a window", cmdScore)
 }
 
-// scoreFlags are the flags run and score share.
+// scoreFlags are the flags run and score share: the measurement's
+// (hapcli.ScoreFlags, shared with the exporter) and the output's.
 type scoreFlags struct {
-	warmup, window       time.Duration
-	samples              int
-	jsonOut              bool
-	out                  string
-	label                string
-	backend              string
-	interrupts, estimate bool
-	counts               bool
-	vmlinux, indexCache  string
-	density              float64
-	quiet                bool
+	hapcli.ScoreFlags
+	jsonOut bool
+	out     string
+	label   string
 }
 
 func (f *scoreFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.warmup, "warmup", 5*time.Second, "time to wait before measuring (start-up is not steady state)")
-	fs.DurationVar(&f.window, "window", 10*time.Second, "measured window")
-	fs.IntVar(&f.samples, "samples", 10, "convergence points in the window")
+	f.ScoreFlags = hapcli.ScoreFlags{Warmup: 5 * time.Second, Window: 10 * time.Second, Samples: 10}
+	f.ScoreFlags.Register(fs)
 	fs.BoolVar(&f.jsonOut, "json", false, "print the profile as JSON instead of a table")
 	fs.StringVar(&f.out, "o", "", "also write the profile JSON to this file")
 	fs.StringVar(&f.label, "label", "", "label of the profile (default: the command or cgroup)")
-	fs.StringVar(&f.backend, "backend", "", "force a backend: kprobe.multi, fentry or kprobe (default: best available)")
-	fs.BoolVar(&f.interrupts, "interrupts", false, "also count hard-IRQ, soft-IRQ and NMI context that lands in the workload's tasks (a different measurement; lets pruning remove more probes)")
-	fs.BoolVar(&f.counts, "counts", false, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
-	fs.BoolVar(&f.estimate, "estimate", false, "without DWARF, estimate lines from function sizes (marked estimated)")
-	fs.StringVar(&f.vmlinux, "vmlinux", "", "vmlinux with DWARF (default: distro locations, then debuginfod)")
-	fs.StringVar(&f.indexCache, "index-cache", os.Getenv(labtest.EnvIndexCache), "directory of cached line indexes (default: the user cache; in the lab, the one the host prebuilt)")
-	fs.Float64Var(&f.density, "density", 0, fmt.Sprintf("bug density, defects per 1,000 lines (default %.2f)", hap.DefaultDensity))
-	fs.BoolVar(&f.quiet, "q", false, "no progress output")
 }
 
+// options is the hap.ScoreOptions of the flags; validate them first.
 func (f *scoreFlags) options() hap.ScoreOptions {
-	o := hap.ScoreOptions{
-		Label: f.label, Warmup: f.warmup, Window: f.window, Samples: f.samples,
-		Coverage:      coverage.Options{Backend: coverage.Backend(f.backend), Interrupts: f.interrupts},
-		Symbolize:     symbolize.Options{VMLinux: f.vmlinux, CacheDir: f.indexCache},
-		AllowEstimate: f.estimate, Density: f.density,
-	}
-	if !f.quiet {
-		o.Coverage.Progress = progressPrinter()
-		o.Symbolize.Progress = indexProgress()
-	}
+	o := f.ScoreFlags.Options()
+	o.Label = f.label
 	return o
-}
-
-// progressPrinter draws attach/detach progress bars on stderr.
-func progressPrinter() func(coverage.Progress) {
-	var bar *progressbar.ProgressBar
-	var stage string
-	return func(p coverage.Progress) {
-		if bar == nil || p.Stage != stage {
-			if bar != nil {
-				bar.Finish()
-			}
-			stage = p.Stage
-			bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(os.Stderr),
-				progressbar.OptionSetDescription(fmt.Sprintf("%s %s", p.Stage, p.Backend)),
-				progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionClearOnFinish())
-		}
-		bar.Set(p.Done)
-	}
-}
-
-// indexProgress draws the DWARF index build.
-func indexProgress() func(done, total int) {
-	var bar *progressbar.ProgressBar
-	return func(done, total int) {
-		if bar == nil {
-			bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr),
-				progressbar.OptionSetDescription("index DWARF"), progressbar.OptionShowCount(),
-				progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-		}
-		bar.Set(done)
-	}
 }
 
 func (f *scoreFlags) print(p *hap.Profile) int {
@@ -147,12 +91,15 @@ func cmdScore(args []string) int {
 		fmt.Fprintln(fs.Output(), "usage: hapscope score (--cgroup DIR | --pid PID) [--window D] [flags]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if (*cg == "") == (*pid == 0) || fs.NArg() > 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
+	}
+	if err := sf.Validate(); err != nil {
+		return usageError(err)
 	}
 	if *pid != 0 {
 		p, err := coverage.CgroupOf(*pid)
@@ -161,6 +108,13 @@ func cmdScore(args []string) int {
 		}
 		*cg = p
 	}
+	// Before anything is attached: a wrong path must not cost an attach of
+	// the whole catalogue.
+	dir, err := hapcli.CheckCgroup(*cg)
+	if err != nil {
+		return fail(err)
+	}
+	*cg = dir
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := sf.options()
@@ -183,12 +137,15 @@ func cmdRun(args []string) int {
 		fmt.Fprintln(fs.Output(), "non-zero, or exits before the window starts, is reported and not scored (exit status 3).")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
+	}
+	if err := sf.Validate(); err != nil {
+		return usageError(err)
 	}
 	cmdline := fs.Args()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hapscope/hapscope/examples/internal/hapcli"
 	"github.com/hapscope/hapscope/symbolize"
 )
 
@@ -40,7 +41,7 @@ func (f *indexFlags) open(ctx context.Context) (*symbolize.Index, error) {
 		Kernel: symbolize.Kernel{Release: f.release, BuildID: strings.ToLower(f.buildID)},
 	}
 	if !f.quiet {
-		o.Progress = indexProgress()
+		o.Progress = hapcli.NewProgress(os.Stderr, "hapscope: ").Index
 	}
 	return symbolize.Open(ctx, o)
 }
@@ -54,9 +55,12 @@ func cmdIndex(args []string) int {
 		fmt.Fprintln(fs.Output(), "Builds the function → source lines index of a kernel and caches it by build-id.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	start := time.Now()
 	ix, err := f.open(context.Background())
@@ -148,9 +152,12 @@ func cmdSymbolize(args []string) int {
 		fmt.Fprintln(fs.Output(), "FUNC may carry compiler suffixes (foo.isra.0); 0xADDR is a vmlinux (link-time) address.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	ix, err := f.open(context.Background())
 	if err != nil {

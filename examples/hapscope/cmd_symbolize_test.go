@@ -14,13 +14,7 @@ import (
 func TestSymbolizeCLI(t *testing.T) {
 	bin := build(t)
 	dir := t.TempDir()
-	vm := filepath.Join(dir, "fixture")
-	src := filepath.Join("..", "..", "symbolize", "testdata", "fixture")
-	cc := exec.Command("gcc", "-O2", "-g", "-o", vm, "a.c", "b.c")
-	cc.Dir = src
-	if out, err := cc.CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
-	}
+	vm := fixture(t)
 	run := func(args ...string) (string, string, error) {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(cmd.Environ(), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
@@ -55,5 +49,41 @@ func TestSymbolizeCLI(t *testing.T) {
 	out, stderr, err = run("symbolize", "-q", "--vmlinux", vm, "--release", "fixture", "outer", "nosuch")
 	if err == nil || !strings.Contains(stderr, "nosuch") || !strings.Contains(out, "own      a.c:19-24") {
 		t.Errorf("text output / missing name: err %v\n%s%s", err, out, stderr)
+	}
+}
+
+// fixture compiles the symbolize package's gcc fixture and returns its path.
+func fixture(t *testing.T) string {
+	t.Helper()
+	vm := filepath.Join(t.TempDir(), "fixture")
+	cc := exec.Command("gcc", "-O2", "-g", "-o", vm, "a.c", "b.c")
+	cc.Dir = filepath.Join("..", "..", "symbolize", "testdata", "fixture")
+	if out, err := cc.CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return vm
+}
+
+// TestIndexProgressInLog: with stderr a pipe (a log), the index build's
+// progress is a start line and an end line, with no carriage-return frames.
+func TestIndexProgressInLog(t *testing.T) {
+	vm := fixture(t)
+	r := cli(t, "index", "--vmlinux", vm, "--release", "fixture")
+	if r.code != 0 {
+		t.Fatalf("index: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.ContainsRune(r.stderr, '\r') {
+		t.Errorf("carriage returns in piped stderr: %q", r.stderr)
+	}
+	// A start line ("… N compile units …") unless the first report is
+	// already the last (the fixture has 2 units), then the end line.
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "hapscope: index DWARF: ") {
+			t.Errorf("stderr line %q is not an index stage line", l)
+		}
+	}
+	if len(lines) > 2 || !strings.Contains(lines[len(lines)-1], " compile units in ") {
+		t.Errorf("stderr %q: want at most a start and an end line of the index stage", r.stderr)
 	}
 }

@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/labtest"
 )
 
@@ -80,5 +86,201 @@ func TestLabRunSIGINTCleanup(t *testing.T) {
 	}
 	if out, _ := exec.Command("/bin/sh", "-c", "ps | grep -c '[s]leep 600'").Output(); strings.TrimSpace(string(out)) != "0" {
 		t.Errorf("the workload still runs after the interrupted run")
+	}
+}
+
+// labWorkload reads /dev/zero and writes /dev/null in a loop: it certainly
+// runs these functions.
+const labWorkload = "while :; do dd if=/dev/zero of=/dev/null bs=4096 count=200 2>/dev/null; done"
+
+var labFunctions = []string{"ksys_read", "vfs_read", "ksys_write", "vfs_write"}
+
+// requireFullCatalogue skips where attaching the whole catalogue does not fit
+// in a lab run: the CLI has no flag to bound the catalogue, and fentry (6.1)
+// attaches one program per function.
+func requireFullCatalogue(t *testing.T) {
+	t.Helper()
+	labtest.Require(t)
+	if labtest.Kernel() != "6.12" {
+		t.Skip("needs kprobe.multi (6.12 only): the CLI attaches the whole catalogue, one fentry program per function on 6.1, which takes tens of minutes under emulation, and it has no flag to bound the catalogue")
+	}
+}
+
+// runLabCLI runs the test binary as hapscope with args and returns its
+// stdout, stderr and exit status.
+func runLabCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asCLI+"=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("hapscope %s: %s, %v", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), err)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// checkLabProfile checks a profile the CLI wrote: it reads back, was
+// measured exactly on this kernel's lines, holds the functions the
+// workload certainly runs, has lines, reports the window's misses, and its
+// hit counts say which probe mode measured it (coverage.Counts: every
+// function counted; coverage.Pruned: none, a probe stops counting once it
+// has seen its function).
+func checkLabProfile(t *testing.T, js []byte, counts bool) *hap.Profile {
+	t.Helper()
+	if out := labtest.OutDir(); out != "" {
+		os.WriteFile(filepath.Join(out, "cli-"+strings.ReplaceAll(t.Name(), "/", "-")+".json"), js, 0o644)
+	}
+	p, err := hap.ReadJSON(bytes.NewReader(js))
+	if err != nil {
+		t.Fatalf("profile does not read back: %v\n%.2000s", err, js)
+	}
+	t.Log(p.Summary())
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(js, &raw); err != nil {
+		t.Fatal(err)
+	}
+	// Misses and drops are reported for the window (whether they cover
+	// only the window or the tracer's life is the library's contract).
+	for _, k := range []string{"misses", "drops"} {
+		var n uint64
+		if err := json.Unmarshal(raw[k], &n); err != nil {
+			t.Errorf("profile field %q: %s: %v", k, raw[k], err)
+		}
+	}
+	if p.Release != labtest.Release() || p.Backend != string(coverage.KprobeMulti) {
+		t.Errorf("kernel %s, backend %s; want %s, kprobe.multi", p.Release, p.Backend, labtest.Release())
+	}
+	if want := hap.ModeExact; labtest.Vmlinux() != "" && p.Mode != want {
+		t.Errorf("mode %q, want %q (the lab has this kernel's DWARF)", p.Mode, want)
+	}
+	if p.Lines.Total <= 0 || p.Lines.Union <= 0 || len(p.LineSet) == 0 {
+		t.Errorf("lines %+v, %d files: want lines", p.Lines, len(p.LineSet))
+	}
+	byName := map[string]hap.Func{}
+	counted := 0
+	for _, f := range p.Functions {
+		byName[f.Name] = f
+		if f.Hits > 0 {
+			counted++
+		}
+	}
+	for _, name := range labFunctions {
+		f, ok := byName[name]
+		if !ok {
+			t.Errorf("%s missing from the %d functions of a read/write loop", name, len(p.Functions))
+			continue
+		}
+		if f.Lines <= 0 {
+			t.Errorf("%s: %d lines", name, f.Lines)
+		}
+		if counts && f.Hits < 10 {
+			t.Errorf("%s: %d hits in counts mode; the loop calls it thousands of times", name, f.Hits)
+		}
+	}
+	switch {
+	case counts && counted != len(p.Functions):
+		t.Errorf("counts mode: %d of %d functions have hit counts, want all", counted, len(p.Functions))
+	case !counts && counted != 0:
+		t.Errorf("pruned mode: %d of %d functions have hit counts, want none (counts mode measured it?)", counted, len(p.Functions))
+	}
+	return p
+}
+
+// TestLabRun runs `hapscope run` on a read/write loop, pruning and with
+// --counts, and checks the profile it writes (-o) and prints (--json).
+func TestLabRun(t *testing.T) {
+	requireFullCatalogue(t)
+	for _, mode := range []string{"pruned", "counts"} {
+		t.Run(mode, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "profile.json")
+			args := []string{"run", "--warmup", "1s", "--window", "3s", "--samples", "3", "--json", "-o", out}
+			if mode == "counts" {
+				args = append(args, "--counts")
+			}
+			stdout, stderr, code := runLabCLI(t, append(args, "--", "/bin/sh", "-c", labWorkload)...)
+			t.Logf("stderr:\n%s", stderr)
+			if code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			if strings.ContainsRune(stderr, '\r') {
+				t.Errorf("progress bar frames on a stderr that is not a terminal")
+			}
+			for _, stage := range []string{"hapscope: attach kprobe.multi: ", "hapscope: detach kprobe.multi: "} {
+				if !strings.Contains(stderr, stage) {
+					t.Errorf("stderr lacks the stage line %q", stage)
+				}
+			}
+			js, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(string(js)) != strings.TrimSpace(stdout) {
+				t.Errorf("-o and --json differ")
+			}
+			p := checkLabProfile(t, js, mode == "counts")
+			if p.Workload == nil || p.Workload.Command[0] != "/bin/sh" || p.Workload.ExitCode != -1 {
+				t.Errorf("workload %+v: want /bin/sh, still running at the end of the window (-1)", p.Workload)
+			}
+			if len(p.Convergence) != 3 {
+				t.Errorf("%d convergence points, want 3", len(p.Convergence))
+			}
+		})
+	}
+}
+
+// TestLabScorePid scores the cgroup of a running process with --counts.
+// A cgroup that does not exist fails at once, before anything is attached.
+func TestLabScorePid(t *testing.T) {
+	requireFullCatalogue(t)
+	_, stderr, code := runLabCLI(t, "score", "-q", "--cgroup", "/nonexistent")
+	if code != 1 || !strings.Contains(stderr, "/nonexistent does not exist") {
+		t.Errorf("score --cgroup /nonexistent: exit %d, %q; want 1 and the path", code, stderr)
+	}
+	if progs, links, err := labtest.BPFObjects("hap_"); err != nil || len(progs)+links > 0 {
+		t.Fatalf("after the refused score: %v programs, %d links, %v", progs, links, err)
+	}
+
+	dir := filepath.Join("/sys/fs/cgroup", "hapscope-score-pid")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := exec.Command("/bin/sh", "-c", labWorkload)
+	w.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Setpgid: true}
+	err = w.Start()
+	syscall.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-w.Process.Pid, syscall.SIGKILL)
+		w.Wait()
+		for range 50 {
+			if os.Remove(dir) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	stdout, stderr, code := runLabCLI(t, "score", "-q", "--counts", "--pid", strconv.Itoa(w.Process.Pid),
+		"--warmup", "1s", "--window", "3s", "--samples", "3", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	p := checkLabProfile(t, []byte(stdout), true)
+	if p.Label != "hapscope-score-pid" {
+		t.Errorf("label %q, want the cgroup's name", p.Label)
 	}
 }

@@ -1,0 +1,129 @@
+// Package hapcli is what the hapscope command and the exporter share: the
+// scoring flags and their validation, progress output, and the check that a
+// cgroup exists before anything is attached.
+package hapcli
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/symbolize"
+)
+
+// MinInterval is the shortest time between two convergence points that
+// Validate accepts (window / samples).
+const MinInterval = 10 * time.Millisecond
+
+// ScoreFlags are the flags that configure a measurement: timing, tracer and
+// debug info. Set the defaults in the struct before Register.
+type ScoreFlags struct {
+	Warmup, Window time.Duration
+	Samples        int
+	Backend        string
+	Interrupts     bool
+	Counts         bool
+	Estimate       bool
+	VMLinux        string
+	IndexCache     string
+	Density        float64
+	Quiet          bool
+}
+
+// Register defines the flags on fs, with f's current values as defaults
+// (IndexCache defaults to the lab's prebuilt cache when it is set).
+func (f *ScoreFlags) Register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.Warmup, "warmup", f.Warmup, "time to wait before measuring (start-up is not steady state); 0: none")
+	fs.DurationVar(&f.Window, "window", f.Window, "measured window")
+	fs.IntVar(&f.Samples, "samples", f.Samples, "convergence points in the window (at least 1)")
+	fs.StringVar(&f.Backend, "backend", f.Backend, "force a backend: "+backendList()+" (default: best available)")
+	fs.BoolVar(&f.Interrupts, "interrupts", f.Interrupts, "also count hard-IRQ, soft-IRQ and NMI context that lands in the workload's tasks (a different measurement; lets pruning remove more probes)")
+	fs.BoolVar(&f.Counts, "counts", f.Counts, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
+	fs.BoolVar(&f.Estimate, "estimate", f.Estimate, "when no DWARF is found for the kernel, estimate lines from function sizes (marked estimated); other debug-info errors still fail")
+	fs.StringVar(&f.VMLinux, "vmlinux", f.VMLinux, "vmlinux with DWARF (default: distro locations, then debuginfod)")
+	fs.StringVar(&f.IndexCache, "index-cache", cmp.Or(f.IndexCache, os.Getenv(labtest.EnvIndexCache)), "directory of cached line indexes (default: the user cache; in the lab, the one the host prebuilt)")
+	fs.Float64Var(&f.Density, "density", f.Density, fmt.Sprintf("bug density, defects per 1,000 lines (0: %.2f)", hap.DefaultDensity))
+	fs.BoolVar(&f.Quiet, "q", f.Quiet, "no progress output")
+}
+
+// Validate rejects values the measurement cannot use. Its errors are usage
+// errors: they name the flag and what it accepts.
+func (f *ScoreFlags) Validate() error {
+	var errs []error
+	if f.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("-warmup %s: must not be negative", f.Warmup))
+	}
+	if f.Window <= 0 {
+		errs = append(errs, fmt.Errorf("-window %s: must be positive", f.Window))
+	}
+	switch {
+	case f.Samples < 1:
+		errs = append(errs, fmt.Errorf("-samples %d: must be at least 1", f.Samples))
+	case f.Window > 0 && f.Window/time.Duration(f.Samples) < MinInterval:
+		errs = append(errs, fmt.Errorf("-samples %d: points would be %s apart in the %s window; at most %d",
+			f.Samples, f.Window/time.Duration(f.Samples), f.Window, int(f.Window/MinInterval)))
+	}
+	if f.Backend != "" && !isBackend(f.Backend) {
+		errs = append(errs, fmt.Errorf("-backend %q: unknown; the backends are %s", f.Backend, backendList()))
+	}
+	if f.Density < 0 {
+		errs = append(errs, fmt.Errorf("-density %g: must not be negative", f.Density))
+	}
+	return errors.Join(errs...)
+}
+
+// Options turns the flags into hap.ScoreOptions. Unless Quiet, progress is
+// written to stderr (see Progress).
+func (f *ScoreFlags) Options() hap.ScoreOptions {
+	o := hap.ScoreOptions{
+		Warmup: f.Warmup, Window: f.Window, Samples: f.Samples,
+		Coverage: coverage.Options{
+			Backend: coverage.Backend(f.Backend), Interrupts: f.Interrupts, Counts: f.Counts,
+		},
+		Symbolize:     symbolize.Options{VMLinux: f.VMLinux, CacheDir: f.IndexCache},
+		AllowEstimate: f.Estimate, Density: f.Density,
+	}
+	if o.Warmup == 0 {
+		// hap.ScoreOptions reads 0 as "the default warm-up"; the flag's 0
+		// means none.
+		o.Warmup = time.Nanosecond
+	}
+	if !f.Quiet {
+		p := NewProgress(os.Stderr, "hapscope: ")
+		o.Coverage.Progress = p.Coverage
+		o.Symbolize.Progress = p.Index
+	}
+	return o
+}
+
+// ProbeMode is the coverage mode the flags select: "counts" or "pruned".
+func (f *ScoreFlags) ProbeMode() coverage.Mode {
+	if f.Counts {
+		return coverage.Counts
+	}
+	return coverage.Pruned
+}
+
+func isBackend(s string) bool {
+	for _, b := range coverage.Backends {
+		if string(b) == s {
+			return true
+		}
+	}
+	return false
+}
+
+func backendList() string {
+	names := make([]string, len(coverage.Backends))
+	for i, b := range coverage.Backends {
+		names[i] = string(b)
+	}
+	return strings.Join(names, ", ")
+}
