@@ -52,7 +52,10 @@ type ModuleOptions struct {
 // module's code runs at (a /proc/kallsyms address, a probe's IP), Entry and
 // Ranges are runtime addresses, Module names the module. Functions of a
 // section that o.Sections does not place are left out (their lines are in
-// the cached index). The module's DWARF, relocated with every section at an
+// the cached index). The kernel frees a module's .init.* sections once its
+// init function has returned, and /sys/module keeps showing their old
+// addresses: an address there belongs to this module's init code only while
+// the module initializes. The module's DWARF, relocated with every section at an
 // address of its own, is indexed once per build-id and cached like
 // vmlinux's.
 //

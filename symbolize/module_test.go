@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// labRelease is the Debian 6.12 kernel release of the lab.
-const labRelease = "6.12.118+deb13-cloud-amd64"
+// labReleases are the Debian kernel releases of the lab (6.12, gcc 14;
+// 6.1, gcc 12).
+var labReleases = []string{"6.12.118+deb13-cloud-amd64", "6.1.0-57-cloud-amd64"}
 
 // testModuleDebug returns the .ko with DWARF of each module (paths below
 // kernel/, e.g. "drivers/net/veth.ko") of a Debian kernel release, from
@@ -124,7 +125,7 @@ func linkModule(t testing.TB, ko string, bases map[string]uint64) string {
 }
 
 // TestModuleLines is the acceptance check of module symbolization on the
-// Debian 6.12 modules that make a container's network and storage (veth,
+// Debian 6.12 and 6.1 modules that make a container's network and storage (veth,
 // bridge, overlay, nf_tables, nf_conntrack): each .ko is indexed by
 // OpenModule with its executable sections placed at runtime-like addresses;
 // the same .ko linked by GNU ld with its sections at those addresses is
@@ -138,6 +139,12 @@ func linkModule(t testing.TB, ko string, bases map[string]uint64) string {
 // Every function symbol of the linked file is also found by FuncAt at its
 // runtime address and by Lookup by name.
 func TestModuleLines(t *testing.T) {
+	for _, release := range labReleases {
+		t.Run(release, func(t *testing.T) { testModuleLines(t, release) })
+	}
+}
+
+func testModuleLines(t *testing.T, labRelease string) {
 	mods := map[string]string{
 		"veth": "drivers/net/veth.ko", "bridge": "net/bridge/bridge.ko", "overlay": "fs/overlayfs/overlay.ko",
 		"nf_tables": "net/netfilter/nf_tables.ko", "nf_conntrack": "net/netfilter/nf_conntrack.ko",
@@ -243,7 +250,7 @@ func TestModuleLines(t *testing.T) {
 	}
 	prec := 100 * float64(all.set-all.extra) / float64(max(1, all.set))
 	rec := 100 * float64(all.printed-all.missed) / float64(max(1, all.printed))
-	t.Logf("all: %d functions of %d modules, %d lines in sets, %d printed: precision %.2f%%, recall %.2f%%", all.fns, len(names), all.set, all.printed, prec, rec)
+	t.Logf("%s all: %d functions of %d modules, %d lines in sets, %d printed: precision %.2f%%, recall %.2f%%", labRelease, all.fns, len(names), all.set, all.printed, prec, rec)
 	worst := func(what string, n func(lineCheck) []Line) {
 		s := slices.Clone(sample)
 		slices.SortStableFunc(s, func(a, b lineCheck) int { return cmp.Compare(len(n(b)), len(n(a))) })
