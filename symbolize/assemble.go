@@ -16,6 +16,8 @@ type rawIndex struct {
 	strs    []string
 	funcs   []rawFunc
 	aliases [][2]uint32 // [name string, function]: symbol names that are not the function's C name
+	module  string      // a module's name ("" for vmlinux)
+	secs    []Section   // a module's executable sections
 }
 
 type rawFunc struct {
@@ -111,7 +113,7 @@ func assemble(d *dwarf.Data, in buildInput, results []cuResult) (*Index, error) 
 			fns = append(fns, f)
 		}
 	}
-	raw := &rawIndex{buildID: in.buildID, text: in.text}
+	raw := &rawIndex{buildID: in.buildID, text: in.text, secs: in.exec}
 	// Subprograms with identical ranges are one function under two names
 	// (gas emits memmove and __memmove): keep the first, alias the others.
 	byRanges := map[string]int{}

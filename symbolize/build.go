@@ -79,6 +79,19 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 	if err != nil {
 		return nil, fmt.Errorf("damaged ELF file: %w", err)
 	}
+	var layout []uint64 // ET_REL (a kernel module): the address of each section
+	var allSyms []elf.Symbol
+	if ef.Type == elf.ET_REL {
+		if ef.Machine != elf.EM_X86_64 {
+			return nil, fmt.Errorf("relocatable ELF file for %s: only x86-64 modules are supported", ef.Machine)
+		}
+		if layout, err = relLayout(ef); err != nil {
+			return nil, err
+		}
+		if allSyms, err = ef.Symbols(); err != nil {
+			return nil, fmt.Errorf("module symbols: %w", err)
+		}
+	}
 	secs := map[string][]byte{}
 	for _, name := range debugSections {
 		s := ef.Section(name)
@@ -91,11 +104,24 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 		} else if b, err = s.Data(); err != nil {
 			return nil, fmt.Errorf("read section %s: %w", name, err)
 		}
+		if layout != nil {
+			if b, err = relocateDebug(ef, allSyms, layout, name, b); err != nil {
+				return nil, err
+			}
+		}
 		secs[name] = b
 	}
 	in := buildInput{sections: secs, buildID: elfBuildID(ef)}
+	if layout != nil {
+		if in.exec, err = execSections(ef, layout); err != nil {
+			return nil, err
+		}
+	}
 	syms, _ := ef.Symbols() // no .symtab: DWARF alone still works
 	for _, s := range syms {
+		if layout != nil && int(s.Section) > 0 && int(s.Section) < len(layout) {
+			s.Value += layout[s.Section] // section-relative in a relocatable file
+		}
 		if s.Name == "_text" {
 			in.text = s.Value
 		}
@@ -109,10 +135,36 @@ func buildELF(data []byte, progress func(done, total int)) (ix *Index, err error
 			in.syms = append(in.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
 		}
 	}
+	if len(secs[".debug_info"]) == 0 && layout != nil {
+		return nil, fmt.Errorf("%w: no .debug_info section (a stripped module): use the one of the kernel's debug package (Debian: linux-image-<release>-dbg, /usr/lib/debug/lib/modules/<release>/kernel/…)", ErrNoDebugInfo)
+	}
 	if len(secs[".debug_info"]) == 0 {
 		return nil, fmt.Errorf("%w: no .debug_info section (a stripped vmlinux?): use the one of the kernel's debug package (Debian: linux-image-<release>-dbg, /usr/lib/debug/boot/vmlinux-<release>)", ErrNoDebugInfo)
 	}
-	return buildFromSections(in, progress)
+	ix, err = buildFromSections(in, progress)
+	if err == nil && layout != nil {
+		ix.module = modinfoName(ef)
+	}
+	return ix, err
+}
+
+// modinfoName is the module name recorded in a .ko's .modinfo ("name=…"),
+// or "".
+func modinfoName(ef *elf.File) string {
+	s := ef.Section(".modinfo")
+	if s == nil {
+		return ""
+	}
+	b, err := s.Data()
+	if err != nil {
+		return ""
+	}
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("name=")); ok {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 type symbol struct {
@@ -124,7 +176,8 @@ type buildInput struct {
 	sections map[string][]byte
 	buildID  string
 	text     uint64
-	syms     []symbol // ELF function symbols (for code without subprogram DIEs)
+	syms     []symbol  // ELF function symbols (for code without subprogram DIEs)
+	exec     []Section // a module's executable sections, at their layout addresses
 }
 
 // elfBuildID returns the hex NT_GNU_BUILD_ID of ef, or "".

@@ -22,17 +22,19 @@ import (
 //	text u64 | build-id (u32 len, bytes) | strings (u32 n, u32 blob len, blob, n+1 u32 offsets)
 //	| functions (u32 n, n × 56 bytes) | ranges (u32 n, n × (lo u64, hi u64))
 //	| by-address order u32s | names (u32 n, n × (string u32, function u32), sorted by string)
-//	| lines (u32 len, bytes)
+//	| lines (u32 len, bytes) | module name (u32 len, bytes)
+//	| sections (u32 n, n × (name: u32 len, bytes; addr u64; size u64))
 //
 // A function's lines are its own keys then its inlined keys, each list sorted
 // and delta-encoded as uvarints; a key is fileString<<32 | line.
 //
 // Version 4: one function per symbol (clones no longer merged), its symbol
 // name recorded; lines are those of byte-owning rows (version 2 counted
-// every row). An older file is rebuilt, not read.
+// every row). Version 5: the module name and its executable sections (empty
+// for vmlinux). An older file is rebuilt, not read.
 const (
 	indexMagic   = "HAPSIDX\n"
-	indexVersion = 4
+	indexVersion = 5
 	headerSize   = 32
 	funcRecSize  = 56
 )
@@ -119,6 +121,15 @@ func encode(raw *rawIndex) []byte {
 	}
 	u32(uint32(len(lines)))
 	b = append(b, lines...)
+	u32(uint32(len(raw.module)))
+	b = append(b, raw.module...)
+	u32(uint32(len(raw.secs)))
+	for _, sec := range raw.secs {
+		u32(uint32(len(sec.Name)))
+		b = append(b, sec.Name...)
+		u64(sec.Addr)
+		u64(sec.Size)
+	}
 	return b
 }
 
@@ -250,6 +261,18 @@ func decode(p []byte) (*Index, error) {
 	nNames := uint64(r.u32())
 	namesRaw := r.take(8 * nNames)
 	ix.lines = r.take(uint64(r.u32()))
+	ix.module = string(r.take(uint64(r.u32())))
+	nsec := uint64(r.u32())
+	if nsec > uint64(len(r.b))/20 { // each takes at least 20 bytes
+		return nil, errors.New("index: section count past the payload")
+	}
+	for range nsec {
+		sec := Section{Name: string(r.take(uint64(r.u32()))), Addr: r.u64(), Size: r.u64()}
+		if r.err == nil && sec.Addr+sec.Size < sec.Addr {
+			return nil, errors.New("index: section wraps around")
+		}
+		ix.secs = append(ix.secs, sec)
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("index tables: %w", r.err)
 	}
@@ -345,7 +368,7 @@ func ReadIndex(data []byte) (*Index, error) {
 
 // raw turns the Index back into its unencoded form (for WriteTo).
 func (ix *Index) raw() *rawIndex {
-	raw := &rawIndex{buildID: ix.buildID, text: ix.text, strs: ix.strs}
+	raw := &rawIndex{buildID: ix.buildID, text: ix.text, strs: ix.strs, module: ix.module, secs: ix.secs}
 	sid := make(map[string]uint32, len(ix.strs))
 	for i := len(ix.strs) - 1; i >= 0; i-- {
 		sid[ix.strs[i]] = uint32(i)

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -138,6 +139,59 @@ func FuzzParseKallsyms(f *testing.F) {
 		}
 		if ix, err := Estimate(syms); err == nil {
 			exercise(ix)
+		}
+	})
+}
+
+// FuzzBuildModule: a whole (corrupt) relocatable module, whose relocations
+// of debug sections are applied before DWARF is read; then placed.
+func FuzzBuildModule(f *testing.F) {
+	b, err := os.ReadFile(compileModule(f, f.TempDir()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ix, err := buildELF(b, nil)
+		if err != nil {
+			return
+		}
+		exercise(ix)
+		bases := map[string]uint64{}
+		for i, s := range ix.Sections() {
+			bases[s.Name] = 0xffffffffc0000000 + uint64(i)<<24
+		}
+		if p, err := ix.Place(bases); err == nil {
+			exercise(p)
+		}
+	})
+}
+
+// FuzzApplyRela: relocation entries with arbitrary offsets, symbols, types
+// and addends never write outside the section.
+func FuzzApplyRela(f *testing.F) {
+	rb := make([]byte, 48)
+	putRela(rb, 0, 1, elf.R_X86_64_64, 8)
+	putRela(rb[24:], 8, 2, elf.R_X86_64_PC32, -4)
+	f.Add(rb, 16)
+	f.Fuzz(func(t *testing.T, rb []byte, n int) {
+		if n < 0 || n > 1<<12 {
+			return
+		}
+		syms := []elf.Symbol{{Name: "a", Section: 1, Value: 4}, {Name: "b", Section: 2}, {Name: "u"}}
+		out := make([]byte, n)
+		applyRela(out, rb, syms, func(i elf.SectionIndex) (uint64, bool) { return uint64(i) << 20, i == 1 || i == 2 })
+	})
+}
+
+// FuzzParseSectionAddr: /sys/module/<m>/sections/<s> contents.
+func FuzzParseSectionAddr(f *testing.F) {
+	f.Add([]byte("0xffffffffc0a5e000\n"))
+	f.Add([]byte("0x0000000000000000\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := parseSectionAddr(b)
+		if err == nil && !strings.Contains(strings.ToLower(string(b)), strconv.FormatUint(a, 16)) {
+			t.Errorf("%q parsed as %#x", b, a)
 		}
 	})
 }

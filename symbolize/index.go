@@ -22,6 +22,8 @@ type Index struct {
 	byAddr  []uint32  // range indices sorted by Lo
 	byName  []nameRef // names and aliases, sorted by name, then entry
 	lines   []byte
+	module  string    // "" for vmlinux
+	secs    []Section // a module's executable sections
 }
 
 type nameRef struct{ name, fn uint32 }
@@ -139,6 +141,14 @@ func (ix *Index) decodeLines(b []byte, n int) ([]Line, []byte) {
 
 // BuildID is the GNU build-id (hex) of the vmlinux the index was built from.
 func (ix *Index) BuildID() string { return ix.buildID }
+
+// Module is the name of the kernel module the index describes, "" for
+// vmlinux.
+func (ix *Index) Module() string { return ix.module }
+
+// Sections are a module's executable sections at the index's addresses
+// (nil for vmlinux).
+func (ix *Index) Sections() []Section { return slices.Clone(ix.secs) }
 
 // Text is the link-time address of _text in that vmlinux (0 if unknown).
 func (ix *Index) Text() uint64 { return ix.text }

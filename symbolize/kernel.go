@@ -126,14 +126,33 @@ func estimateLines(size uint64) uint32 {
 // symbol, and its LineCount the size-based estimate. Every function is
 // marked Estimated. Addresses stay runtime addresses (Text is _text).
 func Estimate(syms []Symbol) (*Index, error) {
+	return estimate(syms, "")
+}
+
+// EstimateModule is Estimate for the kallsyms text symbols of one module
+// (Symbol.Module == module), for a module without DWARF: runtime addresses,
+// every function Estimated, Module set. The module's last symbol has no
+// known end and is left out.
+func EstimateModule(syms []Symbol, module string) (*Index, error) {
+	if module == "" {
+		return nil, errors.New("estimate module: no module name")
+	}
+	return estimate(syms, moduleName(module))
+}
+
+func estimate(syms []Symbol, module string) (*Index, error) {
 	var vm []Symbol
 	for _, s := range syms {
-		if s.Module == "" && s.Addr != 0 {
+		if s.Module == module && s.Addr != 0 {
 			vm = append(vm, s) // __pfx_ padding stays: it ends the function before it
 		}
 	}
 	if len(vm) == 0 {
-		return nil, errors.New("no vmlinux text symbols with addresses (as root, with kernel.kptr_restrict=0, /proc/kallsyms shows them)")
+		what := "vmlinux"
+		if module != "" {
+			what = "module " + module
+		}
+		return nil, fmt.Errorf("no %s text symbols with addresses (as root, with kernel.kptr_restrict=0, /proc/kallsyms shows them)", what)
 	}
 	slices.SortStableFunc(vm, func(a, b Symbol) int { return cmpU64(a.Addr, b.Addr) })
 	strs := &interner{idx: map[string]uint32{}}
@@ -156,5 +175,6 @@ func Estimate(syms []Symbol) (*Index, error) {
 		}
 	}
 	raw.strs = strs.strs
+	raw.module = module
 	return decode(encode(raw))
 }

@@ -3,7 +3,10 @@ package symbolize
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/hapscope/hapscope/internal/labtest"
@@ -78,5 +81,82 @@ func TestLabRunningKernel(t *testing.T) {
 	// A vmlinux of another kernel is refused.
 	if _, err := Open(context.Background(), Options{VMLinux: labtest.Vmlinux(), Kernel: Kernel{Release: k.Release, BuildID: "00" + k.BuildID[2:]}, CacheDir: t.TempDir()}); err == nil {
 		t.Error("a build-id mismatch was accepted")
+	}
+}
+
+// TestLabModule checks module symbolization against a module the lab
+// kernel has loaded (overlay, loaded at boot): OpenModule reads its section
+// addresses and build-id from /sys/module, finds the .ko with DWARF in the
+// debug files the host extracted from the kernel's -dbg package
+// (<lab cache>/dbg-modules/<release>/, by TestModuleLines), checks the
+// build-id, and every /proc/kallsyms text symbol of the module maps to the
+// function holding that symbol name, entered there when DWARF sizes it.
+func TestLabModule(t *testing.T) {
+	labtest.Require(t)
+	const name = "overlay"
+	release := labtest.Release()
+	tree := filepath.Join(labtest.LabCache(), "dbg-modules", release)
+	if _, err := os.Stat(filepath.Join(tree, "usr/lib/debug/lib/modules", release, "kernel/fs/overlayfs/overlay.ko")); err != nil {
+		t.Fatalf("no debug file of module %s in %s: run `go test ./symbolize -run TestModuleLines` on the host first (it extracts them from the -dbg package): %v", name, tree, err)
+	}
+	if _, err := os.Stat("/sys/module/" + name + "/sections/.text"); err != nil {
+		t.Fatalf("module %s is not loaded in the lab guest: %v", name, err)
+	}
+	id, err := ModuleBuildID(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := ModuleSections(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := OpenModule(context.Background(), ModuleOptions{Name: name, Path: tree, Kernel: Kernel{Release: release}, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix.BuildID() != id || ix.Module() != name {
+		t.Fatalf("index of module %q build-id %s; loaded module build-id %s", ix.Module(), ix.BuildID(), id)
+	}
+	for _, s := range ix.Sections() {
+		if s.Addr != secs[s.Name] {
+			t.Errorf("section %s placed at %#x, /sys/module says %#x", s.Name, s.Addr, secs[s.Name])
+		}
+	}
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := ParseKallsyms(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, entries, bad := 0, 0, 0
+	for _, s := range syms {
+		if s.Module != name || strings.HasPrefix(s.Name, "__pfx_") || strings.HasPrefix(s.Name, "__cfi_") {
+			continue
+		}
+		if strings.HasPrefix(sectionOf(ix, s.Addr), ".init.") {
+			continue // freed after init: the address may be another's now
+		}
+		total++
+		fn := ix.FuncAt(s.Addr)
+		if fn == nil || !slices.Contains(ix.Lookup(s.Name), fn) {
+			if bad++; bad <= 10 {
+				t.Errorf("%s@%#x: FuncAt = %v, Lookup = %v", s.Name, s.Addr, fn, ix.Lookup(s.Name))
+			}
+			continue
+		}
+		if fn.Entry == s.Addr {
+			entries++
+		}
+	}
+	vx := ix.Lookup("ovl_open")
+	if len(vx) != 1 || vx[0].File != "fs/overlayfs/file.c" || vx[0].LineCount() < 5 {
+		t.Errorf("ovl_open: %+v", vx)
+	}
+	t.Logf("module %s (build-id %s, .text at %#x): %d functions; %d of %d kallsyms symbols map to their function (%d at its entry)", name, id, secs[".text"], ix.Len(), total-bad, total, entries)
+	if total < 100 || bad > 0 {
+		t.Errorf("%d of %d kallsyms symbols of %s do not map", bad, total, name)
 	}
 }

@@ -218,7 +218,7 @@ func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error)
 	}
 	urls := strings.Fields(os.Getenv("DEBUGINFOD_URLS"))
 	if len(urls) > 0 && k.BuildID != "" {
-		p, err := fetchDebuginfod(ctx, urls, k.BuildID, cacheDir)
+		p, err := fetchDebuginfod(ctx, urls, k.BuildID, cacheDir, "vmlinux")
 		if err == nil {
 			return p, nil
 		}
@@ -231,9 +231,9 @@ func findVMLinux(ctx context.Context, k Kernel, cacheDir string) (string, error)
 }
 
 // fetchDebuginfod downloads the debuginfo of buildID from the first server
-// that has it into cacheDir/debuginfod/<build-id>/vmlinux and checks it.
-func fetchDebuginfod(ctx context.Context, urls []string, buildID, cacheDir string) (string, error) {
-	dst := filepath.Join(cacheDir, "debuginfod", buildID, "vmlinux")
+// that has it into cacheDir/debuginfod/<build-id>/<file> and checks it.
+func fetchDebuginfod(ctx context.Context, urls []string, buildID, cacheDir, file string) (string, error) {
+	dst := filepath.Join(cacheDir, "debuginfod", buildID, file)
 	if id, err := fileBuildID(dst, ""); err == nil && id == buildID {
 		return dst, nil
 	}
