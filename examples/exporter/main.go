@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/examples/internal/hapcli"
 	"github.com/hapscope/hapscope/hap"
 )
@@ -66,7 +67,7 @@ func run() int {
 	}
 	var cgroups []string
 	for _, cg := range flag.Args() {
-		dir, err := hapcli.CheckCgroup(cg)
+		dir, err := coverage.CgroupDir(cg)
 		if err != nil {
 			log.Printf("exporter: %v", err)
 			return 1

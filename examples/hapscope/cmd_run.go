@@ -110,7 +110,7 @@ func cmdScore(args []string) int {
 	}
 	// Before anything is attached: a wrong path must not cost an attach of
 	// the whole catalogue.
-	dir, err := hapcli.CheckCgroup(*cg)
+	dir, err := coverage.CgroupDir(*cg)
 	if err != nil {
 		return fail(err)
 	}

@@ -1,6 +1,5 @@
 // Package hapcli is what the hapscope command and the exporter share: the
-// scoring flags and their validation, progress output, and the check that a
-// cgroup exists before anything is attached.
+// scoring flags and their validation, and progress output.
 package hapcli
 
 import (

@@ -5,13 +5,11 @@ import (
 	"flag"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hapscope/hapscope/coverage"
-	"github.com/hapscope/hapscope/internal/matrix"
 )
 
 // TestProgressPipe: on a pipe (not a terminal), each stage is one start
@@ -116,27 +114,5 @@ func TestOptions(t *testing.T) {
 	}
 	if f.ProbeMode() != coverage.Counts {
 		t.Errorf("ProbeMode = %s with -counts", f.ProbeMode())
-	}
-}
-
-func TestCheckCgroup(t *testing.T) {
-	root, err := matrix.Cgroup2Root()
-	if err != nil {
-		t.Skipf("no cgroup v2 mount on this machine: %v", err)
-	}
-	if dir, err := CheckCgroup(root); err != nil || dir != root {
-		t.Errorf("CheckCgroup(%s) = %q, %v", root, dir, err)
-	}
-	if dir, err := CheckCgroup("/"); err != nil || dir != root {
-		t.Errorf("CheckCgroup(/) = %q, %v; want the root (paths are relative to it)", dir, err)
-	}
-	for _, tc := range []struct{ path, want string }{
-		{"/nonexistent-hapscope", "cgroup /nonexistent-hapscope does not exist"},
-		{filepath.Join(root, "nonexistent-hapscope"), "does not exist"},
-		{filepath.Join(root, "cgroup.procs"), "not a"}, // "not a directory", "a file, not a cgroup directory"
-	} {
-		if _, err := CheckCgroup(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("CheckCgroup(%s): %v, want %q", tc.path, err, tc.want)
-		}
 	}
 }
