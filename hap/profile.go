@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hapscope/hapscope/symbolize"
@@ -56,14 +57,18 @@ type Func struct {
 
 // Meta describes a measurement: what, where, how.
 type Meta struct {
-	Label   string        `json:"label"`           // e.g. "redis-set/runc"
-	Release string        `json:"kernel_release"`  // uname -r
-	BuildID string        `json:"kernel_build_id"` // GNU build-id, hex
-	Backend string        `json:"backend"`         // kprobe.multi, fentry, kprobe, …
-	Mode    string        `json:"mode"`            // ModeExact, ModeEstimated, ModeSampled
-	Start   time.Time     `json:"start"`           // start of the measured window
-	Warmup  time.Duration `json:"warmup_ns"`       // excluded before Start
-	Window  time.Duration `json:"window_ns"`       // measured window
+	Label   string `json:"label"`           // e.g. "redis-set/runc"
+	Release string `json:"kernel_release"`  // uname -r
+	BuildID string `json:"kernel_build_id"` // GNU build-id, hex
+	Backend string `json:"backend"`         // kprobe.multi, fentry, kprobe, …
+	Mode    string `json:"mode"`            // ModeExact, ModeEstimated, ModeSampled
+	// Probes is how the tracer probed (coverage.Mode): "pruned" (a function's
+	// probe is removed once seen; Func.Hits is 0) or "counts" (every call
+	// counted). Empty in profiles written before it was recorded.
+	Probes string        `json:"probes,omitempty"`
+	Start  time.Time     `json:"start"`     // start of the measured window
+	Warmup time.Duration `json:"warmup_ns"` // excluded before Start
+	Window time.Duration `json:"window_ns"` // measured window
 	// Misses and Drops are events lost during the window, over all tasks
 	// (the kernel does not count them per cgroup): probe hits the kernel
 	// did not run the program for (coverage.Snapshot.Misses), and events
@@ -202,7 +207,7 @@ func sortSubsystems(s []Subsystem) {
 func (p *Profile) Summary() string {
 	return fmt.Sprintf("%s: %d functions, %d lines (%d own, %d inlined%s), %d files, ~%.2f latent bugs at %.2f/KLOC [%s, %s]",
 		cmp.Or(p.Label, "profile"), len(p.Functions), p.Lines.Total, p.Lines.Own, p.Lines.Inlined,
-		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, p.Backend, p.Mode)
+		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, p.Backend, strings.Join(slices.DeleteFunc([]string{p.Mode, p.Probes}, func(s string) bool { return s == "" }), ", "))
 }
 
 func estNote(n int) string {

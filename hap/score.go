@@ -199,9 +199,10 @@ func estimateInstead(err error, allowed bool) bool {
 }
 
 // FromSnapshot symbolizes a coverage snapshot and scores it. Runtime
-// addresses are mapped to the index with kern's KASLR offset; functions
-// that resolve to the same index function (a clone and its origin) count
-// once. A hit that no index function contains is an error: the index does
+// addresses are mapped to the index with kern's KASLR offset; hits that
+// resolve to the same index function (two names at one address) count once.
+// A compiler clone (foo.isra.0) is a function of its own, under its symbol
+// name, credited with the lines of its own code only. A hit that no index function contains is an error: the index does
 // not belong to the kernel that was measured.
 func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.Kernel, meta Meta, opt Options) (*Profile, error) {
 	if snap == nil {
@@ -227,7 +228,7 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 			funcs[i].Hits += h.Count
 			continue
 		}
-		f := Func{Name: sf.Name, Addr: h.Addr, Hits: h.Count, File: sf.File}
+		f := Func{Name: cmp.Or(sf.Symbol, sf.Name), Addr: h.Addr, Hits: h.Count, File: sf.File}
 		if sf.Estimated {
 			f.Estimated = sf.LineCount()
 		} else {
@@ -243,6 +244,7 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	}
 	meta.Backend = cmp.Or(meta.Backend, string(snap.Backend))
 	meta.Misses, meta.Drops = snap.Misses, snap.Dropped
+	meta.Probes = string(snap.Mode)
 	if meta.BuildID == "" {
 		meta.BuildID = ix.BuildID()
 	}

@@ -43,6 +43,29 @@ func TestFromSnapshotNil(t *testing.T) {
 	}
 }
 
+// The profile says how the tracer probed, so that a reader (and the CLI's
+// lab tests) can tell a pruned profile, whose hit counts are 0, from one
+// that counted every call.
+func TestFromSnapshotProbes(t *testing.T) {
+	ix, err := symbolize.Estimate([]symbolize.Symbol{{Addr: 0x1000, Name: "vfs_read"}, {Addr: 0x1100, Name: "_etext"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode coverage.Mode
+		hits uint64
+	}{{coverage.Pruned, 0}, {coverage.Counts, 7}} {
+		snap := &coverage.Snapshot{Mode: tc.mode, Hits: []coverage.Hit{{Function: coverage.Function{Name: "vfs_read", Addr: 0x1000}, Count: 7}}}
+		p, err := FromSnapshot(snap, ix, symbolize.Kernel{}, Meta{}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Probes != string(tc.mode) || p.Functions[0].Hits != tc.hits || !strings.Contains(p.Summary(), string(tc.mode)) {
+			t.Errorf("%s: probes %q, hits %d, summary %q; want %q, %d", tc.mode, p.Probes, p.Functions[0].Hits, p.Summary(), tc.mode, tc.hits)
+		}
+	}
+}
+
 // Options that cannot give a window fail before anything is attached
 // (--samples -1 reached Converge, whose nil snapshot FromSnapshot took).
 func TestNewScorerBadOptions(t *testing.T) {
