@@ -65,10 +65,14 @@ type Meta struct {
 	// Probes is how the tracer probed (coverage.Mode): "pruned" (a function's
 	// probe is removed once seen; Func.Hits is 0) or "counts" (every call
 	// counted). Empty in profiles written before it was recorded.
-	Probes string        `json:"probes,omitempty"`
-	Start  time.Time     `json:"start"`     // start of the measured window
-	Warmup time.Duration `json:"warmup_ns"` // excluded before Start
-	Window time.Duration `json:"window_ns"` // measured window
+	Probes string `json:"probes,omitempty"`
+	// Attached is how many kernel functions the tracer probed: the whole
+	// catalogue, or the subset the caller chose (hap.ScoreOptions.Catalogue).
+	// A function outside them cannot appear in the profile.
+	Attached int           `json:"attached_functions,omitempty"`
+	Start    time.Time     `json:"start"`     // start of the measured window
+	Warmup   time.Duration `json:"warmup_ns"` // excluded before Start
+	Window   time.Duration `json:"window_ns"` // measured window
 	// Misses and Drops are events lost during the window, over all tasks
 	// (the kernel does not count them per cgroup): probe hits the kernel
 	// did not run the program for (coverage.Snapshot.Misses), and events

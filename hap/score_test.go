@@ -55,10 +55,13 @@ func TestFromSnapshotProbes(t *testing.T) {
 		mode coverage.Mode
 		hits uint64
 	}{{coverage.Pruned, 0}, {coverage.Counts, 7}} {
-		snap := &coverage.Snapshot{Mode: tc.mode, Hits: []coverage.Hit{{Function: coverage.Function{Name: "vfs_read", Addr: 0x1000}, Count: 7}}}
+		snap := &coverage.Snapshot{Mode: tc.mode, Attached: 2, Hits: []coverage.Hit{{Function: coverage.Function{Name: "vfs_read", Addr: 0x1000}, Count: 7}}}
 		p, err := FromSnapshot(snap, ix, symbolize.Kernel{}, Meta{}, Options{})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if p.Attached != 2 {
+			t.Errorf("%s: %d functions attached, want the snapshot's 2", tc.mode, p.Attached)
 		}
 		if p.Probes != string(tc.mode) || p.Functions[0].Hits != tc.hits || !strings.Contains(p.Summary(), string(tc.mode)) {
 			t.Errorf("%s: probes %q, hits %d, summary %q; want %q, %d", tc.mode, p.Probes, p.Functions[0].Hits, p.Summary(), tc.mode, tc.hits)

@@ -93,7 +93,12 @@ func run() int {
 	}()
 	defer srv.Shutdown(context.Background())
 
-	scorer, err := hap.NewScorer(ctx, sf.Options())
+	o, err := sf.Options()
+	if err != nil {
+		log.Printf("exporter: %v", err)
+		return 1
+	}
+	scorer, err := hap.NewScorer(ctx, o)
 	if err != nil {
 		log.Printf("exporter: %v", err)
 		return 1

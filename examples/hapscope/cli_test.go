@@ -75,7 +75,7 @@ func TestCountsReachCoverage(t *testing.T) {
 		want bool
 	}{{nil, false}, {[]string{"--counts"}, true}, {[]string{"--counts=false"}, false}} {
 		_, sf := parseScoreFlags(t, tc.args...)
-		if got := sf.options().Coverage.Counts; got != tc.want {
+		if got := mustOptions(t, sf).Coverage.Counts; got != tc.want {
 			t.Errorf("run/score %v: Coverage.Counts = %v, want %v", tc.args, got, tc.want)
 		}
 	}
@@ -85,7 +85,7 @@ func TestCountsReachCoverage(t *testing.T) {
 	}{{nil, true}, {[]string{"--counts=false"}, false}} {
 		fs, sf := parseScoreFlags(t, tc.args...)
 		demoDefaults(fs, sf)
-		if got := sf.options().Coverage.Counts; got != tc.want {
+		if got := mustOptions(t, sf).Coverage.Counts; got != tc.want {
 			t.Errorf("demo %v: Coverage.Counts = %v, want %v", tc.args, got, tc.want)
 		}
 	}
@@ -95,7 +95,7 @@ func TestCountsReachCoverage(t *testing.T) {
 // default (5 s); --warmup 0 must not silently become that.
 func TestZeroWarmupMeansNone(t *testing.T) {
 	_, sf := parseScoreFlags(t, "--warmup", "0")
-	if w := sf.options().Warmup; w <= 0 || w > 1000 {
+	if w := mustOptions(t, sf).Warmup; w <= 0 || w > 1000 {
 		t.Errorf("--warmup 0: ScoreOptions.Warmup = %s, want a positive value of at most 1µs", w)
 	}
 }
@@ -367,4 +367,13 @@ func FuzzParseCapEff(f *testing.F) {
 			t.Errorf("parseCapEff(%q) = %#x, want %#x", text, got, v)
 		}
 	})
+}
+
+func mustOptions(t *testing.T, sf *scoreFlags) hap.ScoreOptions {
+	t.Helper()
+	o, err := sf.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }

@@ -56,7 +56,11 @@ func cmdDemo(args []string) int {
 		Workloads: []matrix.Workload{matrix.Redis("set"), matrix.Redis("get")},
 		Runtimes:  []matrix.Runtime{matrix.Native(), matrix.Runc("runc-noseccomp", nil)},
 	}
-	cells, err := runPlan(ctx, "demo", env, sf.options(), plan)
+	o, err := sf.options()
+	if err != nil {
+		return fail(err)
+	}
+	cells, err := runPlan(ctx, "demo", env, o, plan)
 	if err != nil {
 		return fail(err)
 	}

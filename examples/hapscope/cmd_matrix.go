@@ -101,7 +101,10 @@ func cmdMatrix(args []string) int {
 	}
 	defer cleanup()
 
-	o := sf.options()
+	o, err := sf.options()
+	if err != nil {
+		return fail(err)
+	}
 	if *overhead {
 		rounds := *runs
 		if !isFlagSet(fs, "runs") {
@@ -263,9 +266,12 @@ const ftraceBufferKB = 256 << 10
 // best for the whole catalogue), then under ftrace function_graph (see
 // matrix.MeasureOverhead), and writes overhead.json.
 func runOverhead(ctx context.Context, env *matrix.Env, o hap.ScoreOptions, warmup, window time.Duration, rounds int, express, out string) int {
-	cat, err := coverage.LoadCatalogue()
-	if err != nil {
-		return fail(err)
+	cat := o.Catalogue // --functions
+	if cat == nil {
+		var err error
+		if cat, err = coverage.LoadCatalogue(); err != nil {
+			return fail(err)
+		}
 	}
 	o.Catalogue = cat
 	names := make(map[string]bool, len(cat.Functions))

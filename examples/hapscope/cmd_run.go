@@ -50,10 +50,10 @@ func (f *scoreFlags) register(fs *flag.FlagSet) {
 }
 
 // options is the hap.ScoreOptions of the flags; validate them first.
-func (f *scoreFlags) options() hap.ScoreOptions {
-	o := f.ScoreFlags.Options()
+func (f *scoreFlags) options() (hap.ScoreOptions, error) {
+	o, err := f.ScoreFlags.Options()
 	o.Label = f.label
-	return o
+	return o, err
 }
 
 func (f *scoreFlags) print(p *hap.Profile) int {
@@ -117,7 +117,10 @@ func cmdScore(args []string) int {
 	*cg = dir
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := sf.options()
+	o, err := sf.options()
+	if err != nil {
+		return fail(err)
+	}
 	o.Label = firstNonEmpty(o.Label, filepath.Base(*cg))
 	p, err := hap.Score(ctx, *cg, o)
 	if err != nil {
@@ -172,7 +175,10 @@ func cmdRun(args []string) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd, Setpgid: true}
 
-	o := sf.options()
+	o, err := sf.options()
+	if err != nil {
+		return fail(err)
+	}
 	o.Label = firstNonEmpty(o.Label, filepath.Base(cmdline[0]))
 	wl := &hap.Workload{Command: cmdline, ExitCode: -1}
 	o.Workload = wl

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,15 +96,27 @@ const labWorkload = "while :; do dd if=/dev/zero of=/dev/null bs=4096 count=200 
 
 var labFunctions = []string{"ksys_read", "vfs_read", "ksys_write", "vfs_write"}
 
-// requireFullCatalogue skips where attaching the whole catalogue does not fit
-// in a lab run: the CLI has no flag to bound the catalogue, and fentry (6.1)
-// attaches one program per function.
-func requireFullCatalogue(t *testing.T) {
+// labSubset is what the CLI probes on 6.1 (-functions): fentry attaches
+// one program per function, and the whole catalogue would take tens of
+// minutes under emulation. tcp_sendmsg is one the read/write loop never
+// runs.
+var labSubset = append(slices.Clone(labFunctions), "do_sys_openat2", "filp_close", "tcp_sendmsg")
+
+// labProbing returns the flags that bound what the CLI probes in this lab
+// kernel and the backend it will pick: nothing on 6.12, where kprobe.multi
+// attaches the whole catalogue in seconds; a -functions file of labSubset on
+// 6.1 (fentry).
+func labProbing(t *testing.T) (args []string, backend coverage.Backend) {
 	t.Helper()
 	labtest.Require(t)
-	if labtest.Kernel() != "6.12" {
-		t.Skip("needs kprobe.multi (6.12 only): the CLI attaches the whole catalogue, one fentry program per function on 6.1, which takes tens of minutes under emulation, and it has no flag to bound the catalogue")
+	if labtest.Kernel() == "6.12" {
+		return nil, coverage.KprobeMulti
 	}
+	file := filepath.Join(t.TempDir(), "functions")
+	if err := os.WriteFile(file, []byte("# the read/write loop's path, and one it never runs\n"+strings.Join(labSubset, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--functions", file}, coverage.Fentry
 }
 
 // runLabCLI runs the test binary as hapscope with args and returns its
@@ -134,7 +147,7 @@ func runLabCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // hit counts say which probe mode measured it (coverage.Counts: every
 // function counted; coverage.Pruned: none, a probe stops counting once it
 // has seen its function).
-func checkLabProfile(t *testing.T, js []byte, counts bool) *hap.Profile {
+func checkLabProfile(t *testing.T, js []byte, counts bool, backend coverage.Backend) *hap.Profile {
 	t.Helper()
 	if out := labtest.OutDir(); out != "" {
 		os.WriteFile(filepath.Join(out, "cli-"+strings.ReplaceAll(t.Name(), "/", "-")+".json"), js, 0o644)
@@ -156,8 +169,17 @@ func checkLabProfile(t *testing.T, js []byte, counts bool) *hap.Profile {
 			t.Errorf("profile field %q: %s: %v", k, raw[k], err)
 		}
 	}
-	if p.Release != labtest.Release() || p.Backend != string(coverage.KprobeMulti) {
-		t.Errorf("kernel %s, backend %s; want %s, kprobe.multi", p.Release, p.Backend, labtest.Release())
+	if p.Release != labtest.Release() || p.Backend != string(backend) {
+		t.Errorf("kernel %s, backend %s; want %s, %s", p.Release, p.Backend, labtest.Release(), backend)
+	}
+	if want := map[bool]coverage.Mode{true: coverage.Counts, false: coverage.Pruned}[counts]; p.Probes != string(want) {
+		t.Errorf("profile says probes %q, want %q", p.Probes, want)
+	}
+	switch {
+	case backend == coverage.KprobeMulti && p.Attached < 30000:
+		t.Errorf("%d functions attached; want the whole catalogue (tens of thousands)", p.Attached)
+	case backend == coverage.Fentry && p.Attached != len(labSubset):
+		t.Errorf("%d functions attached; want the %d of -functions", p.Attached, len(labSubset))
 	}
 	if want := hap.ModeExact; labtest.Vmlinux() != "" && p.Mode != want {
 		t.Errorf("mode %q, want %q (the lab has this kernel's DWARF)", p.Mode, want)
@@ -168,6 +190,9 @@ func checkLabProfile(t *testing.T, js []byte, counts bool) *hap.Profile {
 	byName := map[string]hap.Func{}
 	counted := 0
 	for _, f := range p.Functions {
+		if f.Name == "tcp_sendmsg" {
+			t.Errorf("tcp_sendmsg in the profile of a read/write loop")
+		}
 		byName[f.Name] = f
 		if f.Hits > 0 {
 			counted++
@@ -198,11 +223,11 @@ func checkLabProfile(t *testing.T, js []byte, counts bool) *hap.Profile {
 // TestLabRun runs `hapscope run` on a read/write loop, pruning and with
 // --counts, and checks the profile it writes (-o) and prints (--json).
 func TestLabRun(t *testing.T) {
-	requireFullCatalogue(t)
+	probing, backend := labProbing(t)
 	for _, mode := range []string{"pruned", "counts"} {
 		t.Run(mode, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "profile.json")
-			args := []string{"run", "--warmup", "1s", "--window", "3s", "--samples", "3", "--json", "-o", out}
+			args := append([]string{"run", "--warmup", "1s", "--window", "3s", "--samples", "3", "--json", "-o", out}, probing...)
 			if mode == "counts" {
 				args = append(args, "--counts")
 			}
@@ -214,7 +239,7 @@ func TestLabRun(t *testing.T) {
 			if strings.ContainsRune(stderr, '\r') {
 				t.Errorf("progress bar frames on a stderr that is not a terminal")
 			}
-			for _, stage := range []string{"hapscope: attach kprobe.multi: ", "hapscope: detach kprobe.multi: "} {
+			for _, stage := range []string{"hapscope: attach " + string(backend) + ": ", "hapscope: detach " + string(backend) + ": "} {
 				if !strings.Contains(stderr, stage) {
 					t.Errorf("stderr lacks the stage line %q", stage)
 				}
@@ -226,7 +251,7 @@ func TestLabRun(t *testing.T) {
 			if strings.TrimSpace(string(js)) != strings.TrimSpace(stdout) {
 				t.Errorf("-o and --json differ")
 			}
-			p := checkLabProfile(t, js, mode == "counts")
+			p := checkLabProfile(t, js, mode == "counts", backend)
 			if p.Workload == nil || p.Workload.Command[0] != "/bin/sh" || p.Workload.ExitCode != -1 {
 				t.Errorf("workload %+v: want /bin/sh, still running at the end of the window (-1)", p.Workload)
 			}
@@ -240,7 +265,7 @@ func TestLabRun(t *testing.T) {
 // TestLabScorePid scores the cgroup of a running process with --counts.
 // A cgroup that does not exist fails at once, before anything is attached.
 func TestLabScorePid(t *testing.T) {
-	requireFullCatalogue(t)
+	probing, backend := labProbing(t)
 	_, stderr, code := runLabCLI(t, "score", "-q", "--cgroup", "/nonexistent")
 	if code != 1 || !strings.Contains(stderr, "/nonexistent does not exist") {
 		t.Errorf("score --cgroup /nonexistent: exit %d, %q; want 1 and the path", code, stderr)
@@ -274,12 +299,12 @@ func TestLabScorePid(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	stdout, stderr, code := runLabCLI(t, "score", "-q", "--counts", "--pid", strconv.Itoa(w.Process.Pid),
-		"--warmup", "1s", "--window", "3s", "--samples", "3", "--json")
+	stdout, stderr, code := runLabCLI(t, append([]string{"score", "-q", "--counts", "--pid", strconv.Itoa(w.Process.Pid),
+		"--warmup", "1s", "--window", "3s", "--samples", "3", "--json"}, probing...)...)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
-	p := checkLabProfile(t, []byte(stdout), true)
+	p := checkLabProfile(t, []byte(stdout), true, backend)
 	if p.Label != "hapscope-score-pid" {
 		t.Errorf("label %q, want the cgroup's name", p.Label)
 	}

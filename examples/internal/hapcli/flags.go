@@ -34,6 +34,9 @@ type ScoreFlags struct {
 	IndexCache     string
 	Density        float64
 	Quiet          bool
+	// Functions is a file of function names (ParseFunctionList): only
+	// those are probed. Empty: the whole catalogue.
+	Functions string
 }
 
 // Register defines the flags on fs, with f's current values as defaults
@@ -50,6 +53,7 @@ func (f *ScoreFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.IndexCache, "index-cache", cmp.Or(f.IndexCache, os.Getenv(labtest.EnvIndexCache)), "directory of cached line indexes (default: the user cache; in the lab, the one the host prebuilt)")
 	fs.Float64Var(&f.Density, "density", f.Density, fmt.Sprintf("bug density, defects per 1,000 lines (0: %.2f)", hap.DefaultDensity))
 	fs.BoolVar(&f.Quiet, "q", f.Quiet, "no progress output")
+	fs.StringVar(&f.Functions, "functions", f.Functions, "probe only the kernel functions named in `FILE` (one per line, # comments); every name must be in this kernel's catalogue. The profile's attached_functions says how many were probed")
 }
 
 // Validate rejects values the measurement cannot use. Its errors are usage
@@ -79,10 +83,16 @@ func (f *ScoreFlags) Validate() error {
 }
 
 // Options turns the flags into hap.ScoreOptions. Unless Quiet, progress is
-// written to stderr (see Progress).
-func (f *ScoreFlags) Options() hap.ScoreOptions {
+// written to stderr (see Progress). With -functions it loads the running
+// kernel's catalogue and limits it to the names in the file.
+func (f *ScoreFlags) Options() (hap.ScoreOptions, error) {
+	cat, err := f.catalogue()
+	if err != nil {
+		return hap.ScoreOptions{}, err
+	}
 	o := hap.ScoreOptions{
-		Warmup: f.Warmup, Window: f.Window, Samples: f.Samples,
+		Catalogue: cat,
+		Warmup:    f.Warmup, Window: f.Window, Samples: f.Samples,
 		Coverage: coverage.Options{
 			Backend: coverage.Backend(f.Backend), Interrupts: f.Interrupts, Counts: f.Counts,
 		},
@@ -99,7 +109,7 @@ func (f *ScoreFlags) Options() hap.ScoreOptions {
 		o.Coverage.Progress = p.Coverage
 		o.Symbolize.Progress = p.Index
 	}
-	return o
+	return o, nil
 }
 
 // ProbeMode is the coverage mode the flags select: "counts" or "pruned".

@@ -106,7 +106,10 @@ func TestOptions(t *testing.T) {
 	if err := fs.Parse([]string{"-counts", "-interrupts", "-backend", "fentry", "-vmlinux", "/v", "-index-cache", "/c", "-estimate", "-q"}); err != nil {
 		t.Fatal(err)
 	}
-	o := f.Options()
+	o, err := f.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := o.Coverage
 	if !c.Counts || !c.Interrupts || c.Backend != coverage.Fentry || o.Symbolize.VMLinux != "/v" ||
 		o.Symbolize.CacheDir != "/c" || !o.AllowEstimate || c.Progress != nil || o.Samples != 5 || o.Window != time.Second {
