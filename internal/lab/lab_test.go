@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestNaturalCompare(t *testing.T) {
@@ -203,5 +204,35 @@ func TestRunTimeout(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(con.String()), "\n")
 	if last := lines[len(lines)-1]; last != "" && !strings.Contains(err.Error(), last) {
 		t.Fatalf("timeout error does not quote the console's last line %q:\n%v", last, err)
+	}
+}
+
+// TestRunTestsReportsSkips runs this package's output fixtures in a lab
+// guest through RunTests: every skip comes back through the status port
+// with its message, a test left out with -skip is not missed, and the
+// console copy carries no framing markers.
+func TestRunTestsReportsSkips(t *testing.T) {
+	k := requireQEMU(t)
+	var con bytes.Buffer
+	res, err := RunTests(context.Background(), TestConfig{Kernel: k, Packages: []string{"."},
+		Run: "^TestOutputFixture", Skip: "^TestOutputFixtureFail$", Env: []string{fixtureEnv + "=1"},
+		Args: []string{"-test.parallel=4"}, Console: &con, Timeout: 5 * time.Minute})
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, con.String())
+	}
+	const pkg = "github.com/hapscope/hapscope/internal/lab"
+	var want []TestOutcome
+	for _, o := range wantFixture {
+		o.Package = pkg
+		want = append(want, o)
+	}
+	if d := cmp.Diff(want, res.Tests, cmpopts.IgnoreFields(TestOutcome{}, "Elapsed")); d != "" {
+		t.Fatalf("outcomes (-want +got):\n%s\nconsole:\n%s", d, con.String())
+	}
+	if len(res.Skips) != 3 || len(res.Missing) != 0 || res.Failed() {
+		t.Fatalf("skips %+v, missing %v, failed %v", res.Skips, res.Missing, res.Failed())
+	}
+	if strings.Contains(con.String(), "\x16") || !strings.Contains(con.String(), "--- SKIP: TestOutputFixtureSkip") {
+		t.Fatalf("console copy has markers or lacks the status lines:\n%s", con.String())
 	}
 }
