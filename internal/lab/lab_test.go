@@ -313,3 +313,45 @@ func TestRunTestsReportsSkips(t *testing.T) {
 		t.Fatalf("console copy has markers or lacks the status lines:\n%s", con.String())
 	}
 }
+
+// TestPickNewest: the newest image with a candidate, and for a kernel with
+// debug info the newest whose -dbg package has the same version (a newer
+// image whose -dbg is missing or at another version is passed over).
+func TestPickNewest(t *testing.T) {
+	cand := map[string]string{
+		"linux-image-6.1.0-58-cloud-amd64-unsigned": "6.1.200-1",
+		"linux-image-6.1.0-58-cloud-amd64-dbg":      "",
+		"linux-image-6.1.0-57-cloud-amd64-unsigned": "6.1.192-3",
+		"linux-image-6.1.0-57-cloud-amd64-dbg":      "6.1.192-2",
+		"linux-image-6.1.0-9-cloud-amd64-unsigned":  "6.1.27-1",
+		"linux-image-6.1.0-9-cloud-amd64-dbg":       "6.1.27-1",
+		"linux-image-6.1.0-56-cloud-amd64-unsigned": "",
+		"linux-image-6.1.0-56-cloud-amd64-dbg":      "6.1.170-1",
+	}
+	var names []string
+	for n := range cand {
+		if strings.HasSuffix(n, "-unsigned") {
+			names = append(names, n)
+		}
+	}
+	get := func(p string) string { return cand[p] }
+	if n, v := pickNewest(names, get, false); n != "linux-image-6.1.0-58-cloud-amd64-unsigned" || v != "6.1.200-1" {
+		t.Errorf("without dbg: %s %s", n, v)
+	}
+	if n, v := pickNewest(names, get, true); n != "linux-image-6.1.0-9-cloud-amd64-unsigned" || v != "6.1.27-1" {
+		t.Errorf("with dbg: %s %s", n, v)
+	}
+	if n, _ := pickNewest(names[:0], get, true); n != "" {
+		t.Errorf("no names: %s", n)
+	}
+}
+
+// TestEveryKernelHasDebugInfo: every lab kernel boots the image whose
+// vmlinux with DWARF the lab fetches, so lab tests get exact lines on each.
+func TestEveryKernelHasDebugInfo(t *testing.T) {
+	for _, k := range Kernels {
+		if !k.Debug {
+			t.Errorf("lab kernel %s has no -dbg package: its lines would be estimates", k.Name)
+		}
+	}
+}

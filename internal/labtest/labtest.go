@@ -19,7 +19,7 @@ const (
 	EnvRelease = "HAPSCOPE_LAB_RELEASE" // the Debian release uname -r must report
 	EnvOut     = "HAPSCOPE_LAB_OUT"     // writable directory shared with the host
 	// EnvVmlinux is the guest path of the vmlinux with DWARF that matches the
-	// booted kernel (unset for kernels without one, e.g. 6.1).
+	// booted kernel (the lab fetches one for every lab kernel, 6.12 and 6.1).
 	EnvVmlinux = "HAPSCOPE_LAB_VMLINUX"
 	// EnvIndexCache is the guest path of the host's symbolize index cache,
 	// where the runner built the booted kernel's line index beforehand.
