@@ -170,7 +170,7 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 
 	k := cfg.Kernel
 	var sb strings.Builder
-	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+	if err := writeGuestEnv(ctx, &sb, k, work, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
 		return nil, err
 	}
 	for _, kv := range cfg.Env {
@@ -277,14 +277,20 @@ func missingTests(pkg string, names []string, outs []TestOutcome) []string {
 }
 
 // writeGuestEnv writes the script lines that export the lab environment
-// (see package labtest) for kernel k.
-func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, out, single bool, log io.Writer) error {
+// (see package labtest) for kernel k. The guest's index cache is a snapshot
+// written under runDir (removed by the caller after the boot), so that a
+// rebuild of the host's shared cache during the run cannot reach the guest.
+func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, runDir string, out, single bool, log io.Writer) error {
 	if k.Spec.Debug {
-		vmlinux, cacheDir, err := prepareIndex(ctx, k, log)
+		vmlinux, ix, err := prepareIndex(ctx, k, log)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
+		snap := filepath.Join(runDir, "index-cache")
+		if err := snapshotIndex(ix, snap); err != nil {
+			return err
+		}
+		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(snap)))
 	}
 	fmt.Fprintf(sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
 	if cache, err := CacheDir(); err == nil {
@@ -310,8 +316,20 @@ func Command(ctx context.Context, k *Kernel, argv []string, cfg Config) (*Result
 	if err != nil {
 		return nil, err
 	}
+	cache, err := CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "run"), 0o755); err != nil {
+		return nil, err
+	}
+	runDir, err := os.MkdirTemp(filepath.Join(cache, "run"), "cmd-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(runDir)
 	var sb strings.Builder
-	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+	if err := writeGuestEnv(ctx, &sb, k, runDir, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
 		return nil, err
 	}
 	args := []string{shq(labtest.Host(bin))}
@@ -326,23 +344,39 @@ func Command(ctx context.Context, k *Kernel, argv []string, cfg Config) (*Result
 // prepareIndex fetches the kernel's vmlinux with DWARF and builds its line
 // index into the host's symbolize cache, so that tests in the guest load it
 // in milliseconds instead of building it under emulation.
-func prepareIndex(ctx context.Context, k *Kernel, log io.Writer) (vmlinux, cacheDir string, err error) {
+func prepareIndex(ctx context.Context, k *Kernel, log io.Writer) (vmlinux string, ix *symbolize.Index, err error) {
 	vmlinux, err = DebugVmlinux(ctx, k.Spec.Name, log)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
-	cacheDir = filepath.Join(d, "hapscope")
 	start := time.Now()
-	ix, err := symbolize.Open(ctx, symbolize.Options{VMLinux: vmlinux, Kernel: symbolize.Kernel{Release: k.Release}, CacheDir: cacheDir})
+	ix, err = symbolize.Open(ctx, symbolize.Options{VMLinux: vmlinux, Kernel: symbolize.Kernel{Release: k.Release}, CacheDir: filepath.Join(d, "hapscope")})
 	if err != nil {
-		return "", "", fmt.Errorf("build the line index of %s: %w", vmlinux, err)
+		return "", nil, fmt.Errorf("build the line index of %s: %w", vmlinux, err)
 	}
 	fmt.Fprintf(log, "lab: line index of %s (build-id %s, %d functions) ready in %s\n", k.Release, ix.BuildID(), ix.Len(), time.Since(start).Round(time.Millisecond))
-	return vmlinux, cacheDir, nil
+	return vmlinux, ix, nil
+}
+
+// snapshotIndex writes ix where symbolize.Open with CacheDir dir finds it.
+func snapshotIndex(ix *symbolize.Index, dir string) error {
+	path := symbolize.IndexPath(dir, ix.BuildID())
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := ix.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write the guest's copy of the line index: %w", err)
+	}
+	return f.Close()
 }
 
 func accelName(single bool) string {
