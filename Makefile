@@ -35,7 +35,7 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all Debian packages present"; fi
 
-# Download the lab kernels (6.12, 6.1) and the 6.12 vmlinux with DWARF into the cache.
+# Download the lab kernels (6.12, 6.1) and their vmlinux with DWARF (-dbg) into the cache.
 fetch: deps
 	$(LAB) fetch -kernel all -dbg
 

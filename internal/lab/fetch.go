@@ -21,8 +21,10 @@ type KernelSpec struct {
 	Name    string         // short name used on the command line: "6.12", "6.1"
 	Suite   string         // Debian suite that ships it
 	Package *regexp.Regexp // matches the -unsigned image package names of this line
-	Debug   bool           // whether its -dbg package (vmlinux with DWARF) is offered
-	Notes   string         // what the kernel offers hapscope
+	// Debug: the lab boots only an image whose -dbg package (vmlinux with
+	// DWARF) is offered at the same version, so that its lines are exact.
+	Debug bool
+	Notes string // what the kernel offers hapscope
 }
 
 // Kernels are the lab kernels, newest first.
@@ -38,6 +40,7 @@ var Kernels = []KernelSpec{
 		Name:    "6.1",
 		Suite:   "bookworm",
 		Package: regexp.MustCompile(`^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$`),
+		Debug:   true,
 		Notes:   "fentry, kprobes; no kprobe.multi (CONFIG_FPROBE off)",
 	},
 }
@@ -276,11 +279,15 @@ func (a aptState) prepare(ctx context.Context, refresh bool) error {
 	return os.WriteFile(stamp, nil, 0o644)
 }
 
-// resolve returns the newest package of spec and its version. The answer
+// resolve returns the newest package of spec and its version (for a Debug
+// spec, the newest whose -dbg package has the same version). The answer
 // is kept beside the lists and reused until they are refreshed: asking
 // apt-cache again would give the same answer and takes seconds.
 func (a aptState) resolve(ctx context.Context, spec KernelSpec) (name, version string, err error) {
 	memo := filepath.Join(a.dir, "resolved-"+spec.Name)
+	if spec.Debug {
+		memo += "-with-dbg"
+	}
 	stamp, err1 := os.Stat(filepath.Join(a.dir, "updated"))
 	memoSt, err2 := os.Stat(memo)
 	if err1 == nil && err2 == nil && !memoSt.ModTime().Before(stamp.ModTime()) {
@@ -290,15 +297,17 @@ func (a aptState) resolve(ctx context.Context, spec KernelSpec) (name, version s
 			}
 		}
 	}
-	name, version, err = a.newest(ctx, spec.Package)
+	name, version, err = a.newest(ctx, spec.Package, spec.Debug)
 	if err == nil {
 		os.WriteFile(memo, []byte(name+" "+version+"\n"), 0o644)
 	}
 	return name, version, err
 }
 
-// newest returns the newest package whose name matches re, with its version.
-func (a aptState) newest(ctx context.Context, re *regexp.Regexp) (name, version string, err error) {
+// newest returns the newest package whose name matches re, with its version;
+// with dbg, the newest whose -dbg package (dbgPackage) has the same candidate
+// version.
+func (a aptState) newest(ctx context.Context, re *regexp.Regexp, dbg bool) (name, version string, err error) {
 	c := a.cmd(ctx, "apt-cache", "pkgnames", "linux-image-")
 	out, err := c.Output()
 	if err != nil {
@@ -313,15 +322,39 @@ func (a aptState) newest(ctx context.Context, re *regexp.Regexp) (name, version 
 	if len(names) == 0 {
 		return "", "", fmt.Errorf("apt offers no package matching %s (check the mirror in /etc/apt/sources.list.d)", re)
 	}
+	name, version = pickNewest(names, func(pkg string) string {
+		v, _ := a.candidate(ctx, pkg)
+		return v
+	}, dbg)
+	if name == "" {
+		if dbg {
+			return "", "", fmt.Errorf("no package matching %s has an installable candidate whose -dbg package has the same version (check the mirror in /etc/apt/sources.list.d)", re)
+		}
+		return "", "", fmt.Errorf("no package matching %s has an installable candidate", re)
+	}
+	return name, version, nil
+}
+
+// pickNewest returns the newest of names (natural order) that has a
+// candidate version and, with dbg, whose -dbg package has a candidate of the
+// same version. candidate returns "" for a package apt cannot download.
+func pickNewest(names []string, candidate func(pkg string) string, dbg bool) (name, version string) {
+	names = slices.Clone(names)
 	slices.SortFunc(names, naturalCompare)
 	// Newest first; a name can be listed without a downloadable candidate.
 	for i := len(names) - 1; i >= 0; i-- {
-		v, err := a.candidate(ctx, names[i])
-		if err == nil && v != "" {
-			return names[i], v, nil
+		v := candidate(names[i])
+		if v == "" || (dbg && candidate(dbgPackage(names[i])) != v) {
+			continue
 		}
+		return names[i], v
 	}
-	return "", "", fmt.Errorf("no package matching %s has an installable candidate", re)
+	return "", ""
+}
+
+// dbgPackage is the -dbg package of an -unsigned image package.
+func dbgPackage(unsigned string) string {
+	return strings.TrimSuffix(unsigned, "-unsigned") + "-dbg"
 }
 
 func (a aptState) candidate(ctx context.Context, pkg string) (string, error) {
@@ -468,8 +501,8 @@ func unpack(ctx context.Context, deb, dir string) error {
 }
 
 // DebugVmlinux returns the path of the vmlinux with DWARF that matches the
-// newest lab kernel called name (Debian's -dbg package), fetching and
-// extracting it on first use (a ~320 MB download, ~350 MB on disk).
+// newest lab kernel called name (Debian's -dbg package of the same version),
+// fetching it and extracting only the vmlinux on first use.
 func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, error) {
 	if log == nil {
 		log = io.Discard
@@ -479,7 +512,7 @@ func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, erro
 		return "", err
 	}
 	if !spec.Debug {
-		return "", fmt.Errorf("lab kernel %s has no -dbg package in the lab; use 6.12", name)
+		return "", fmt.Errorf("lab kernel %s has no -dbg package in the lab", name)
 	}
 	k, err := Fetch(ctx, spec, FetchOptions{Log: log})
 	if err != nil {
@@ -493,7 +526,7 @@ func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, erro
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	dbgPkg := strings.TrimSuffix(k.Package, "-unsigned") + "-dbg"
+	dbgPkg := dbgPackage(k.Package)
 	deb, err := aptState{dir: filepath.Join(cache, "apt"), log: log}.download(ctx, filepath.Join(cache, "debs"), dbgPkg, k.Version)
 	if err != nil {
 		return "", fmt.Errorf("fetch DWARF for %s: %w", k.Release, err)

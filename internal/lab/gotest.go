@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +22,9 @@ type TestConfig struct {
 	Kernel   *Kernel
 	Packages []string // go package patterns, e.g. ./coverage/...
 	// Run selects tests (default ^TestLab); Bench, when set, selects
-	// benchmarks instead (tests are then not run).
-	Run, Bench string
+	// benchmarks instead (tests are then not run). Skip, when set, leaves
+	// out the top-level tests it matches (go test's -skip).
+	Run, Bench, Skip string
 	// Args are extra flags for every test binary (e.g. -test.count=3).
 	Args         []string
 	Timeout      time.Duration // whole boot; default 30m
@@ -31,6 +33,9 @@ type TestConfig struct {
 	Env          []string      // KEY=VALUE pairs exported to the test binaries
 	Console      io.Writer     // test output and guest console
 	OutDir       string        // see Config.OutDir
+	// Allowed are the skips that do not fail the run; nil means
+	// AllowedSkips.
+	Allowed []AllowedSkip
 }
 
 // PackageResult is one package's outcome in the guest.
@@ -43,13 +48,22 @@ type PackageResult struct {
 // TestResult is the outcome of RunTests.
 type TestResult struct {
 	*Result
+	Kernel   string          // lab kernel name
 	Packages []PackageResult // packages that had matching tests, in order
 	Skipped  []string        // packages with no matching test, not booted for
+	Tests    []TestOutcome   // every test, subtest and benchmark outcome reported
+	Skips    []Skip          // the skips among Tests, checked against the allowed list
+	// Missing are tests the host listed that reported no outcome
+	// ("pkg TestX"): the binary died, or its output was lost.
+	Missing []string
+	// Stale are allowed skips whose test ran on this kernel and did not skip.
+	Stale []AllowedSkip
 }
 
-// Failed reports whether any package failed or did not report.
+// Failed reports whether any package failed or did not report, a listed
+// test reported no outcome, or a lab test skipped without being allowed to.
 func (r *TestResult) Failed() bool {
-	if r.Result == nil || r.ExitCode != 0 {
+	if r.Result == nil || r.ExitCode != 0 || len(r.Missing) > 0 {
 		return true
 	}
 	for _, p := range r.Packages {
@@ -57,10 +71,21 @@ func (r *TestResult) Failed() bool {
 			return true
 		}
 	}
+	for _, s := range r.Skips {
+		if s.Fails() {
+			return true
+		}
+	}
 	return false
 }
 
-type testPkg struct{ importPath, dir, bin string }
+// Tally counts the top-level tests of the run.
+func (r *TestResult) Tally() Tally { return Count(r.Tests) }
+
+type testPkg struct {
+	importPath, dir, bin string
+	names                []string // top-level tests -test.list selected
+}
 
 // RunTests compiles the test binaries of cfg.Packages (static, CGO_ENABLED=0),
 // keeps those that have tests matching cfg.Run (or benchmarks matching
@@ -100,7 +125,17 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 	if cfg.Bench != "" {
 		sel = cfg.Bench
 	}
-	res := &TestResult{}
+	var skipRE *regexp.Regexp
+	if cfg.Skip != "" {
+		if skipRE, err = regexp.Compile(cfg.Skip); err != nil {
+			return nil, fmt.Errorf("bad -skip pattern: %w", err)
+		}
+	}
+	allowed := cfg.Allowed
+	if allowed == nil {
+		allowed = AllowedSkips
+	}
+	res := &TestResult{Kernel: cfg.Kernel.Spec.Name}
 	var pkgs []testPkg
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Split(line, "\t")
@@ -117,11 +152,17 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list tests of %s: %w", f[0], stderrOf(err))
 		}
-		if len(bytes.TrimSpace(names)) == 0 {
+		var selected []string
+		for _, n := range strings.Fields(string(names)) {
+			if skipRE == nil || !skipRE.MatchString(n) {
+				selected = append(selected, n)
+			}
+		}
+		if len(selected) == 0 {
 			res.Skipped = append(res.Skipped, f[0])
 			continue
 		}
-		pkgs = append(pkgs, testPkg{importPath: f[0], dir: f[1], bin: bin})
+		pkgs = append(pkgs, testPkg{importPath: f[0], dir: f[1], bin: bin, names: selected})
 	}
 	if len(pkgs) == 0 {
 		return res, fmt.Errorf("no package in %s has tests matching %q", strings.Join(cfg.Packages, " "), sel)
@@ -129,7 +170,7 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 
 	k := cfg.Kernel
 	var sb strings.Builder
-	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+	if err := writeGuestEnv(ctx, &sb, k, work, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
 		return nil, err
 	}
 	for _, kv := range cfg.Env {
@@ -139,12 +180,19 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 		fmt.Fprintf(&sb, "export %s\n", shq(kv))
 	}
 	sb.WriteString("fail=0\n")
-	for _, p := range pkgs {
-		args := []string{labtest.Host(p.bin), "-test.v=true", "-test.timeout=" + cfg.Timeout.String()}
+	for i, p := range pkgs {
+		// -test.v=test2json frames every status line with a marker byte
+		// that output of the tests cannot fake; the host parses the
+		// package's whole output, sent back through the status port (the
+		// console gets a copy without the markers).
+		args := []string{labtest.Host(p.bin), "-test.v=test2json", "-test.timeout=" + cfg.Timeout.String()}
 		if cfg.Bench != "" {
 			args = append(args, "-test.run=^$", "-test.bench="+cfg.Bench)
 		} else {
 			args = append(args, "-test.run="+cfg.Run)
+		}
+		if cfg.Skip != "" {
+			args = append(args, "-test.skip="+cfg.Skip)
 		}
 		args = append(args, cfg.Args...)
 		for i := range args {
@@ -152,8 +200,10 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 		}
 		fmt.Fprintf(&sb, "cd %s || exit 126\n", shq(labtest.Host(p.dir)))
 		sb.WriteString("t0=$(cut -d. -f1 /proc/uptime)\n")
-		fmt.Fprintf(&sb, "%s\nrc=$?\n", strings.Join(args, " "))
+		sb.WriteString("echo 125 > /run/lab-rc\n")
+		fmt.Fprintf(&sb, "{ %s 2>&1; echo $? > /run/lab-rc; } | tee /run/lab-out | tr -d '\\026'\nrc=$(cat /run/lab-rc)\n", strings.Join(args, " "))
 		sb.WriteString("t1=$(cut -d. -f1 /proc/uptime)\n")
+		fmt.Fprintf(&sb, "sed 's/^/%s %d /' /run/lab-out >&$STATUS_FD\n", outTag, i)
 		fmt.Fprintf(&sb, "echo \"pkg %s $rc $((t1-t0))\" >&$STATUS_FD\n", p.importPath)
 		fmt.Fprintf(&sb, "if [ $rc = 0 ]; then printf 'ok  \\t%%s\\t%%ss [lab %s]\\n' %s $((t1-t0)); else fail=1; printf 'FAIL\\t%%s\\t%%ss [lab %s]\\n' %s $((t1-t0)); fi\n",
 			k.Spec.Name, shq(p.importPath), k.Spec.Name, shq(p.importPath))
@@ -166,7 +216,16 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 	})
 	res.Result = r
 	if r != nil {
+		outputs := make([]strings.Builder, len(pkgs))
 		for _, line := range r.Status {
+			if rest, ok := strings.CutPrefix(line, outTag+" "); ok {
+				idx, text, _ := strings.Cut(rest, " ")
+				if i, err := strconv.Atoi(idx); err == nil && i >= 0 && i < len(pkgs) {
+					outputs[i].WriteString(text)
+					outputs[i].WriteByte('\n')
+				}
+				continue
+			}
 			f := strings.Fields(line)
 			if len(f) == 4 && f[0] == "pkg" {
 				code, _ := strconv.Atoi(f[2])
@@ -174,6 +233,23 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 				res.Packages = append(res.Packages, PackageResult{ImportPath: f[1], ExitCode: code, Seconds: secs})
 			}
 		}
+		reported := map[string]bool{}
+		for _, pr := range res.Packages {
+			reported[pr.ImportPath] = true
+		}
+		for i, p := range pkgs {
+			outs, perr := ParseTestOutput(p.importPath, strings.NewReader(outputs[i].String()))
+			if perr != nil && err == nil {
+				err = fmt.Errorf("lab: read the test output of %s: %w", p.importPath, perr)
+			}
+			res.Tests = append(res.Tests, outs...)
+			if cfg.Bench != "" || !reported[p.importPath] {
+				continue
+			}
+			res.Missing = append(res.Missing, missingTests(p.importPath, p.names, outs)...)
+		}
+		res.Skips = ClassifySkips(res.Kernel, res.Tests, allowed)
+		res.Stale = StaleSkips(res.Kernel, res.Tests, allowed)
 	}
 	if err == nil && len(res.Packages) != len(pkgs) {
 		err = fmt.Errorf("lab: %d of %d packages reported a result", len(res.Packages), len(pkgs))
@@ -181,15 +257,40 @@ func RunTests(ctx context.Context, cfg TestConfig) (*TestResult, error) {
 	return res, err
 }
 
+// outTag starts the status-port lines that carry a package's test output.
+const outTag = "o"
+
+// missingTests returns "pkg Name" for each of names (top-level tests the
+// host listed) without an outcome in outs.
+func missingTests(pkg string, names []string, outs []TestOutcome) []string {
+	seen := map[string]bool{}
+	for _, o := range outs {
+		seen[o.Name] = true
+	}
+	var out []string
+	for _, n := range names {
+		if !seen[n] {
+			out = append(out, pkg+" "+n)
+		}
+	}
+	return out
+}
+
 // writeGuestEnv writes the script lines that export the lab environment
-// (see package labtest) for kernel k.
-func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, out, single bool, log io.Writer) error {
+// (see package labtest) for kernel k. The guest's index cache is a snapshot
+// written under runDir (removed by the caller after the boot), so that a
+// rebuild of the host's shared cache during the run cannot reach the guest.
+func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, runDir string, out, single bool, log io.Writer) error {
 	if k.Spec.Debug {
-		vmlinux, cacheDir, err := prepareIndex(ctx, k, log)
+		vmlinux, ix, err := prepareIndex(ctx, k, log)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(cacheDir)))
+		snap := filepath.Join(runDir, "index-cache")
+		if err := snapshotIndex(ix, snap); err != nil {
+			return err
+		}
+		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(snap)))
 	}
 	fmt.Fprintf(sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
 	if cache, err := CacheDir(); err == nil {
@@ -215,8 +316,20 @@ func Command(ctx context.Context, k *Kernel, argv []string, cfg Config) (*Result
 	if err != nil {
 		return nil, err
 	}
+	cache, err := CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "run"), 0o755); err != nil {
+		return nil, err
+	}
+	runDir, err := os.MkdirTemp(filepath.Join(cache, "run"), "cmd-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(runDir)
 	var sb strings.Builder
-	if err := writeGuestEnv(ctx, &sb, k, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
+	if err := writeGuestEnv(ctx, &sb, k, runDir, cfg.OutDir != "", cfg.SingleThread, cfg.Console); err != nil {
 		return nil, err
 	}
 	args := []string{shq(labtest.Host(bin))}
@@ -231,23 +344,39 @@ func Command(ctx context.Context, k *Kernel, argv []string, cfg Config) (*Result
 // prepareIndex fetches the kernel's vmlinux with DWARF and builds its line
 // index into the host's symbolize cache, so that tests in the guest load it
 // in milliseconds instead of building it under emulation.
-func prepareIndex(ctx context.Context, k *Kernel, log io.Writer) (vmlinux, cacheDir string, err error) {
+func prepareIndex(ctx context.Context, k *Kernel, log io.Writer) (vmlinux string, ix *symbolize.Index, err error) {
 	vmlinux, err = DebugVmlinux(ctx, k.Spec.Name, log)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
-	cacheDir = filepath.Join(d, "hapscope")
 	start := time.Now()
-	ix, err := symbolize.Open(ctx, symbolize.Options{VMLinux: vmlinux, Kernel: symbolize.Kernel{Release: k.Release}, CacheDir: cacheDir})
+	ix, err = symbolize.Open(ctx, symbolize.Options{VMLinux: vmlinux, Kernel: symbolize.Kernel{Release: k.Release}, CacheDir: filepath.Join(d, "hapscope")})
 	if err != nil {
-		return "", "", fmt.Errorf("build the line index of %s: %w", vmlinux, err)
+		return "", nil, fmt.Errorf("build the line index of %s: %w", vmlinux, err)
 	}
 	fmt.Fprintf(log, "lab: line index of %s (build-id %s, %d functions) ready in %s\n", k.Release, ix.BuildID(), ix.Len(), time.Since(start).Round(time.Millisecond))
-	return vmlinux, cacheDir, nil
+	return vmlinux, ix, nil
+}
+
+// snapshotIndex writes ix where symbolize.Open with CacheDir dir finds it.
+func snapshotIndex(ix *symbolize.Index, dir string) error {
+	path := symbolize.IndexPath(dir, ix.BuildID())
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := ix.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write the guest's copy of the line index: %w", err)
+	}
+	return f.Close()
 }
 
 func accelName(single bool) string {

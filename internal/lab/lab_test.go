@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestNaturalCompare(t *testing.T) {
@@ -203,5 +205,153 @@ func TestRunTimeout(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(con.String()), "\n")
 	if last := lines[len(lines)-1]; last != "" && !strings.Contains(err.Error(), last) {
 		t.Fatalf("timeout error does not quote the console's last line %q:\n%v", last, err)
+	}
+}
+
+// TestRunHostReadOnly boots each lab kernel and has a guest root remount the
+// host's root read-write and try to change a host file and create others;
+// the host then checks that nothing changed (TestLabHostReadOnly checks the
+// guest's errors in Go).
+func TestRunHostReadOnly(t *testing.T) {
+	requireQEMU(t)
+	for _, spec := range Kernels {
+		t.Run(spec.Name, func(t *testing.T) {
+			k, err := Fetch(context.Background(), spec, FetchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.CreateTemp("", "hapscope-ro-existing-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			existing := f.Name()
+			defer os.Remove(existing)
+			f.WriteString("host content\n")
+			f.Chmod(0o644)
+			f.Close()
+			fresh := existing + "-guest-created"
+			defer os.Remove(fresh)
+			defer os.Remove(fresh + ".d")
+			v := "/run/v"
+			script := fmt.Sprintf(`mount -o remount,rw /host || exit 3
+grep ' /host ' /proc/mounts >&$STATUS_FD
+mkdir -p %[1]s && mount --bind /host %[1]s || exit 4
+try() { what=$1; shift; if "$@" 2>/run/err; then echo "$what: ok" >&$STATUS_FD; else echo "$what: $(cat /run/err)" >&$STATUS_FD; fi; }
+try append sh -c 'echo guest >> %[1]s%[2]s'
+try create sh -c 'echo guest > %[1]s%[3]s'
+try mkdir mkdir %[1]s%[3]s.d
+try chmod chmod 600 %[1]s%[2]s
+try rm rm -f %[1]s%[2]s
+exit 0`, v, existing, fresh)
+			var con bytes.Buffer
+			res, err := Run(context.Background(), Config{Kernel: k, Script: script, Console: &con, Timeout: 3 * time.Minute})
+			if err != nil {
+				t.Fatalf("%v\nconsole:\n%s", err, con.String())
+			}
+			if res.ExitCode != 0 {
+				t.Fatalf("guest script exit %d (3: remount refused, 4: bind failed); status %q\nconsole:\n%s", res.ExitCode, res.Status, con.String())
+			}
+			t.Logf("guest: %s", strings.Join(res.Status, "; "))
+			if len(res.Status) < 1 || !strings.Contains(res.Status[0], " rw") {
+				t.Errorf("the guest did not get /host remounted read-write: %q", res.Status)
+			}
+			for _, what := range []string{"append", "create", "mkdir", "chmod", "rm"} {
+				found := false
+				for _, s := range res.Status {
+					if strings.HasPrefix(s, what+": ") {
+						found = true
+						if !strings.Contains(s, "Read-only file system") {
+							t.Errorf("guest %s", s)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("guest reported nothing for %s: %q", what, res.Status)
+				}
+			}
+			if b, err := os.ReadFile(existing); err != nil || string(b) != "host content\n" {
+				t.Errorf("host file %s after the guest's tries: %q, %v", existing, b, err)
+			}
+			if st, err := os.Stat(existing); err != nil || st.Mode().Perm() != 0o644 {
+				t.Errorf("host file %s mode: %v, %v", existing, st, err)
+			}
+			for _, p := range []string{fresh, fresh + ".d"} {
+				if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the guest created %s on the host (%v)", p, err)
+				}
+			}
+		})
+	}
+}
+
+// TestRunTestsReportsSkips runs this package's output fixtures in a lab
+// guest through RunTests: every skip comes back through the status port
+// with its message, a test left out with -skip is not missed, and the
+// console copy carries no framing markers.
+func TestRunTestsReportsSkips(t *testing.T) {
+	k := requireQEMU(t)
+	var con bytes.Buffer
+	res, err := RunTests(context.Background(), TestConfig{Kernel: k, Packages: []string{"."},
+		Run: "^TestOutputFixture", Skip: "^TestOutputFixtureFail$", Env: []string{fixtureEnv + "=1"},
+		Args: []string{"-test.parallel=4"}, Console: &con, Timeout: 5 * time.Minute})
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, con.String())
+	}
+	const pkg = "github.com/hapscope/hapscope/internal/lab"
+	var want []TestOutcome
+	for _, o := range wantFixture {
+		o.Package = pkg
+		want = append(want, o)
+	}
+	if d := cmp.Diff(want, res.Tests, cmpopts.IgnoreFields(TestOutcome{}, "Elapsed")); d != "" {
+		t.Fatalf("outcomes (-want +got):\n%s\nconsole:\n%s", d, con.String())
+	}
+	if len(res.Skips) != 3 || len(res.Missing) != 0 || res.Failed() {
+		t.Fatalf("skips %+v, missing %v, failed %v", res.Skips, res.Missing, res.Failed())
+	}
+	if strings.Contains(con.String(), "\x16") || !strings.Contains(con.String(), "--- SKIP: TestOutputFixtureSkip") {
+		t.Fatalf("console copy has markers or lacks the status lines:\n%s", con.String())
+	}
+}
+
+// TestPickNewest: the newest image with a candidate, and for a kernel with
+// debug info the newest whose -dbg package has the same version (a newer
+// image whose -dbg is missing or at another version is passed over).
+func TestPickNewest(t *testing.T) {
+	cand := map[string]string{
+		"linux-image-6.1.0-58-cloud-amd64-unsigned": "6.1.200-1",
+		"linux-image-6.1.0-58-cloud-amd64-dbg":      "",
+		"linux-image-6.1.0-57-cloud-amd64-unsigned": "6.1.192-3",
+		"linux-image-6.1.0-57-cloud-amd64-dbg":      "6.1.192-2",
+		"linux-image-6.1.0-9-cloud-amd64-unsigned":  "6.1.27-1",
+		"linux-image-6.1.0-9-cloud-amd64-dbg":       "6.1.27-1",
+		"linux-image-6.1.0-56-cloud-amd64-unsigned": "",
+		"linux-image-6.1.0-56-cloud-amd64-dbg":      "6.1.170-1",
+	}
+	var names []string
+	for n := range cand {
+		if strings.HasSuffix(n, "-unsigned") {
+			names = append(names, n)
+		}
+	}
+	get := func(p string) string { return cand[p] }
+	if n, v := pickNewest(names, get, false); n != "linux-image-6.1.0-58-cloud-amd64-unsigned" || v != "6.1.200-1" {
+		t.Errorf("without dbg: %s %s", n, v)
+	}
+	if n, v := pickNewest(names, get, true); n != "linux-image-6.1.0-9-cloud-amd64-unsigned" || v != "6.1.27-1" {
+		t.Errorf("with dbg: %s %s", n, v)
+	}
+	if n, _ := pickNewest(names[:0], get, true); n != "" {
+		t.Errorf("no names: %s", n)
+	}
+}
+
+// TestEveryKernelHasDebugInfo: every lab kernel boots the image whose
+// vmlinux with DWARF the lab fetches, so lab tests get exact lines on each.
+func TestEveryKernelHasDebugInfo(t *testing.T) {
+	for _, k := range Kernels {
+		if !k.Debug {
+			t.Errorf("lab kernel %s has no -dbg package: its lines would be estimates", k.Name)
+		}
 	}
 }

@@ -12,10 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config describes one boot of a lab kernel.
@@ -158,8 +161,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	// virtiofs daemons: the host root (mounted read-only in the guest) and
-	// the writable out directory.
+	// virtiofs daemons: the host root, read-only on the host side, and the
+	// writable out directory.
 	var daemons []*exec.Cmd
 	defer func() {
 		for _, d := range daemons {
@@ -167,13 +170,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			d.Wait()
 		}
 	}()
-	startFS := func(tag, source string) (string, error) {
+	startFS := func(tag, source string, readOnly bool) (string, error) {
 		sock := filepath.Join(work, tag+".sock")
-		d := exec.CommandContext(ctx, virtiofsd, "--socket-path="+sock, "-o", "source="+source,
+		src := source
+		if readOnly {
+			src = filepath.Join(work, tag+".ro")
+			if err := os.Mkdir(src, 0o755); err != nil {
+				return "", err
+			}
+		}
+		d := exec.CommandContext(ctx, virtiofsd, "--socket-path="+sock, "-o", "source="+src,
 			"-o", "cache=auto", "-o", "sandbox=chroot", "-o", "log_level=err")
 		var errb bytes.Buffer
 		d.Stderr = &errb
-		if err := d.Start(); err != nil {
+		start := d.Start
+		if readOnly {
+			start = func() error { return startReadOnly(d, source, src) }
+		}
+		if err := start(); err != nil {
 			return "", fmt.Errorf("lab: start virtiofsd for %s: %w", source, err)
 		}
 		daemons = append(daemons, d)
@@ -187,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
-	rootSock, err := startFS("hostroot", "/")
+	rootSock, err := startFS("hostroot", "/", true)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +232,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			return nil, err
 		}
-		outSock, err := startFS("out", cfg.OutDir)
+		outSock, err := startFS("out", cfg.OutDir, false)
 		if err != nil {
 			return nil, err
 		}
@@ -309,6 +323,47 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 const virtiofsd = "/usr/lib/qemu/virtiofsd"
+
+// startReadOnly starts cmd in a private mount namespace in which mnt is a
+// recursive bind of source made read-only (mount_setattr MOUNT_ATTR_RDONLY,
+// AT_RECURSIVE) on every mount of the tree. virtiofsd has no read-only
+// option, and the guest's "ro" mount flag binds only a guest that keeps it:
+// root in the guest can remount read-write. With the host's own mounts
+// read-only under virtiofsd, every write it is asked for fails with EROFS.
+// The host's mounts are left as they were: the namespace is private and
+// goes away with the daemon.
+func startReadOnly(cmd *exec.Cmd, source, mnt string) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The namespace change is made on this OS thread only, and cmd
+		// inherits it from the thread that forks it. The thread is never
+		// unlocked: the runtime ends it with this goroutine rather than
+		// give a goroutine a thread in another mount namespace.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("unshare the mount namespace (the lab runs as root): %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return fmt.Errorf("make the private mount namespace's mounts private: %w", err)
+			}
+			fd, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			if err != nil {
+				return fmt.Errorf("clone the mount tree of %s: %w", source, err)
+			}
+			defer unix.Close(fd)
+			if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE,
+				&unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+				return fmt.Errorf("make the mounts under %s read-only (mount_setattr, Linux 5.12+): %w", source, err)
+			}
+			if err := unix.MoveMount(fd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("mount the read-only tree of %s on %s: %w", source, mnt, err)
+			}
+			return cmd.Start()
+		}()
+	}()
+	return <-errc
+}
 
 func buildInitramfs(k *Kernel, cfg Config, out string) error {
 	a := newArchive()

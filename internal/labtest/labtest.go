@@ -19,10 +19,11 @@ const (
 	EnvRelease = "HAPSCOPE_LAB_RELEASE" // the Debian release uname -r must report
 	EnvOut     = "HAPSCOPE_LAB_OUT"     // writable directory shared with the host
 	// EnvVmlinux is the guest path of the vmlinux with DWARF that matches the
-	// booted kernel (unset for kernels without one, e.g. 6.1).
+	// booted kernel (the lab fetches one for every lab kernel, 6.12 and 6.1).
 	EnvVmlinux = "HAPSCOPE_LAB_VMLINUX"
-	// EnvIndexCache is the guest path of the host's symbolize index cache,
-	// where the runner built the booted kernel's line index beforehand.
+	// EnvIndexCache is the guest path of a symbolize index cache holding
+	// the booted kernel's line index, built on the host by the runner and
+	// copied for this boot (a rebuild of the host's cache cannot reach it).
 	EnvIndexCache = "HAPSCOPE_LAB_INDEX_CACHE"
 	// EnvLabCache is the guest path of the host's lab cache (kernels, and
 	// the userland `make lab-prep` builds there: runsc, express).

@@ -3,10 +3,15 @@
 //
 //	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
-//	lab test    -kernel K [-run RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
+//	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
 //	lab run     -kernel K [-out DIR] [-timeout D] -- PROGRAM ARGS...
 //	                                             run a host program in the guest (lab env exported)
+//
+// lab test ends with a summary per kernel: tests run, passed, failed and
+// skipped, and every skip with its reason. A lab test (TestLab*,
+// BenchmarkLab*) that skips fails the run unless internal/lab's
+// AllowedSkips lists it, with its reason, for that kernel.
 //
 // Exit status: 0 when everything passed, 1 on a failure, 2 on a usage error.
 package main
@@ -15,6 +20,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -107,6 +113,7 @@ func test(ctx context.Context, args []string) error {
 	kernel := fs.String("kernel", "6.12", "lab kernel(s): 6.12, 6.1, all or a comma list (one boot each)")
 	run := fs.String("run", "^TestLab", "tests to run (regexp)")
 	bench := fs.String("bench", "", "run benchmarks matching this regexp instead of tests")
+	skip := fs.String("skip", "", "leave out top-level tests matching this regexp")
 	timeout := fs.Duration("timeout", 30*time.Minute, "limit for each boot")
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread (slower; steadier under mass detach)")
 	out := fs.String("out", "", "host directory shared read-write at /out ($HAPSCOPE_LAB_OUT)")
@@ -123,7 +130,11 @@ func test(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var failed []string
+	var (
+		failed  []string
+		results []*lab.TestResult
+	)
+	defer func() { summary(os.Stdout, results) }()
 	for _, s := range specs {
 		k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
 		if err != nil {
@@ -131,11 +142,12 @@ func test(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("=== lab %s: %s, packages %s\n", s.Name, k.Release, strings.Join(pkgs, " "))
 		res, err := lab.RunTests(ctx, lab.TestConfig{
-			Kernel: k, Packages: pkgs, Run: *run, Bench: *bench, Timeout: *timeout,
+			Kernel: k, Packages: pkgs, Run: *run, Bench: *bench, Skip: *skip, Timeout: *timeout,
 			SingleThread: *single, Console: os.Stdout, OutDir: *out, Args: strings.Fields(*extra),
 			CPUs: *cpus, Env: env,
 		})
 		if res != nil && res.Result != nil {
+			results = append(results, res)
 			passed, nfail := 0, 0
 			for _, p := range res.Packages {
 				if p.ExitCode == 0 {
@@ -155,9 +167,53 @@ func test(ctx context.Context, args []string) error {
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("lab tests failed on kernel %s", strings.Join(failed, ", "))
+		return fmt.Errorf("lab tests failed on kernel %s (see the summary above)", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// summary prints, per kernel, how many tests ran, passed, failed and
+// skipped, then every skip with its reason, every test that reported no
+// outcome, and every allowed skip that did not happen.
+func summary(w io.Writer, results []*lab.TestResult) {
+	if len(results) == 0 {
+		return
+	}
+	var per []string
+	for _, r := range results {
+		t := r.Tally()
+		line := fmt.Sprintf("%s: %s", r.Kernel, t)
+		var bad int
+		for _, s := range r.Skips {
+			if s.Fails() {
+				bad++
+			}
+		}
+		if bad > 0 {
+			line += fmt.Sprintf(" (%d not allowed)", bad)
+		}
+		if len(r.Missing) > 0 {
+			line += fmt.Sprintf(", %d without an outcome", len(r.Missing))
+		}
+		per = append(per, line)
+	}
+	fmt.Fprintf(w, "=== lab summary: %s\n", strings.Join(per, "; "))
+	for _, r := range results {
+		for _, o := range r.Tests {
+			if o.Action == "fail" {
+				fmt.Fprintf(w, "    FAIL %s %s on %s\n", o.Package, o.Name, r.Kernel)
+			}
+		}
+		for _, s := range r.Skips {
+			fmt.Fprintf(w, "    %s\n", s)
+		}
+		for _, m := range r.Missing {
+			fmt.Fprintf(w, "    NO OUTCOME %s on %s (the test binary died or its output was lost)\n", m, r.Kernel)
+		}
+		for _, a := range r.Stale {
+			fmt.Fprintf(w, "    note: %s ran on %s without skipping; remove it from internal/lab AllowedSkips\n", a.Test, a.Kernel)
+		}
+	}
 }
 
 func sh(ctx context.Context, args []string) error {
