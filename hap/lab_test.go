@@ -47,10 +47,9 @@ func startIn(t *testing.T, name, script string) (dir string, stop func()) {
 }
 
 // TestLabScore scores two known workloads with one attach on the lab kernel
-// and checks what every profile must satisfy. On 6.12 lines come from the
-// Debian vmlinux's DWARF (index built on the host by the lab runner); on 6.1,
-// which has no DWARF in the lab, lines are size-based estimates and the
-// profile must say so.
+// and checks what every profile must satisfy. Lines come from the Debian
+// vmlinux's DWARF on both kernels (index built on the host by the lab
+// runner); on 6.1, fentry probes a bounded set of functions.
 func TestLabScore(t *testing.T) {
 	labtest.Require(t)
 	ctx := context.Background()
@@ -59,14 +58,14 @@ func TestLabScore(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt := ScoreOptions{Warmup: time.Second, Window: 3 * time.Second, Samples: 3, Catalogue: cat}
-	exact := labtest.Vmlinux() != ""
-	if exact {
-		opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
-	} else {
+	if labtest.IndexCache() == "" {
+		t.Fatal("the lab runner exported no line index: both lab kernels have DWARF (lab fetch -dbg), so every lab profile has exact lines")
+	}
+	opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
+	if labtest.Kernel() != "6.12" {
 		// fentry on 6.1 attaches one program per function (and detaches
 		// slowly under emulation): probe a bounded set that includes the
 		// functions asserted below.
-		opt.AllowEstimate = true
 		n := 0
 		opt.Catalogue = cat.Subset(func(f coverage.Function) bool {
 			keep := f.Name == "vfs_read" || f.Name == "vfs_mkdir" || f.Name == "do_mkdirat" || f.Name == "ksys_read" ||
@@ -77,7 +76,7 @@ func TestLabScore(t *testing.T) {
 			return keep
 		})
 	}
-	t.Logf("catalogue: %d functions (exact lines: %v)", len(opt.Catalogue.Functions), exact)
+	t.Logf("catalogue: %d functions", len(opt.Catalogue.Functions))
 	start := time.Now()
 	sc, err := NewScorer(ctx, opt)
 	if err != nil {
@@ -113,12 +112,8 @@ func TestLabScore(t *testing.T) {
 		if p.Release != labtest.Release() {
 			t.Errorf("%s: release %q, want %q", p.Label, p.Release, labtest.Release())
 		}
-		wantMode := ModeExact
-		if !exact {
-			wantMode = ModeEstimated
-		}
-		if p.Mode != wantMode {
-			t.Errorf("%s: mode %q, want %q", p.Label, p.Mode, wantMode)
+		if p.Mode != ModeExact {
+			t.Errorf("%s: mode %q, want %q", p.Label, p.Mode, ModeExact)
 		}
 		if len(p.Convergence) != 3 {
 			t.Errorf("%s: %d convergence points, want 3", p.Label, len(p.Convergence))
@@ -153,7 +148,7 @@ func TestLabScore(t *testing.T) {
 	if vr.Lines < 5 {
 		t.Errorf("vfs_read has %d lines, want at least 5", vr.Lines)
 	}
-	if exact && vr.File != "fs/read_write.c" {
+	if vr.File != "fs/read_write.c" {
 		t.Errorf("vfs_read defined in %q, want fs/read_write.c", vr.File)
 	}
 	if has(mk, "vfs_mkdir") == nil && has(mk, "do_mkdirat") == nil {

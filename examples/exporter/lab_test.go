@@ -234,10 +234,7 @@ func TestLabExporter(t *testing.T) {
 	if v := one("hapscope_probe_misses", cg(busy)); v < 0 {
 		t.Errorf("hapscope_probe_misses = %g", v)
 	}
-	wantMode := `mode="exact"`
-	if labtest.Vmlinux() == "" {
-		wantMode = `mode="estimated-lines"`
-	}
+	wantMode := `mode="exact"` // both lab kernels have DWARF
 	if v := one("hapscope_profile_info", cg(busy), `backend="`+backend+`"`, wantMode, `probes="counts"`); v != 1 {
 		t.Errorf("hapscope_profile_info = %g, want 1", v)
 	}

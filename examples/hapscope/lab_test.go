@@ -181,7 +181,7 @@ func checkLabProfile(t *testing.T, js []byte, counts bool, backend coverage.Back
 	case backend == coverage.Fentry && p.Attached != len(labSubset):
 		t.Errorf("%d functions attached; want the %d of -functions", p.Attached, len(labSubset))
 	}
-	if want := hap.ModeExact; labtest.Vmlinux() != "" && p.Mode != want {
+	if want := hap.ModeExact; p.Mode != want {
 		t.Errorf("mode %q, want %q (the lab has this kernel's DWARF)", p.Mode, want)
 	}
 	if p.Lines.Total <= 0 || p.Lines.Union <= 0 || len(p.LineSet) == 0 {

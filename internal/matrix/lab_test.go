@@ -24,9 +24,6 @@ func labRunsc(t *testing.T) string {
 	if c := labtest.LabCache(); c != "" {
 		candidates = append(candidates, filepath.Join(c, "runsc", "runsc"))
 	}
-	if c := labtest.IndexCache(); c != "" {
-		candidates = append(candidates, filepath.Join(filepath.Dir(c), "hapscope-lab", "runsc", "runsc"))
-	}
 	candidates = append(candidates, labtest.Host("/root/.cache/hapscope-lab/runsc/runsc"))
 	for _, c := range candidates {
 		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
@@ -51,12 +48,13 @@ func TestLabMatrixSmoke(t *testing.T) {
 	// multi-threaded TCG ("Oops: int3").
 	opt := hap.ScoreOptions{Warmup: 2 * time.Second, Window: 4 * time.Second, Samples: 3, Coverage: coverage.Options{Counts: true}}
 	minFuncs := 100
-	if labtest.IndexCache() != "" {
-		opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
-	} else {
-		// Without kprobe.multi and DWARF (6.1), fentry attaches one program
-		// per function: probe a bounded set on the paths a TCP server
-		// drives, estimate lines.
+	if labtest.IndexCache() == "" {
+		t.Fatal("the lab runner exported no line index: both lab kernels have DWARF (lab fetch -dbg)")
+	}
+	opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
+	if labtest.Kernel() != "6.12" {
+		// Without kprobe.multi (6.1), fentry attaches one program per
+		// function: probe a bounded set on the paths a TCP server drives.
 		cat, err := coverage.LoadCatalogue()
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +71,6 @@ func TestLabMatrixSmoke(t *testing.T) {
 		}
 		opt.Catalogue = cat.Subset(func(f coverage.Function) bool { return want[f.Name] })
 		t.Logf("6.1: fentry on %d functions of the socket/epoll/futex paths", len(opt.Catalogue.Functions))
-		opt.AllowEstimate = true
 		minFuncs = 5
 	}
 	sc, err := hap.NewScorer(ctx, opt)
