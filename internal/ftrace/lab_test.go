@@ -202,3 +202,83 @@ func TestLabFunctionTracer(t *testing.T) {
 		}
 	}
 }
+
+// TestLabFunctionGraph sets up function_graph as the overhead comparison's
+// 2018 baseline does and checks ParseGraph reads the helper's calls with
+// their context column.
+func TestLabFunctionGraph(t *testing.T) {
+	labtest.Require(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+self)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if l, _ := bufio.NewReader(stdout).ReadString('\n'); l != "waiting\n" {
+		t.Fatalf("helper: %q", l)
+	}
+	tids, err := Threads(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Setup(Options{Tracer: FunctionGraph, PIDs: tids, Fork: true, BufferKB: 16384})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "go\n")
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.Trace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(tr)
+	tr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := strings.SplitN(string(raw), "\n", 30)
+	t.Logf("%s: trace head:\n%s", labtest.Kernel(), strings.Join(head[:len(head)-1], "\n"))
+	g, err := ParseGraph(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d lines, %d functions, %d interrupt calls left out; ring buffer %+v", g.Lines, len(g.Funcs), g.IRQCalls, st)
+	if !g.Context || st.Entries == 0 || st.Overrun != 0 {
+		t.Errorf("context column %v, ring buffer %+v: want the column, entries and no overrun", g.Context, st)
+	}
+	for _, name := range []string{"__task_pid_nr_ns", "vfs_read", "do_exit", "kernel_clone"} {
+		if !g.Funcs[name] {
+			t.Errorf("%s not in the helper's function_graph trace", name)
+		}
+	}
+}
