@@ -35,12 +35,13 @@ type Symbols struct {
 	syms []kallsyms.Symbol // text symbols sorted by address
 }
 
-// NewSymbols keeps the text symbols of a /proc/kallsyms listing (modules
-// included).
+// NewSymbols keeps the code symbols of a /proc/kallsyms listing (modules
+// included): text (t, T) and weak (W, w: a __weak function such as 6.1's
+// follow_huge_addr is listed so, and ftrace traces it).
 func NewSymbols(all []kallsyms.Symbol) *Symbols {
 	s := &Symbols{}
 	for _, k := range all {
-		if kallsyms.IsText(k.Type) && k.Addr != 0 {
+		if (kallsyms.IsText(k.Type) || k.Type == 'W' || k.Type == 'w') && k.Addr != 0 {
 			s.syms = append(s.syms, k)
 		}
 	}
@@ -206,7 +207,7 @@ func Collect(r io.Reader, syms *Symbols, start, end string, pids []int) (*Window
 	}
 	switch state {
 	case 0:
-		return nil, fmt.Errorf("ftrace: the trace has no start marker %q (was tracing on when it was written?)", start)
+		return nil, fmt.Errorf("ftrace: the trace has no start marker %q (was tracing on when it was written, or did the ring buffer overwrite it? see Session.Stats)", start)
 	case 1:
 		return nil, fmt.Errorf("ftrace: the trace has no end marker %q after %q", end, start)
 	}

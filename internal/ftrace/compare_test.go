@@ -182,8 +182,29 @@ func TestParseGraph(t *testing.T) {
 	}
 }
 
+// The head of a function_graph trace of the 6.12 lab kernel
+// (TestLabFunctionGraph), all in task context.
+func TestParseGraphReal(t *testing.T) {
+	b, err := os.ReadFile("testdata/function_graph-6.12.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := ParseGraph(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"__mod_memcg_lruvec_state": true, "__cgroup_rstat_updated": true, "__mod_zone_page_state": true,
+		"__page_cache_release": true, "__mod_lruvec_state": true, "__mod_node_page_state": true}
+	if d := cmp.Diff(want, g.Funcs); d != "" || g.Lines != 28 || g.IRQCalls != 0 || !g.Context {
+		t.Errorf("%d lines, %d interrupt calls, context %v; functions (-want +got):\n%s", g.Lines, g.IRQCalls, g.Context, d)
+	}
+}
+
 func FuzzParseGraph(f *testing.F) {
 	f.Add(graphOut)
+	if b, err := os.ReadFile("testdata/function_graph-6.12.txt"); err == nil {
+		f.Add(string(b))
+	}
 	f.Add(" 0) x-1 | | a.b();\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		g, err := ParseGraph(strings.NewReader(s))

@@ -24,17 +24,23 @@ func TestMain(m *testing.M) {
 	case "child":
 		os.Exit(0)
 	}
-	// Helper: wait until traced, then make a few known system calls and
-	// read a file (on the lab's virtiofs, a module on 6.1).
+	// Helper: wait until traced, then make a few known system calls, read
+	// a file (on the lab's virtiofs, a module on 6.1) and run a child.
 	fmt.Println("waiting")
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	for i := 0; i < 50; i++ {
 		syscall.Getpid()
 	}
-	if b, err := os.ReadFile(os.Getenv(helperEnv)); err != nil || len(b) == 0 {
+	f, err := os.Open(os.Getenv(helperEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper open:", err)
+		os.Exit(1)
+	}
+	if n, err := f.Read(make([]byte, 4096)); err != nil || n == 0 {
 		fmt.Fprintln(os.Stderr, "helper read:", err)
 		os.Exit(1)
 	}
+	f.Close()
 	// A child, which the trace must follow (function-fork, fork events).
 	c := exec.Command(os.Getenv(helperEnv), "-test.run=^$")
 	c.Env = append(os.Environ(), helperEnv+"=child")
@@ -79,7 +85,7 @@ func TestLabFunctionTracer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Setup(Options{Tracer: FunctionTracer, PIDs: tids, Fork: true, BufferKB: 16384})
+	s, err := Setup(Options{Tracer: FunctionTracer, PIDs: tids, Fork: true, BufferKB: 65536})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +112,9 @@ func TestLabFunctionTracer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pids := s.PIDs()
+	if st, err := s.Stats(); err != nil || st.Overrun != 0 {
+		t.Fatalf("ring buffer %+v, %v: want no overrun", st, err)
+	}
 	kf, err := os.Open("/proc/kallsyms")
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +242,7 @@ func TestLabFunctionGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Setup(Options{Tracer: FunctionGraph, PIDs: tids, Fork: true, BufferKB: 16384})
+	s, err := Setup(Options{Tracer: FunctionGraph, PIDs: tids, Fork: true, BufferKB: 65536})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 
 // Lines as the lab's 6.12 and 6.1 kernels print them with Setup's options
 // (sym-offset, sym-addr, irq-info), from TestLabFunctionTracer's traces.
+// (The testdata traces are such lines too; their end markers were written
+// after the start markers' pattern.)
 func TestParseLineReal(t *testing.T) {
 	for line, want := range map[string]Record{
 		// 6.12: a marker, a call in task context with its parent, a hard IRQ, a soft IRQ.
@@ -38,8 +40,16 @@ func TestParseLineReal(t *testing.T) {
 			Kind: Call, Task: "00-ftrace.test", PID: 124, Context: HardIRQ, Flags: "d.h..", Time: "17.235835",
 			Func:   Symbol{Name: "vring_interrupt", Module: "virtio_ring", Addr: 0xffffffffc02f4d70},
 			Parent: Symbol{Name: "__handle_irq_event_percpu", Offset: 0x46, Addr: 0xffffffff88b12996}},
+		// 6.12: the fork event, a module function.
+		"  00-ftrace.test-168     [000] .N...    11.207663: sched_process_fork: comm=00-ftrace.test pid=168 child_comm=00-ftrace.test child_pid=171": {
+			Kind: Other, Task: "00-ftrace.test", PID: 168, Context: Task, Flags: ".N...", Time: "11.207663", Text: "sched_process_fork",
+			Args: "comm=00-ftrace.test pid=168 child_comm=00-ftrace.test child_pid=171"},
+		"  00-ftrace.test-172     [000] .....    11.501870: ovl_show_options+0x4/0x320 [overlay] <ffffffffc03d5f84> <-show_mountinfo+0x207/0x2a0 <ffffffffb0698757>": {
+			Kind: Call, Task: "00-ftrace.test", PID: 172, Context: Task, Flags: ".....", Time: "11.501870",
+			Func:   Symbol{Name: "ovl_show_options", Module: "overlay", Offset: 4, Addr: 0xffffffffc03d5f84},
+			Parent: Symbol{Name: "show_mountinfo", Offset: 0x207, Addr: 0xffffffffb0698757}},
 		// The kernel's formats of what the lab traces did not show: lost
-		// events, the fork event, NMI, a task name with spaces and
+		// events, NMI, a task name with spaces and
 		// dashes, no irq-info, no sym-offset/sym-addr, an unnamed address.
 		"CPU:1 [LOST 123 EVENTS]": {Kind: Lost, CPU: 1, LostN: 123},
 		"           bash-1977    [001] ...1.  1234.500000: sched_process_fork: comm=bash pid=1977 child_comm=bash child_pid=2001": {
@@ -148,12 +158,14 @@ ffffffff81000100 t foo.isra.0
 ffffffff81000100 t foo_alias
 ffffffff81000200 T bar
 ffffffff81000300 d some_data
+ffffffff81000400 W weak_fn
 ffffffffc0000000 t modfn	[mymod]
 `)
 	for addr, want := range map[uint64]Function{
 		0xffffffff81000104: {Name: "foo.isra.0", Addr: 0xffffffff81000100},
 		0xffffffff81000200: {Name: "bar", Addr: 0xffffffff81000200},
 		0xffffffff81000304: {Name: "bar", Addr: 0xffffffff81000200}, // data symbols are not code
+		0xffffffff81000400: {Name: "weak_fn", Addr: 0xffffffff81000400},
 		0xffffffffc0000004: {Name: "modfn", Module: "mymod", Addr: 0xffffffffc0000000},
 	} {
 		if got, ok := s.Resolve(addr); !ok || got != want {
