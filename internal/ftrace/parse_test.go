@@ -31,7 +31,10 @@ func TestParseLineReal(t *testing.T) {
 			Kind: Call, Task: "00-ftrace.test", PID: 169, Context: SoftIRQ, Flags: ".Ns..", Time: "13.552855",
 			Func:   Symbol{Name: "run_timer_softirq", Offset: 4, Addr: 0xffffffffb0799234},
 			Parent: Symbol{Name: "handle_softirqs", Offset: 0xcf, Addr: 0xffffffffb06c642f}},
-		// 6.1: module functions in task and hard IRQ context.
+		// 6.1: the fork event, module functions in task and hard IRQ context.
+		"  00-ftrace.test-124     [000] .N...     6.220009: sched_process_fork: comm=00-ftrace.test pid=124 child_comm=00-ftrace.test child_pid=128": {
+			Kind: Other, Task: "00-ftrace.test", PID: 124, Context: Task, Flags: ".N...", Time: "6.220009", Text: "sched_process_fork",
+			Args: "comm=00-ftrace.test pid=124 child_comm=00-ftrace.test child_pid=128"},
 		"  00-ftrace.test-124     [000] .N...    16.986410: fuse_permission+0x0/0x1b0 [fuse] <ffffffffc0326a20> <-inode_permission+0x13f/0x1d0 <ffffffff88d5c3bf>": {
 			Kind: Call, Task: "00-ftrace.test", PID: 124, Context: Task, Flags: ".N...", Time: "16.986410",
 			Func:   Symbol{Name: "fuse_permission", Module: "fuse", Addr: 0xffffffffc0326a20},
