@@ -200,20 +200,34 @@ type Hit struct {
 // cgroup, so they cannot be split by scope. Two scopes with different
 // windows report different counts; neither grows across windows.
 //
-// Misses are probe hits for which the kernel did not run the program
-// because a BPF program was already running on that CPU (the kernel's
-// recursion guard; kprobe.multi adds fprobe's own recursion count). With
-// the default context rules (Interrupts off) they cannot hide a function of
-// the workload: the programs run with preemption disabled and every helper
-// they call is on the deny list, so the only code that can hit a probe while
-// one runs on the same CPU is an interrupt or NMI arriving meanwhile —
-// interrupt context, excluded from the set anyway. kprobe.multi guards with
-// one per-CPU flag for all kprobe programs, so under it every traced
-// function of such an interrupt is a miss; fentry guards per program, so
-// only the same function nested in an interrupt is. In the lab, misses
-// followed the interrupt events skipped, not the calls counted (see
-// BENCHMARKS.md). With Interrupts on, an interrupt handler that arrives
-// while the program runs is missed for that occurrence only.
+// Misses are probe hits for which the kernel did not run the program;
+// Tracer.Missed has them by guard and by kprobe.multi link. Two guards drop
+// hits. kprobe.multi and kprobe: a hit while a BPF program of the kprobe
+// family runs on that CPU (this tracer's own included) or while a bpf(2) map
+// operation copies on that CPU (both raise the CPU's bpf_prog_active) is
+// dropped and counted in the program's recursion misses. kprobe.multi also
+// drops a hit nested in another probe handler of the same task and context,
+// beyond the one nesting ftrace allows while an interrupt's preempt count is
+// not yet updated (fprobe's guard, the link's missed count, 6.7+). fentry
+// guards per program: only the same function nested in itself is dropped.
+//
+// What misses can hide with the default context rules (Interrupts off):
+//   - calls made by an interrupt that arrives while a program runs:
+//     interrupt context, not counted anyway, except the interrupt entry and
+//     exit code that runs before the preempt count says "interrupt"
+//     (irq_enter_rcu, idle_cpu, handle_softirqs): ftrace too shows it as
+//     task context, and such calls are lost;
+//   - every call of a catalogue function that the program itself calls:
+//     the deny list is meant to hold them all (a helper missing from it is
+//     never counted);
+//   - calls of the workload's own task-context functions, only while
+//     another BPF program of the kprobe family runs in that task, or, on
+//     kernels with full preemption, while a task preempted inside a bpf(2)
+//     map operation (which disables migration, not preemption) has left
+//     the CPU's bpf_prog_active raised.
+//
+// With Interrupts on, an interrupt that arrives while a program runs is
+// missed for that occurrence.
 type Snapshot struct {
 	Scope      string
 	Backend    Backend

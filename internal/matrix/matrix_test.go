@@ -394,66 +394,6 @@ func TestWriteReport(t *testing.T) {
 	}
 }
 
-// graphOut is function_graph output with funcgraph-proc and
-// latency-format: syscall_enter_from_user_mode and ep_poll_callback ran in
-// soft IRQ context here ('s' in the third latency column).
-const graphOut = `# tracer: function_graph
-#
-#                                   _-----=> irqs-off
-#                                  / _----=> need-resched
-#                                 | / _---=> hardirq/softirq
-#                                 || / _--=> preempt-depth
-# CPU  TASK/PID                   ||||  DURATION                  FUNCTION CALLS
-# |     |    |                    ||||   |   |                     |   |   |   |
- 0)  redis-s-212    |  ....1. |               |  do_syscall_64() {
- 0)  redis-s-212    |  d.s1.  |   0.301 us    |    syscall_enter_from_user_mode();
- 0)  redis-s-212    |  ....1. |               |    __x64_sys_epoll_wait() {
- 0)  redis-s-212    |  ....1. | + 12.301 us   |      ep_poll.isra.0();
- 0)  redis-s-212    |  ..s2.  |   1.0 us      |      ep_poll_callback();
- 0)  redis-s-212    |  ....1. | ! 123.4 us    |    } /* __x64_sys_epoll_wait */
- ------------------------------------------
- 1)  redis-s-212   =>  <idle>-0
- ------------------------------------------
- 1)  redis-s-212    |  ....1. |   0.101 us    |  tcp_sendmsg();
-`
-
-func TestParseFunctionGraph(t *testing.T) {
-	g, err := parseFunctionGraph(strings.NewReader(graphOut))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{"do_syscall_64": true, "__x64_sys_epoll_wait": true, "ep_poll": true, "tcp_sendmsg": true}
-	if d := cmp.Diff(want, g.funcs); d != "" || g.lines != 18 || g.irqCalls != 2 || !g.context {
-		t.Errorf("%d lines, %d interrupt calls, context %v; functions (-want +got):\n%s", g.lines, g.irqCalls, g.context, d)
-	}
-	g, err = parseFunctionGraph(strings.NewReader(" 0)  x-1  |   0.1 us  |  vfs_read();\n"))
-	if err != nil || g.context || !g.funcs["vfs_read"] {
-		t.Errorf("a trace without the latency column: %+v, %v", g, err)
-	}
-}
-
-func FuzzParseFunctionGraph(f *testing.F) {
-	f.Add(graphOut)
-	f.Add(" 0) x-1 | | a.b();\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		g, err := parseFunctionGraph(strings.NewReader(s))
-		if err != nil {
-			return
-		}
-		if g.lines > strings.Count(s, "\n")+1 {
-			t.Fatalf("%d lines from %d newlines", g.lines, strings.Count(s, "\n"))
-		}
-		if g.irqCalls > g.lines {
-			t.Fatalf("%d interrupt calls in %d lines", g.irqCalls, g.lines)
-		}
-		for name := range g.funcs {
-			if name == "" || strings.ContainsAny(name, ".( \t") || !strings.Contains(s, name+"") {
-				t.Fatalf("bad function name %q", name)
-			}
-		}
-	})
-}
-
 func TestHTTPWorkloads(t *testing.T) {
 	for _, w := range []Workload{Tornado(), Express("/x/node_modules/express")} {
 		prog := strings.Join(w.Service.Argv, " ")
@@ -463,49 +403,6 @@ func TestHTTPWorkloads(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(Express("/x/node_modules/express").Service.Argv, " "), `require("/x/node_modules/express")`) {
 		t.Error("express app does not load the given module directory")
-	}
-}
-
-const ringStats = `entries: 123456
-overrun: 789
-commit overrun: 0
-bytes: 1048576
-oldest event ts:  1234.567890
-now ts:  1240.000000
-dropped events: 0
-read events: 0
-`
-
-func TestParseRingStats(t *testing.T) {
-	e, o := parseRingStats(ringStats)
-	if e != 123456 || o != 789 {
-		t.Fatalf("entries %d overrun %d, want 123456 789 (commit overrun is another counter)", e, o)
-	}
-}
-
-func FuzzParseRingStats(f *testing.F) {
-	f.Add(ringStats)
-	f.Add("entries: -1\noverrun:x\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		e, o := parseRingStats(s)
-		if (e != 0 && !strings.Contains(s, "entries")) || (o != 0 && !strings.Contains(s, "overrun")) {
-			t.Fatalf("counters %d, %d from %q", e, o, s)
-		}
-	})
-}
-
-func TestGraphCallName(t *testing.T) {
-	for line, want := range map[string]string{
-		" 0)  redis-s-212    |               |  do_syscall_64() {":     "do_syscall_64",
-		" 0)  redis-s-212    |   0.301 us    |    ep_poll.isra.0();  ": "ep_poll.isra.0",
-		" 0)  redis-s-212    | ! 123.4 us    |    } /* ep_poll */":     "",
-		" 0)  x-1 | |  9abc();": "",
-		"foo();":                "",
-		" 0) x-1 | | ();":       "",
-	} {
-		if got := graphCallName([]byte(line)); got != want {
-			t.Errorf("%q: got %q, want %q", line, got, want)
-		}
 	}
 }
 

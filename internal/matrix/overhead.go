@@ -1,21 +1,17 @@
 package matrix
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hapscope/hapscope/hap"
-	"github.com/hapscope/hapscope/internal/nameset"
+	"github.com/hapscope/hapscope/internal/ftrace"
 )
 
 // Overhead is what measuring one workload costs, in the same boot: rounds
@@ -98,7 +94,7 @@ type Tracing struct {
 }
 
 // TracingDir is where tracefs is mounted in the lab guest.
-const TracingDir = "/sys/kernel/tracing"
+const TracingDir = ftrace.DefaultDir
 
 // MeasureOverhead runs w natively for warmup+window in rounds (at least
 // one) of untraced then once per tracing, then once under ftrace
@@ -140,7 +136,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 			m.ScoreAfter = append(m.ScoreAfter, ts.after)
 			m.funcs = map[string]bool{}
 			for _, f := range prof.Functions {
-				m.funcs[baseName(f.Name)] = true
+				m.funcs[ftrace.BaseName(f.Name)] = true
 			}
 			m.Functions = len(m.funcs)
 		}
@@ -149,42 +145,22 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
 	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
 	_, load, err := plan.runCell(ctx, e, fs, w, Native())
-	ftraceReset() // the one place ftrace is put back, whatever step failed
+	if fs.session != nil {
+		fs.session.Close() // the one place ftrace is put back, whatever step failed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ftrace: %w", err)
 	}
-	ft := Method{Name: "ftrace function_graph", Loads: []LoadResult{load}, ScoreAfter: []time.Duration{fs.after}, Functions: len(fs.funcs),
-		TraceLines: fs.lines, IRQCalls: fs.irqCalls, Entries: fs.entries, Overrun: fs.overrun}
-	in := map[string]bool{}
-	for f := range fs.funcs {
-		if inCatalogue(f) {
-			in[f] = true
-		} else {
-			ft.Outside++
-		}
-	}
+	ft := Method{Name: "ftrace function_graph", Loads: []LoadResult{load}, ScoreAfter: []time.Duration{fs.after}, Functions: len(fs.graph.Funcs),
+		TraceLines: fs.graph.Lines, IRQCalls: fs.graph.IRQCalls, Entries: fs.stats.Entries, Overrun: fs.stats.Overrun}
+	ft.Outside = ftrace.CompareNames(fs.graph.Funcs, nil, inCatalogue).Outside
 	for i := range o.Methods {
 		m := &o.Methods[i]
-		m.Shared, m.Jaccard = jaccard(m.funcs, in)
-		m.OnlyHere, m.OnlyFtrace = nameset.Minus(m.funcs, in), nameset.Minus(in, m.funcs)
+		c := ftrace.CompareNames(fs.graph.Funcs, m.funcs, inCatalogue)
+		m.Shared, m.Jaccard, m.OnlyHere, m.OnlyFtrace = c.Shared, c.Jaccard, c.OnlyOther, c.OnlyFtrace
 	}
 	o.Methods = append(o.Methods, ft)
 	return o, nil
-}
-
-// jaccard returns |a∩b| and |a∩b| / |a∪b|.
-func jaccard(a, b map[string]bool) (int, float64) {
-	shared := 0
-	for f := range a {
-		if b[f] {
-			shared++
-		}
-	}
-	union := len(a) + len(b) - shared
-	if union == 0 {
-		return 0, 0
-	}
-	return shared, float64(shared) / float64(union)
 }
 
 // nullScorer waits d and scores nothing (the untraced baseline).
@@ -229,78 +205,47 @@ func (t *timedScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, e
 }
 
 // ftraceScorer traces the scope's threads with function_graph the 2018
-// way. Prepare (before the load starts, as hapscope attaches before it)
-// writes every thread id in the cgroup subtree to set_ftrace_pid, turns on
-// function-fork for their children and installs the tracer with
-// tracing_on 0; Score waits out the warm-up, records the window, then
-// reads the trace text and parses it. MeasureOverhead puts ftrace back
-// (ftraceReset) once the cell is over, whether it failed or not.
+// way, through internal/ftrace. Prepare (before the load starts, as
+// hapscope attaches before it) sets up function_graph on every thread in
+// the cgroup subtree, following their children (function-fork), with
+// tracing off; Score waits out the warm-up, records the window, then
+// reads the trace text and parses it. MeasureOverhead closes the session
+// (ftrace back as booted) once the cell is over, whether it failed or not.
 type ftraceScorer struct {
 	warmup, window time.Duration
 	bufferKB       int
-	prepared       bool
+	session        *ftrace.Session
 	after          time.Duration
-	funcs          map[string]bool
-	lines          int
-	irqCalls       int
-	entries        int64
-	overrun        int64
-}
-
-func ftraceWrite(name, val string) error {
-	if err := os.WriteFile(filepath.Join(TracingDir, name), []byte(val), 0o644); err != nil {
-		return fmt.Errorf("ftrace: write %q to %s: %w (needs tracefs at %s and CONFIG_FUNCTION_GRAPH_TRACER)", val, name, err, TracingDir)
-	}
-	return nil
-}
-
-// ftraceReset leaves ftrace as the kernel booted it.
-func ftraceReset() {
-	for _, step := range [][2]string{{"tracing_on", "0"}, {"current_tracer", "nop"}, {"set_ftrace_pid", ""}, {"options/function-fork", "0"}, {"options/latency-format", "0"}, {"trace", ""}, {"buffer_size_kb", "1408"}} {
-		ftraceWrite(step[0], step[1])
-	}
+	graph          ftrace.GraphTrace
+	stats          ftrace.Stats
 }
 
 func (f *ftraceScorer) Prepare(ctx context.Context, cgroup string) error {
-	pids, err := cgroupPids(cgroup)
+	pids, err := ftrace.CgroupThreads(cgroup)
 	if err != nil {
 		return err
 	}
 	if len(pids) == 0 {
 		return fmt.Errorf("ftrace: no process in %s", cgroup)
 	}
-	kb := f.bufferKB
-	if kb <= 0 {
-		kb = 65536
-	}
-	for _, step := range [][2]string{
-		{"tracing_on", "0"}, {"current_tracer", "nop"}, {"trace", ""}, {"buffer_size_kb", strconv.Itoa(kb)},
-		{"set_ftrace_pid", strings.Join(pids, " ")}, {"options/function-fork", "1"},
-		{"options/funcgraph-proc", "1"}, {"options/funcgraph-irqs", "0"}, {"options/latency-format", "1"},
-		{"current_tracer", "function_graph"},
-	} {
-		if err := ftraceWrite(step[0], step[1]); err != nil {
-			return err
-		}
-	}
-	f.prepared = true
-	return nil
+	f.session, err = ftrace.Setup(ftrace.Options{Tracer: ftrace.FunctionGraph, PIDs: pids, Fork: true, BufferKB: f.bufferKB})
+	return err
 }
 
 func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
-	if !f.prepared {
+	if f.session == nil {
 		return nil, errors.New("ftrace: Score before Prepare")
 	}
 	if err := sleep(ctx, f.warmup); err != nil {
 		return nil, err
 	}
-	if err := ftraceWrite("tracing_on", "1"); err != nil {
+	if err := f.session.Start(); err != nil {
 		return nil, err
 	}
 	if err := sleep(ctx, f.window); err != nil {
 		return nil, err
 	}
-	if err := ftraceWrite("tracing_on", "0"); err != nil {
+	if err := f.session.Stop(); err != nil {
 		return nil, err
 	}
 	end := time.Now()
@@ -308,194 +253,22 @@ func (f *ftraceScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, 
 		tr.WindowEnd() // the load stops here, not while the trace is parsed
 	}
 	var err error
-	if f.entries, f.overrun, err = ftraceStats(); err != nil {
+	if f.stats, err = f.session.Stats(); err != nil {
 		return nil, err
 	}
-	file, err := os.Open(filepath.Join(TracingDir, "trace"))
+	file, err := f.session.Trace()
 	if err != nil {
 		return nil, err
 	}
 	defer file.Close()
-	g, err := parseFunctionGraph(file)
-	if err != nil {
+	if f.graph, err = ftrace.ParseGraph(file); err != nil {
 		return nil, err
 	}
-	if !g.context {
+	if !f.graph.Context {
 		return nil, errors.New("ftrace: the trace has no context column (options/latency-format), so interrupt context cannot be left out as hapscope leaves it out")
 	}
-	f.funcs, f.lines, f.irqCalls = g.funcs, g.lines, g.irqCalls
 	f.after = time.Since(end)
 	return &hap.Profile{}, nil
-}
-
-// ftraceStats sums the "entries" and "overrun" counters of every CPU's
-// ring buffer.
-func ftraceStats() (entries, overrun int64, err error) {
-	files, err := filepath.Glob(filepath.Join(TracingDir, "per_cpu/cpu*/stats"))
-	if err != nil || len(files) == 0 {
-		return 0, 0, fmt.Errorf("ftrace: no per-CPU ring buffer statistics under %s: %v", TracingDir, err)
-	}
-	for _, p := range files {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return 0, 0, err
-		}
-		e, o := parseRingStats(string(data))
-		entries += e
-		overrun += o
-	}
-	return entries, overrun, nil
-}
-
-// parseRingStats reads the entries and overrun counters of one
-// per_cpu/cpuN/stats file.
-func parseRingStats(s string) (entries, overrun int64) {
-	for _, line := range strings.Split(s, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch strings.TrimSpace(k) {
-		case "entries":
-			entries = n
-		case "overrun":
-			overrun = n
-		}
-	}
-	return entries, overrun
-}
-
-// cgroupPids lists the thread ids in dir and its descendants:
-// set_ftrace_pid matches threads, and cgroup.procs would name only the
-// thread-group leaders (node's and redis' other threads would go
-// untraced).
-func cgroupPids(dir string) ([]string, error) {
-	var pids []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.threads"))
-		if err != nil {
-			return err
-		}
-		pids = append(pids, strings.Fields(string(data))...)
-		return nil
-	})
-	return pids, err
-}
-
-// graphTrace is what parseFunctionGraph found in a function_graph trace.
-type graphTrace struct {
-	funcs map[string]bool // entered in task context, clone suffixes stripped
-	lines int
-	// irqCalls counts call lines left out because their context column
-	// (options/latency-format) says hard IRQ, soft IRQ being served or NMI;
-	// context is false when no line had that column, so nothing could be
-	// left out.
-	irqCalls int
-	context  bool
-}
-
-// parseFunctionGraph reads a function_graph trace. A call line is
-// "[cpu)] [proc-pid] | [lat] | [duration] | indent name() {" or "…
-// name();", where lat (with options/latency-format) is irqs-off,
-// need-resched, hardirq/softirq, preempt-depth… ("d.s1."). Comment lines
-// start with '#'; context-switch and interrupt markers (=>, ------) carry
-// no "()".
-func parseFunctionGraph(r io.Reader) (graphTrace, error) {
-	g := graphTrace{funcs: map[string]bool{}}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		g.lines++
-		line := sc.Bytes()
-		if len(line) > 0 && line[0] == '#' {
-			continue
-		}
-		name := graphCallName(line)
-		if name == "" {
-			continue
-		}
-		if ctx, ok := graphContext(line); ok {
-			g.context = true
-			if ctx != '.' {
-				g.irqCalls++
-				continue
-			}
-		}
-		g.funcs[baseName(name)] = true
-	}
-	if err := sc.Err(); err != nil {
-		return g, fmt.Errorf("read the trace: %w", err)
-	}
-	return g, nil
-}
-
-// graphContext returns the hardirq/softirq character of a line's latency
-// column ('.' for task context; h, H, s, z, Z otherwise), if it has one.
-func graphContext(line []byte) (byte, bool) {
-	for f := range bytes.SplitSeq(line, []byte("|")) {
-		f = bytes.TrimSpace(f)
-		if len(f) < 4 || len(f) > 6 {
-			continue
-		}
-		ok := true
-		for _, c := range f {
-			if !(c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-				ok = false
-				break
-			}
-		}
-		if ok && bytes.IndexByte([]byte(".hHszZ"), f[2]) >= 0 && bytes.IndexByte(f, '.') >= 0 {
-			return f[2], true
-		}
-	}
-	return 0, false
-}
-
-// graphCallName returns the function a function_graph call line enters,
-// or "". (A regular expression made parsing millions of lines in the
-// emulated guest take minutes.)
-func graphCallName(line []byte) string {
-	s := bytes.TrimRight(line, " \t")
-	if len(s) == 0 || (s[len(s)-1] != '{' && s[len(s)-1] != ';') {
-		return ""
-	}
-	s = bytes.TrimRight(s[:len(s)-1], " \t")
-	if !bytes.HasSuffix(s, []byte("()")) {
-		return ""
-	}
-	s = s[:len(s)-2]
-	i := len(s)
-	for i > 0 && isIdent(s[i-1]) {
-		i--
-	}
-	name := s[i:]
-	if len(name) == 0 || name[0] == '.' || (name[0] >= '0' && name[0] <= '9') {
-		return ""
-	}
-	if rest := bytes.TrimRight(s[:i], " \t"); len(rest) == 0 || rest[len(rest)-1] != '|' {
-		return ""
-	}
-	return string(name)
-}
-
-func isIdent(c byte) bool {
-	return c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-// baseName strips compiler clone suffixes (.isra.0, .constprop.0, .part.0,
-// .cold) so both tracers name functions alike.
-func baseName(s string) string {
-	if i := strings.IndexByte(s, '.'); i > 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // WriteOverhead prints the comparison: per method the median over the
