@@ -223,6 +223,9 @@ var denyExact = map[string]bool{
 	"bpf_get_current_ancestor_cgroup_id": true, "bpf_get_current_cgroup_id": true,
 	"bpf_map_lookup_elem": true, "array_map_lookup_elem": true, "percpu_array_map_lookup_elem": true,
 	"bpf_this_cpu_ptr": true, "bpf_prog_inc_misses_counter": true,
+	// bpf_get_prandom_u32, which the counter calls to pick its samples: every
+	// call of it runs inside the program, so every probe hit on it is a miss.
+	"bpf_user_rnd_u32": true,
 	// kprobe.multi's own path (cookie lookup, dispatch).
 	"bpf_kprobe_multi_cookie_cmp": true, "bpf_kprobe_multi_addrs_cmp": true,
 	"kprobe_multi_link_prog_run": true, "kprobe_multi_link_handler": true,

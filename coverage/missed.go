@@ -68,6 +68,7 @@ func (t *Tracer) Missed() (Missed, error) {
 			t.stMu.Lock()
 			ls := make([]*multiLink, len(t.multi))
 			copy(ls, t.multi)
+			m.Retired = t.retired // with the links: one retired later is still read below
 			t.stMu.Unlock()
 			for _, l := range ls {
 				fs := make([]Function, len(l.idx))
@@ -76,6 +77,10 @@ func (t *Tracer) Missed() (Missed, error) {
 				}
 				m.Links = append(m.Links, LinkMissed{Functions: fs, Missed: linkMissed(l.l)})
 			}
+		} else {
+			t.stMu.Lock()
+			m.Retired = t.retired
+			t.stMu.Unlock()
 		}
 	case Fentry:
 		t.stMu.Lock()
@@ -83,6 +88,7 @@ func (t *Tracer) Missed() (Missed, error) {
 		for _, id := range t.fprogs {
 			ids = append(ids, id)
 		}
+		m.Retired = t.retired // with the ids: one retired later is still read below
 		t.stMu.Unlock()
 		for _, id := range ids {
 			n, err := progMisses(id)
@@ -92,8 +98,5 @@ func (t *Tracer) Missed() (Missed, error) {
 			m.Program += n
 		}
 	}
-	t.stMu.Lock()
-	m.Retired = t.retired
-	t.stMu.Unlock()
 	return m, nil
 }

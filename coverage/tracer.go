@@ -844,66 +844,11 @@ func (t *Tracer) counters() (counters, error) {
 	if err != nil {
 		return counters{}, err
 	}
-	m, err := t.misses()
+	m, err := t.Missed()
 	if err != nil {
 		return counters{}, err
 	}
-	return counters{misses: m, dropped: st.Dropped, skipped: st.Interrupt, events: st.Events}, nil
-}
-
-// misses sums the kernel's recursion-miss counters of the programs in use,
-// fprobe's of the kprobe.multi links, and those of what pruning closed.
-func (t *Tracer) misses() (uint64, error) {
-	var sum uint64
-	switch t.backend {
-	case KprobeMulti, Kprobe:
-		kind := bpf.KprobeMulti
-		if t.backend == Kprobe {
-			kind = bpf.Kprobe
-		}
-		p, err := t.objs.Program(kind)
-		if err != nil {
-			return 0, err
-		}
-		st, err := p.Stats()
-		if err != nil {
-			return 0, fmt.Errorf("program stats: %w", err)
-		}
-		sum = st.RecursionMisses
-		if t.backend == KprobeMulti {
-			t.stMu.Lock()
-			ls := make([]link.Link, 0, len(t.multi))
-			for _, m := range t.multi {
-				ls = append(ls, m.l)
-			}
-			sum += t.retired // with the links: a link retired later is still read below
-			t.stMu.Unlock()
-			for _, l := range ls {
-				sum += linkMissed(l)
-			}
-			return sum, nil
-		}
-	case Fentry:
-		t.stMu.Lock()
-		ids := make([]ebpf.ProgramID, 0, len(t.fprogs))
-		for _, id := range t.fprogs {
-			ids = append(ids, id)
-		}
-		sum += t.retired // with the ids: a program retired later is still read below
-		t.stMu.Unlock()
-		for _, id := range ids {
-			m, err := progMisses(id)
-			if err != nil && !errors.Is(err, unix.ENOENT) { // ENOENT: pruned meanwhile
-				return 0, err
-			}
-			sum += m
-		}
-		return sum, nil
-	}
-	t.stMu.Lock()
-	sum += t.retired
-	t.stMu.Unlock()
-	return sum, nil
+	return counters{misses: m.Total(), dropped: st.Dropped, skipped: st.Interrupt, events: st.Events}, nil
 }
 
 func progMisses(id ebpf.ProgramID) (uint64, error) {
