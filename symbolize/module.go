@@ -88,13 +88,9 @@ func OpenModule(ctx context.Context, o ModuleOptions) (*Index, error) {
 			}
 		}
 	}
-	cacheDir := o.CacheDir
-	if cacheDir == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			return nil, fmt.Errorf("find the cache directory: %w (set XDG_CACHE_HOME or pass a cache dir)", err)
-		}
-		cacheDir = filepath.Join(d, "hapscope")
+	cacheDir, err := cacheDirOr(o.CacheDir)
+	if err != nil {
+		return nil, err
 	}
 	place := func(ix *Index) (*Index, error) {
 		if ix.module == "" {

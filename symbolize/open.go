@@ -45,13 +45,9 @@ func Open(ctx context.Context, o Options) (*Index, error) {
 		}
 		k = rk
 	}
-	cacheDir := o.CacheDir
-	if cacheDir == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			return nil, fmt.Errorf("find the cache directory: %w (set XDG_CACHE_HOME or pass a cache dir)", err)
-		}
-		cacheDir = filepath.Join(d, "hapscope")
+	cacheDir, err := cacheDirOr(o.CacheDir)
+	if err != nil {
+		return nil, err
 	}
 	// A cached index is used only if it holds the build-id asked for: a
 	// damaged one, or another kernel's under this name, is rebuilt from the
@@ -285,4 +281,17 @@ func download(ctx context.Context, url, dst string) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// cacheDirOr returns dir, or the user's cache directory for indexes
+// (os.UserCacheDir()/hapscope) when dir is empty.
+func cacheDirOr(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find the cache directory: %w (set XDG_CACHE_HOME or pass a cache dir)", err)
+	}
+	return filepath.Join(d, "hapscope"), nil
 }
