@@ -35,15 +35,12 @@ func TestMain(m *testing.M) {
 // checks that it exits with an error, stops the workload and leaves no
 // hapscope BPF program or link in the kernel.
 func TestLabRunSIGINTCleanup(t *testing.T) {
-	labtest.Require(t)
-	if labtest.Kernel() != "6.12" {
-		t.Skip("attaches the full catalogue, which takes minutes per thousand functions with fentry; run on 6.12 (kprobe.multi)")
-	}
+	probing, _ := labProbing(t)
 	if progs, links, err := labtest.BPFObjects("hap_"); err != nil || len(progs)+links > 0 {
 		t.Fatalf("before the run: %v programs, %d links, %v", progs, links, err)
 	}
 	marker := "/tmp/hapscope-sigint-workload"
-	cmd := exec.Command(os.Args[0], "run", "-q", "--warmup", "1s", "--window", "5m", "--", "/bin/sh", "-c", "touch "+marker+"; exec sleep 600")
+	cmd := exec.Command(os.Args[0], append(append([]string{"run", "-q", "--warmup", "1s", "--window", "5m"}, probing...), "--", "/bin/sh", "-c", "touch "+marker+"; exec sleep 600")...)
 	cmd.Env = append(os.Environ(), asCLI+"=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -18,8 +18,6 @@ type AllowedSkip struct {
 // test that cannot mean anything on that kernel (a missing kernel feature),
 // never for one that is slow, flaky or broken there.
 var AllowedSkips = []AllowedSkip{
-	{"TestLabRunSIGINTCleanup", "6.1",
-		"attaches the full catalogue; fentry takes minutes per thousand functions under emulation: 6.12 only"},
 	{"TestLabGroundTruth", "6.1",
 		"traces one execution with kprobe.multi and ftrace at once; kprobe.multi needs CONFIG_FPROBE, off in 6.1: 6.12 only"},
 	{"BenchmarkLabKprobeMultiAttach", "6.1",
