@@ -161,7 +161,7 @@ func TestRunReportsExitStatus(t *testing.T) {
 	k := requireQEMU(t)
 	var con bytes.Buffer
 	res, err := Run(context.Background(), Config{Kernel: k, Console: &con, Timeout: 3 * time.Minute,
-		Script: "echo 'exit 0'; echo 'note one' >&$STATUS_FD; uname -r; exit 7"})
+		Script: "echo 'exit 0'; echo 'note one' >&$STATUS_FD; uname -r; for fd in 0 1 2; do [ -t $fd ] && echo \"fd $fd is a terminal\"; done; exit 7"})
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, con.String())
 	}
@@ -173,6 +173,11 @@ func TestRunReportsExitStatus(t *testing.T) {
 	}
 	if !strings.Contains(con.String(), k.Release) {
 		t.Fatalf("console lacks uname -r %q:\n%s", k.Release, con.String())
+	}
+	// Programs in the guest see no terminal, as in CI: a progress bar would
+	// write carriage-return frames into every lab log.
+	if strings.Contains(con.String(), "is a terminal") {
+		t.Fatalf("the script ran on a terminal:\n%s", con.String())
 	}
 	t.Logf("boot %s, wall %s", res.Boot, res.Wall)
 }
