@@ -188,21 +188,7 @@ func groundTruth(t *testing.T, env *truthEnv, countsMode bool, w string) {
 	cmd.Env = append(os.Environ(), helperEnv+"=groundtruth", truthWorkloadEnv+"="+w)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	if l, _ := bufio.NewReader(stdout).ReadString('\n'); l != "waiting\n" {
-		t.Fatalf("helper: %q", l)
-	}
+	stdin := labtest.StartHeld(t, cmd)
 	tids, err := ftrace.Threads(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)

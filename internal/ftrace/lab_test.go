@@ -65,22 +65,8 @@ func TestLabFunctionTracer(t *testing.T) {
 	}
 	cmd := exec.Command(self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+self)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	if l, _ := bufio.NewReader(stdout).ReadString('\n'); l != "waiting\n" {
-		t.Fatalf("helper: %q", l)
-	}
+	stdin := labtest.StartHeld(t, cmd)
 	tids, err := Threads(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
@@ -223,21 +209,7 @@ func TestLabFunctionGraph(t *testing.T) {
 	}
 	cmd := exec.Command(self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+self)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	if l, _ := bufio.NewReader(stdout).ReadString('\n'); l != "waiting\n" {
-		t.Fatalf("helper: %q", l)
-	}
+	stdin := labtest.StartHeld(t, cmd)
 	tids, err := Threads(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
