@@ -17,10 +17,25 @@ import (
 // Function is one attachable kernel function. Its index in
 // Catalogue.Functions is the BPF cookie that identifies it.
 type Function struct {
+	// Name is the kallsyms symbol: a compiler clone keeps its suffix
+	// (foo.isra.0), so its hits are its own.
 	Name string
-	Addr uint64 // start address from /proc/kallsyms
+	// Module is the kernel module the function belongs to ("" for
+	// vmlinux). The same name in vmlinux and in a module, or in two
+	// modules, is two functions.
+	Module string
+	Addr   uint64 // start address from /proc/kallsyms
 
 	noFentry Reason // why fentry cannot take it ("" if it can)
+}
+
+// String is the name, followed by " [module]" for module code, as
+// /proc/kallsyms and tracefs write it.
+func (f Function) String() string {
+	if f.Module == "" {
+		return f.Name
+	}
+	return f.Name + " [" + f.Module + "]"
 }
 
 // Reason says why a function is not traced.

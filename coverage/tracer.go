@@ -189,6 +189,41 @@ func (c counters) since(base counters) counters {
 type Hit struct {
 	Function
 	Count uint64
+	// Context says in which contexts the scope's tasks entered it (see
+	// Context).
+	Context Context
+}
+
+// Context is a set of the execution contexts a function was counted in.
+type Context uint8
+
+const (
+	// Task: the scope's task itself, in process context (system calls,
+	// page faults, its own kernel work).
+	Task Context = 1 << iota
+	// Softirq: soft-IRQ work the scope's task ran synchronously on its
+	// own path (see the package doc for the attribution rule).
+	Softirq
+	// Interrupt: any interrupt context that ran in the scope's task, only
+	// counted with Options.Interrupts.
+	Interrupt
+)
+
+// String is "task", "softirq", "interrupt", or several joined by "+".
+func (c Context) String() string {
+	var parts []string
+	for _, x := range []struct {
+		c Context
+		s string
+	}{{Task, "task"}, {Softirq, "softirq"}, {Interrupt, "interrupt"}} {
+		if c&x.c != 0 {
+			parts = append(parts, x.s)
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "+")
 }
 
 // Snapshot is the function set of one scope at one moment: what its tasks
@@ -825,7 +860,11 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 			if t.mode == Pruned {
 				c = 1
 			}
-			snap.Hits = append(snap.Hits, Hit{Function: t.cat.Functions[i], Count: c})
+			ctx := Task
+			if t.opts.Interrupts {
+				ctx |= Interrupt
+			}
+			snap.Hits = append(snap.Hits, Hit{Function: t.cat.Functions[i], Count: c, Context: ctx})
 		}
 	}
 	now, err := t.counters()
