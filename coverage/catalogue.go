@@ -42,12 +42,16 @@ func (f Function) String() string {
 type Reason string
 
 // Reasons for leaving a kernel function out. Attach failures add reasons of
-// the form "attach: EBUSY" (see Snapshot.Excluded).
+// the form "attach: EBUSY" (see Snapshot.Excluded). NotInBTF, Varargs,
+// ManyArgs, StructArg and NotUnique keep a function from fentry only: the
+// fentry backend probes such functions with kprobes by address instead, and
+// excludes them for that reason only when kprobes do not work.
 const (
-	NotInBTF     Reason = "no BTF FUNC (asm, clone like .isra/.constprop, or data)"
+	NotInBTF     Reason = "no BTF FUNC (asm, clone like .isra/.constprop, or a module without BTF)"
 	NotTraceable Reason = "not in available_filter_functions (notrace)"
 	Denied       Reason = "deny list (tracing it breaks or recurses into the tracer)"
-	Ambiguous    Reason = "name with several addresses (backend attaches by name)"
+	Ambiguous    Reason = "same name at several addresses, and the kernel does not say which are traceable (no available_filter_functions_addrs)"
+	NotUnique    Reason = "name not unique in kallsyms or BTF (fentry attaches by name)"
 	Varargs      Reason = "varargs (fentry)"
 	ManyArgs     Reason = "more than 6 arguments (fentry)"
 	StructArg    Reason = "struct passed or returned by value (fentry)"
@@ -55,10 +59,12 @@ const (
 	Filtered     Reason = "left out by Catalogue.Subset"
 )
 
-// Catalogue is the set of kernel functions a tracer may attach to: BTF FUNC
-// names ∩ kallsyms text symbols ∩ tracefs available_filter_functions (when
-// readable), minus the deny list. It is plain data: inspect or Subset it
-// before Open.
+// Catalogue is the set of kernel functions a tracer may attach to: every
+// text symbol of /proc/kallsyms, vmlinux's and loaded modules', that
+// tracefs available_filter_functions lists (when readable), minus the deny
+// list and aliases. Compiler clones and functions without BTF are in it
+// (the backends that attach by address take them). It is plain data:
+// inspect or Subset it before Open.
 type Catalogue struct {
 	Functions []Function
 	Excluded  map[Reason]int // kallsyms text symbols left out, by reason
@@ -68,12 +74,29 @@ type Catalogue struct {
 // String summarises the catalogue in one line per fact.
 func (c *Catalogue) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d functions", len(c.Functions))
+	mods := map[string]bool{}
+	nmod := 0
+	for _, f := range c.Functions {
+		if f.Module != "" {
+			nmod++
+			mods[f.Module] = true
+		}
+	}
+	fmt.Fprintf(&b, "%d functions (%d vmlinux, %d in %d modules)", len(c.Functions), len(c.Functions)-nmod, nmod, len(mods))
 	writeExcluded(&b, c.Excluded)
 	for _, n := range c.Notes {
 		fmt.Fprintf(&b, "\nnote: %s", n)
 	}
 	return b.String()
+}
+
+// Modules counts the catalogue's functions by module ("" is vmlinux).
+func (c *Catalogue) Modules() map[string]int {
+	m := map[string]int{}
+	for _, f := range c.Functions {
+		m[f.Module]++
+	}
+	return m
 }
 
 func writeExcluded(b *strings.Builder, ex map[Reason]int) {
@@ -111,15 +134,16 @@ const (
 	tracefsDebug   = "/sys/kernel/debug/tracing"
 )
 
-// LoadCatalogue builds the catalogue of the running kernel. It fails only if
-// kallsyms or BTF cannot be read; an unreadable available_filter_functions
-// (ftrace off or locked down) becomes a note.
+// LoadCatalogue builds the catalogue of the running kernel, vmlinux and the
+// modules loaded now. It fails only if kallsyms or vmlinux BTF cannot be
+// read; an unreadable available_filter_functions (ftrace off or locked down)
+// or module BTF becomes a note.
 func LoadCatalogue() (*Catalogue, error) {
 	f, err := os.Open(kallsymsPath)
 	if err != nil {
 		return nil, fmt.Errorf("catalogue: %w", err)
 	}
-	syms, err := kallsyms.Parse(f, func(t byte, mod string) bool { return mod == "" && kallsyms.IsText(t) })
+	syms, err := kallsyms.Parse(f, func(t byte, mod string) bool { return kallsyms.IsText(t) })
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("catalogue: %w", err)
@@ -132,11 +156,42 @@ func LoadCatalogue() (*Catalogue, error) {
 		return nil, fmt.Errorf("catalogue: kernel BTF (CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
 	}
 	var notes []string
+	funcs := btfFuncs(spec, "", nil)
+	var noBTF []string
+	for _, m := range modulesOf(syms) {
+		ms, err := loadModuleBTF(m, spec)
+		if err != nil {
+			noBTF = append(noBTF, m)
+			continue
+		}
+		funcs = btfFuncs(ms, m, funcs)
+	}
+	if len(noBTF) > 0 {
+		notes = append(notes, fmt.Sprintf("modules without BTF (fentry cannot take their functions; kprobe.multi and kprobe can): %s", strings.Join(noBTF, ", ")))
+	}
 	trace, withAddrs, err := readFilterFunctions()
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("traceability not checked: %v", err))
 	}
-	return buildCatalogue(syms, btfFuncs(spec), trace, withAddrs, notes), nil
+	return buildCatalogue(syms, funcs, trace, withAddrs, notes), nil
+}
+
+// loadModuleBTF reads /sys/kernel/btf/<module>, split BTF on top of vmlinux's.
+func loadModuleBTF(module string, base *btf.Spec) (*btf.Spec, error) {
+	return btf.LoadSplitSpec("/sys/kernel/btf/"+module, base)
+}
+
+// modulesOf lists the modules that symbols belong to, in first-seen order.
+func modulesOf(syms []kallsyms.Symbol) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range syms {
+		if s.Module != "" && !seen[s.Module] {
+			seen[s.Module] = true
+			out = append(out, s.Module)
+		}
+	}
+	return out
 }
 
 func allZero(s []kallsyms.Symbol) bool {
@@ -180,22 +235,40 @@ func readFilterFunctions() ([]traceable, bool, error) {
 	return nil, false, fmt.Errorf("%w (ftrace unreadable here; under kernel lockdown this is expected)", errors.Join(errs...))
 }
 
-// btfFuncs maps each BTF FUNC name to why fentry cannot take it ("" if it can).
-func btfFuncs(spec *btf.Spec) map[string]Reason {
-	out := map[string]Reason{}
+// fkey names a function within its object: module "" is vmlinux.
+type fkey struct{ module, name string }
+
+// btfInfo is what BTF says about function names: per object, why fentry
+// cannot take each BTF FUNC ("" if it can), and in how many objects each
+// name has a BTF FUNC (fentry resolves a name in vmlinux first, then in the
+// first module that has it).
+type btfInfo struct {
+	funcs   map[fkey]Reason
+	objects map[string]int
+}
+
+// btfFuncs adds the BTF FUNCs of spec, the BTF of module ("" for vmlinux),
+// to into (nil: a new one).
+func btfFuncs(spec *btf.Spec, module string, into *btfInfo) *btfInfo {
+	if into == nil {
+		into = &btfInfo{funcs: map[fkey]Reason{}, objects: map[string]int{}}
+	}
 	for t := range spec.All() {
 		fn, ok := t.(*btf.Func)
 		if !ok || fn.Name == "" {
 			continue
 		}
+		k := fkey{module, fn.Name}
 		r := fentryReason(fn)
-		if _, dup := out[fn.Name]; dup {
+		if _, dup := into.funcs[k]; dup {
 			// Several BTF FUNCs of one name: the kernel refuses to pick.
-			r = Ambiguous
+			r = NotUnique
+		} else {
+			into.objects[fn.Name]++
 		}
-		out[fn.Name] = r
+		into.funcs[k] = r
 	}
-	return out
+	return into
 }
 
 func fentryReason(fn *btf.Func) Reason {
@@ -265,85 +338,108 @@ func denied(name string) bool {
 	return false
 }
 
-// buildCatalogue is LoadCatalogue's pure core. trace is nil when
+// cloneBase strips a compiler clone's suffixes: "foo.isra.0" -> "foo".
+func cloneBase(name string) string {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// buildCatalogue is LoadCatalogue's pure core. syms are kallsyms text
+// symbols (vmlinux and modules); trace is nil when
 // available_filter_functions could not be read.
-func buildCatalogue(syms []kallsyms.Symbol, funcs map[string]Reason, trace []traceable, withAddrs bool, notes []string) *Catalogue {
+func buildCatalogue(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, withAddrs bool, notes []string) *Catalogue {
+	if bi == nil {
+		bi = &btfInfo{funcs: map[fkey]Reason{}, objects: map[string]int{}}
+	}
 	c := &Catalogue{Excluded: map[Reason]int{}, Notes: notes}
-	byName := map[string][]uint64{}
-	firstAt := map[uint64]int{} // address -> index in syms of its first name
+	byKey := map[fkey][]uint64{}
+	var keys []fkey
+	nameCount := map[string]int{} // kallsyms text symbols of each name, all objects
 	pos := map[kallsyms.Symbol]int{}
 	for i, s := range syms {
-		k := kallsyms.Symbol{Addr: s.Addr, Name: s.Name}
-		if _, ok := pos[k]; !ok {
-			pos[k] = i
-		}
-		if !slices.Contains(byName[s.Name], s.Addr) {
-			byName[s.Name] = append(byName[s.Name], s.Addr)
-		}
-	}
-	traceCount := map[string]int{}
-	traceAddr := map[uint64]bool{} // kallsyms start addresses found traceable
-	for _, t := range trace {
-		if t.module != "" {
+		k := kallsyms.Symbol{Addr: s.Addr, Name: s.Name, Module: s.Module}
+		if _, ok := pos[k]; ok {
 			continue
 		}
-		traceCount[t.name]++
+		pos[k] = i
+		fk := fkey{s.Module, s.Name}
+		if _, ok := byKey[fk]; !ok {
+			keys = append(keys, fk)
+		}
+		byKey[fk] = append(byKey[fk], s.Addr)
+		nameCount[s.Name]++
+	}
+	traceCount := map[fkey]int{}
+	traceAddr := map[fkey]map[uint64]bool{} // kallsyms start addresses found traceable
+	for _, t := range trace {
+		fk := fkey{t.module, t.name}
+		traceCount[fk]++
 		if withAddrs {
 			// The ftrace site follows the symbol start by up to 16 bytes
 			// (endbr64, padding); match the nearest start below it.
 			var best uint64
-			for _, a := range byName[t.name] {
+			for _, a := range byKey[fk] {
 				if a <= t.addr && t.addr-a < 32 && a > best {
 					best = a
 				}
 			}
 			if best != 0 {
-				traceAddr[best] = true
+				if traceAddr[fk] == nil {
+					traceAddr[fk] = map[uint64]bool{}
+				}
+				traceAddr[fk][best] = true
 			}
 		}
 	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		addrs := byName[name]
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].module != keys[j].module {
+			return keys[i].module < keys[j].module // vmlinux ("") first
+		}
+		return keys[i].name < keys[j].name
+	})
+	for _, fk := range keys {
+		addrs := byKey[fk]
 		slices.Sort(addrs)
-		fr, inBTF := funcs[name]
 		switch {
-		case !inBTF:
-			c.Excluded[NotInBTF] += len(addrs)
-			continue
-		case denied(name):
+		case denied(fk.name) || denied(cloneBase(fk.name)):
 			c.Excluded[Denied] += len(addrs)
 			continue
-		case trace != nil && traceCount[name] == 0:
+		case trace != nil && traceCount[fk] == 0:
 			c.Excluded[NotTraceable] += len(addrs)
 			continue
 		}
+		fr, inBTF := bi.funcs[fk]
+		switch {
+		case !inBTF:
+			fr = NotInBTF
+		case nameCount[fk.name] > 1 || bi.objects[fk.name] > 1:
+			fr = NotUnique
+		}
 		for _, a := range addrs {
 			switch {
-			case trace != nil && withAddrs && !traceAddr[a]:
+			case trace != nil && withAddrs && !traceAddr[fk][a]:
 				c.Excluded[NotTraceable]++
-			case trace != nil && !withAddrs && len(addrs) > 1 && traceCount[name] != len(addrs):
+			case trace != nil && !withAddrs && len(addrs) > 1 && traceCount[fk] != len(addrs):
 				// Cannot tell which copies are traceable.
 				c.Excluded[Ambiguous]++
 			default:
-				c.Functions = append(c.Functions, Function{Name: name, Addr: a, noFentry: fr})
+				c.Functions = append(c.Functions, Function{Name: fk.name, Module: fk.module, Addr: a, noFentry: fr})
 			}
 		}
 	}
 	// One function per address: aliases would share one BPF attach point.
+	firstAt := map[uint64]int{} // address -> index in syms of its first name
+	at := func(f Function) int { return pos[kallsyms.Symbol{Addr: f.Addr, Name: f.Name, Module: f.Module}] }
 	for _, f := range c.Functions {
-		p := pos[kallsyms.Symbol{Addr: f.Addr, Name: f.Name}]
-		if q, ok := firstAt[f.Addr]; !ok || p < q {
-			firstAt[f.Addr] = p
+		if q, ok := firstAt[f.Addr]; !ok || at(f) < q {
+			firstAt[f.Addr] = at(f)
 		}
 	}
 	kept := c.Functions[:0]
 	for _, f := range c.Functions {
-		if firstAt[f.Addr] == pos[kallsyms.Symbol{Addr: f.Addr, Name: f.Name}] {
+		if firstAt[f.Addr] == at(f) {
 			kept = append(kept, f)
 		} else {
 			c.Excluded[Alias]++

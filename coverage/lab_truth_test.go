@@ -113,14 +113,14 @@ func newTruthEnv(t *testing.T) *truthEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inBTF := btfFuncs(spec)
+	bi := btfFuncs(spec, "", nil)
 	attached := map[uint64]bool{}
 	for _, f := range cat.Functions {
 		attached[f.Addr] = true
 	}
 	return &truthEnv{cat: cat, syms: ftrace.NewSymbols(all), ftc: &ftrace.Catalogue{
-		Attached: func(f ftrace.Function) bool { return f.Module == "" && attached[f.Addr] },
-		BTF:      func(n string) bool { _, ok := inBTF[n]; return ok },
+		Attached: func(f ftrace.Function) bool { return attached[f.Addr] },
+		BTF:      func(n string) bool { _, ok := bi.funcs[fkey{"", n}]; return ok },
 		Denied:   denied,
 	}}
 }

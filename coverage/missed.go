@@ -97,6 +97,18 @@ func (t *Tracer) Missed() (Missed, error) {
 			}
 			m.Program += n
 		}
+		if t.besides > 0 {
+			// The kprobes beside fentry share one program.
+			p, err := t.objs.Program(bpf.Kprobe)
+			if err != nil {
+				return m, fmt.Errorf("missed: %w", err)
+			}
+			st, err := p.Stats()
+			if err != nil {
+				return m, fmt.Errorf("missed: program stats: %w", err)
+			}
+			m.Program += st.RecursionMisses
+		}
 	}
 	return m, nil
 }

@@ -22,7 +22,7 @@ func TestParseFilterFunctions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 16 || fs[15] != (traceable{name: "virtnet_poll", module: "virtio_net"}) {
+	if len(fs) != 19 || fs[18] != (traceable{name: "virtnet_poll", module: "virtio_net"}) {
 		t.Errorf("got %d entries, last %+v", len(fs), fs[len(fs)-1])
 	}
 	fa, err := parseFilterFunctions(strings.NewReader(readFixture(t, "available_filter_functions_addrs.txt")), true)

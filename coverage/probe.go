@@ -75,7 +75,7 @@ func probe(b Backend, cat *Catalogue, target int) error {
 	case Kprobe:
 		var p *ebpf.Program
 		if p, err = objs.Program(bpf.Kprobe); err == nil {
-			l, err = link.Kprobe(f.Name, p, &link.KprobeOptions{Cookie: 0})
+			l, err = kprobeAt(f.Addr, p, 0)
 		}
 	default:
 		return fmt.Errorf("unknown backend %q", b)

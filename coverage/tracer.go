@@ -85,6 +85,10 @@ type Tracer struct {
 	objs     *bpf.Objects
 	attached int               // functions attached at Open
 	samples  map[Reason]string // one error text per attach failure reason
+	// kprobeErr: why the fentry backend could not probe the functions it
+	// cannot take with kprobes instead (nil: it could, or had none).
+	kprobeErr error
+	besides   int // functions the fentry backend probes with kprobes
 
 	// armMu serialises changes to the probes: pruning, re-arming, Close.
 	armMu sync.Mutex
@@ -580,35 +584,73 @@ func (t *Tracer) attachMultiSet(ctx context.Context, idx []int, bisect bool) ([]
 }
 
 // attachEach attaches one link per function with a bounded worker pool.
+// The kprobe backend attaches by address. The fentry backend attaches by
+// name (BTF); the functions it cannot take (no BTF FUNC, a name that is not
+// unique, a signature trampolines refuse) get kprobes by address beside
+// it, or are excluded for their fentry reason if kprobes do not work here.
 func (t *Tracer) attachEach(ctx context.Context) error {
 	t.flinks = make([]link.Link, len(t.cat.Functions))
-	names := map[string]int{}
-	for _, f := range t.cat.Functions {
-		names[f.Name]++
-	}
 	var todo []int
+	var beside int
 	for i, f := range t.cat.Functions {
-		switch {
-		case names[f.Name] > 1:
-			t.excluded[Ambiguous]++
-		case t.backend == Fentry && f.noFentry != "":
-			t.excluded[f.noFentry]++
-		default:
-			todo = append(todo, i)
+		if t.backend == Fentry && f.noFentry != "" {
+			beside++
+		}
+		todo = append(todo, i)
+	}
+	if beside > 0 {
+		if err := t.kprobeUsable(); err != nil {
+			t.kprobeErr = err
+			kept := todo[:0]
+			for _, i := range todo {
+				if f := t.cat.Functions[i]; f.noFentry != "" {
+					t.excluded[f.noFentry]++
+					if _, ok := t.samples[f.noFentry]; !ok {
+						t.samples[f.noFentry] = fmt.Sprintf("%s: fentry cannot take it and kprobes do not work here: %v", f, err)
+					}
+					continue
+				}
+				kept = append(kept, i)
+			}
+			todo = kept
+		} else {
+			t.besides = beside
 		}
 	}
 	return t.attachSet(ctx, todo, "attach")
 }
 
+// kprobeUsable tries the kprobe program by address on one function.
+func (t *Tracer) kprobeUsable() error {
+	prog, err := t.objs.Program(bpf.Kprobe)
+	if err != nil {
+		return err
+	}
+	target := probeTarget(t.cat)
+	if target < 0 {
+		return errors.New("no function to try")
+	}
+	l, err := kprobeAt(t.cat.Functions[target].Addr, prog, uint64(len(t.cat.Functions))) // an index the counter drops
+	if err != nil {
+		return explain(Kprobe, err)
+	}
+	return l.Close()
+}
+
+// byKprobe says whether function i is probed with a kprobe.
+func (t *Tracer) byKprobe(i int) bool {
+	return t.backend == Kprobe || t.backend == Fentry && t.cat.Functions[i].noFentry != ""
+}
+
 // attachOne attaches the probe of function i (fentry: loads its program).
 func (t *Tracer) attachOne(i int) (link.Link, ebpf.ProgramID, error) {
 	f := t.cat.Functions[i]
-	if t.backend == Kprobe {
+	if t.byKprobe(i) {
 		prog, err := t.objs.Program(bpf.Kprobe)
 		if err != nil {
 			return nil, 0, err
 		}
-		l, err := link.Kprobe(f.Name, prog, &link.KprobeOptions{Cookie: uint64(i)})
+		l, err := kprobeAt(f.Addr, prog, uint64(i))
 		return l, 0, err
 	}
 	p, err := t.objs.Fentry(f.Name)

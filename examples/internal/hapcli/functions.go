@@ -42,28 +42,31 @@ func ParseFunctionList(r io.Reader) ([]string, error) {
 	return names, nil
 }
 
-// limitCatalogue keeps the functions of cat named in names. A name the
-// catalogue lacks is an error: the measurement would silently be of fewer
-// functions than asked for.
+// limitCatalogue keeps the functions of cat named in names: every
+// function of that name, in vmlinux and in modules, and every copy of a
+// name several static functions share. A name the catalogue lacks is an
+// error: the measurement would silently be of fewer functions than asked
+// for.
 func limitCatalogue(cat *coverage.Catalogue, names []string) (*coverage.Catalogue, error) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
 	}
 	sub := cat.Subset(func(f coverage.Function) bool { return want[f.Name] })
-	if len(sub.Functions) == len(names) {
-		return sub, nil
-	}
+	found := map[string]bool{}
 	for _, f := range sub.Functions {
-		delete(want, f.Name)
+		found[f.Name] = true
 	}
 	var missing []string
 	for _, n := range names { // in the file's order
-		if want[n] {
+		if !found[n] {
 			missing = append(missing, n)
 		}
 	}
-	return nil, fmt.Errorf("%d of %d functions are not in this kernel's catalogue (%s): misspelt, not on this kernel, or not traceable here (hapscope doctor counts what is left out and why)",
+	if len(missing) == 0 {
+		return sub, nil
+	}
+	return nil, fmt.Errorf("%d of %d functions are not in this kernel's catalogue (%s): misspelt, not on this kernel, in a module not loaded, or not traceable here (hapscope doctor counts what is left out and why)",
 		len(missing), len(names), strings.Join(missing[:min(len(missing), 8)], ", "))
 }
 

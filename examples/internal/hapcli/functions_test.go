@@ -53,6 +53,12 @@ func TestLimitCatalogue(t *testing.T) {
 	if err != nil || len(sub.Functions) != 2 || sub.Functions[0].Name != "vfs_read" || sub.Functions[1].Name != "ksys_read" {
 		t.Errorf("subset: %+v, %v", sub, err)
 	}
+	// A name in vmlinux and in a module selects both functions.
+	cat.Functions = append(cat.Functions, coverage.Function{Name: "vfs_read", Module: "m", Addr: 0x40})
+	sub, err = limitCatalogue(cat, []string{"vfs_read"})
+	if err != nil || len(sub.Functions) != 2 || sub.Functions[1].Module != "m" {
+		t.Errorf("name in two objects: %+v, %v", sub, err)
+	}
 	_, err = limitCatalogue(cat, []string{"vfs_read", "vfs_raed", "nope"})
 	if err == nil || !strings.Contains(err.Error(), "2 of 3 functions are not in this kernel's catalogue (vfs_raed, nope)") {
 		t.Errorf("unknown names: %v", err)
