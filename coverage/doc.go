@@ -3,9 +3,11 @@
 //
 // It follows cilium/ebpf's split between plain data and live objects:
 //
-//	LoadCatalogue → *Catalogue   plain data: the attachable functions (BTF FUNC ∩
-//	                             kallsyms ∩ available_filter_functions, minus the
-//	                             deny list) and counts of what was left out, by Reason.
+//	LoadCatalogue → *Catalogue   plain data: the attachable functions, vmlinux's
+//	                             and loaded modules' (kallsyms text symbols ∩
+//	                             available_filter_functions, minus the deny list
+//	                             and aliases; clones and functions without BTF
+//	                             included) and counts of what was left out, by Reason.
 //	                             Inspect it, Subset it, then:
 //	Open          → *Tracer      live: BPF programs and links on every catalogue
 //	                             function, with the best backend this kernel allows

@@ -23,9 +23,17 @@ type Backend string
 
 // Exact backends, best first.
 const (
-	KprobeMulti Backend = "kprobe.multi" // one link for all functions (CONFIG_FPROBE, 5.18+)
-	Fentry      Backend = "fentry"       // one program and link per function (BTF trampolines)
-	Kprobe      Backend = "kprobe"       // one perf event per function (CONFIG_KPROBES)
+	// KprobeMulti: links over many functions each, by address
+	// (CONFIG_FPROBE, 5.18+; module functions 6.2+).
+	KprobeMulti Backend = "kprobe.multi"
+	// Fentry: one program and link per function, by name through BTF
+	// (vmlinux's or the module's). The functions it cannot take (no BTF
+	// FUNC, a name that is not unique, varargs…) get kprobes by address
+	// beside it.
+	Fentry Backend = "fentry"
+	// Kprobe: one perf event per function, by address (CONFIG_KPROBES,
+	// BPF links on perf events: 5.15+).
+	Kprobe Backend = "kprobe"
 )
 
 // Backends lists the exact backends in order of preference.
