@@ -65,10 +65,18 @@ const (
 // list and aliases. Compiler clones and functions without BTF are in it
 // (the backends that attach by address take them). It is plain data:
 // inspect or Subset it before Open.
+//
+// A Tracer opened on a catalogue from LoadCatalogue also attaches to the
+// modules that load while it runs; one opened on a Subset probes exactly
+// the functions it holds.
 type Catalogue struct {
 	Functions []Function
 	Excluded  map[Reason]int // kallsyms text symbols left out, by reason
 	Notes     []string       // what could not be checked, and why
+
+	// loaded: the modules in kallsyms when LoadCatalogue read it; nil for
+	// a Subset or a catalogue built by hand, which Open does not grow.
+	loaded map[string]bool
 }
 
 // String summarises the catalogue in one line per fact.
@@ -139,6 +147,10 @@ const (
 // read; an unreadable available_filter_functions (ftrace off or locked down)
 // or module BTF becomes a note.
 func LoadCatalogue() (*Catalogue, error) {
+	// Before kallsyms: a module that loads in between is then in the
+	// catalogue and attached again by a tracer (which skips it), never
+	// counted as loaded and missing.
+	loaded := loadedModules()
 	f, err := os.Open(kallsymsPath)
 	if err != nil {
 		return nil, fmt.Errorf("catalogue: %w", err)
@@ -173,7 +185,15 @@ func LoadCatalogue() (*Catalogue, error) {
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("traceability not checked: %v", err))
 	}
-	return buildCatalogue(syms, funcs, trace, withAddrs, notes), nil
+	c := buildCatalogue(syms, funcs, trace, withAddrs, notes)
+	c.loaded = map[string]bool{}
+	for _, m := range modulesOf(syms) {
+		c.loaded[m] = true
+	}
+	for _, m := range loaded { // modules without text symbols too
+		c.loaded[m] = true
+	}
+	return c, nil
 }
 
 // loadModuleBTF reads /sys/kernel/btf/<module>, split BTF on top of vmlinux's.
@@ -350,6 +370,13 @@ func cloneBase(name string) string {
 // symbols (vmlinux and modules); trace is nil when
 // available_filter_functions could not be read.
 func buildCatalogue(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, withAddrs bool, notes []string) *Catalogue {
+	return buildCatalogueOf(syms, bi, trace, withAddrs, notes, nil)
+}
+
+// buildCatalogueOf is buildCatalogue over the objects (module "" is
+// vmlinux) that only accepts, or all with nil; the others' symbols still
+// count for the names fentry can take.
+func buildCatalogueOf(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, withAddrs bool, notes []string, only func(module string) bool) *Catalogue {
 	if bi == nil {
 		bi = &btfInfo{funcs: map[fkey]Reason{}, objects: map[string]int{}}
 	}
@@ -400,6 +427,9 @@ func buildCatalogue(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, with
 		return keys[i].name < keys[j].name
 	})
 	for _, fk := range keys {
+		if only != nil && !only(fk.module) {
+			continue
+		}
 		addrs := byKey[fk]
 		slices.Sort(addrs)
 		switch {
@@ -415,6 +445,10 @@ func buildCatalogue(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, with
 		case !inBTF:
 			fr = NotInBTF
 		case nameCount[fk.name] > 1 || bi.objects[fk.name] > 1:
+			fr = NotUnique
+		case strings.Contains(fk.name, "___"):
+			// cilium/ebpf looks BTF names up without a CO-RE flavour
+			// suffix ("a___b" is "a"): such a name can match several.
 			fr = NotUnique
 		}
 		for _, a := range addrs {

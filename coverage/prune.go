@@ -86,9 +86,9 @@ func (t *Tracer) seenByAll() (seen []bool, n int, heat []uint64, err error) {
 		}
 		if seen == nil {
 			seen = slices.Clone(t.armed)
-			heat = make([]uint64, len(t.buf))
+			heat = make([]uint64, len(t.armed))
 		}
-		for i, c := range t.buf {
+		for i, c := range t.buf[:len(t.armed)] {
 			if c == 0 {
 				seen[i] = false
 			}
@@ -101,7 +101,7 @@ func (t *Tracer) seenByAll() (seen []bool, n int, heat []uint64, err error) {
 	if err := t.objs.Sampled(t.buf); err != nil {
 		return nil, 0, nil, fmt.Errorf("read sampled counters: %w", err)
 	}
-	for i, c := range t.buf {
+	for i, c := range t.buf[:len(t.armed)] {
 		heat[i] += c * bpf.SampleGap
 	}
 	n = 0

@@ -31,6 +31,11 @@ type Options struct {
 	Interrupts bool
 	Workers    int            // parallel attach/detach for fentry and kprobe; 0 = 2×CPUs
 	Progress   func(Progress) // optional; called from Open and Close as work advances
+	// ModuleLoaded, if set, is called (from another goroutine) each time
+	// the tracer has attached to a module loaded after Open (see
+	// ModuleLoad). Only a tracer opened on a catalogue from LoadCatalogue
+	// watches module loads.
+	ModuleLoaded func(ModuleLoad)
 	// Counts keeps every probe attached for the whole life of the tracer
 	// and counts every call (Mode Counts). By default (Mode Pruned) a
 	// function's probe is removed once every active scope has entered it,
@@ -89,6 +94,10 @@ type Tracer struct {
 	// cannot take with kprobes instead (nil: it could, or had none).
 	kprobeErr error
 	besides   int // functions the fentry backend probes with kprobes
+	// capacity is the number of function indices the counter has: the
+	// catalogue's, plus lateReserve when modules loaded later are added.
+	capacity int
+	mods     *moduleWatch // nil: modules loaded later are not watched
 
 	// armMu serialises changes to the probes: pruning, re-arming, Close.
 	armMu sync.Mutex
@@ -314,7 +323,11 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts}
+	capacity := len(cat.Functions)
+	if cat.loaded != nil {
+		capacity += lateReserve
+	}
+	cfg := bpf.Config{Functions: capacity, Interrupts: opts.Interrupts}
 	if b == KprobeMulti {
 		cfg.Addrs = make([]uint64, len(cat.Functions))
 		for i, f := range cat.Functions {
@@ -325,8 +338,8 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
-	n := len(cat.Functions)
 	t := newTracer(cat, b, opts, objs)
+	t.capacity = capacity
 	switch b {
 	case KprobeMulti:
 		err = t.attachMulti(ctx)
@@ -348,8 +361,14 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 		return nil, fmt.Errorf("open tracer (%s): %w", b, err)
 	}
 	copy(t.attachable, t.armed)
+	if cat.loaded != nil {
+		if err := t.watchModules(ctx); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("open tracer (%s): watch module loads: %w (to probe a fixed set of functions instead, open a Subset of the catalogue)", b, err)
+		}
+	}
 	if t.mode == Pruned {
-		t.buf = make([]uint64, n)
+		t.buf = make([]uint64, capacity)
 		t.stop, t.stopped = make(chan struct{}), make(chan struct{})
 		go t.pruneLoop()
 	}
@@ -385,6 +404,8 @@ func ChooseBackend(cat *Catalogue, want Backend) (Backend, error) {
 // newTracer is a Tracer over objs with nothing attached yet.
 func newTracer(cat *Catalogue, b Backend, opts Options, objs *bpf.Objects) *Tracer {
 	n := len(cat.Functions)
+	// A copy: functions of modules loaded later are appended to it.
+	cat = &Catalogue{Functions: slices.Clone(cat.Functions), loaded: cat.loaded}
 	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
 		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
 	if opts.Counts {
@@ -773,6 +794,9 @@ func (t *Tracer) AddScopeID(id uint64) (*Scope, error) {
 }
 
 func (t *Tracer) add(dir string, id uint64, level int) (*Scope, error) {
+	if err := t.waitPending(); err != nil {
+		return nil, fmt.Errorf("add scope %s: %w", dir, err)
+	}
 	t.armMu.Lock()
 	defer t.armMu.Unlock()
 	t.mu.Lock()
@@ -847,6 +871,9 @@ func (t *Tracer) RemoveScope(s *Scope) error {
 // Reset zeroes the counters of s. In Pruned mode it first re-arms the probes
 // pruned so far (s has seen nothing after it), like AddScope.
 func (t *Tracer) Reset(s *Scope) error {
+	if err := t.waitPending(); err != nil {
+		return fmt.Errorf("reset scope: %w", err)
+	}
 	t.armMu.Lock()
 	defer t.armMu.Unlock()
 	t.mu.Lock()
@@ -881,12 +908,15 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	if err := t.check(s); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	hits := make([]uint64, len(t.cat.Functions))
+	t.stMu.Lock()
+	fns, attached := t.cat.Functions, t.attached
+	t.stMu.Unlock()
+	hits := make([]uint64, t.capacity)
 	if err := t.objs.Hits(s.slot, hits); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
 	}
 	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(),
-		Attached: t.attached, Excluded: map[Reason]int{}, Taken: time.Now()}
+		Attached: attached, Excluded: map[Reason]int{}, Taken: time.Now()}
 	t.stMu.Lock()
 	for r, n := range t.excluded {
 		snap.Excluded[r] = n
@@ -897,7 +927,7 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	if perr != nil {
 		return nil, fmt.Errorf("snapshot %s: pruning failed, probes may be missing: %w (use Options.Counts to trace without pruning)", s.Path, perr)
 	}
-	for i, c := range hits {
+	for i, c := range hits[:len(fns)] {
 		if c > 0 {
 			if t.mode == Pruned {
 				c = 1
@@ -906,7 +936,7 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 			if t.opts.Interrupts {
 				ctx |= Interrupt
 			}
-			snap.Hits = append(snap.Hits, Hit{Function: t.cat.Functions[i], Count: c, Context: ctx})
+			snap.Hits = append(snap.Hits, Hit{Function: fns[i], Count: c, Context: ctx})
 		}
 	}
 	now, err := t.counters()
@@ -1036,6 +1066,7 @@ func (t *Tracer) Close() error {
 	}
 	t.closed = true
 	t.mu.Unlock()
+	t.stopModules()
 	if t.stop != nil {
 		close(t.stop)
 		<-t.stopped

@@ -254,8 +254,8 @@ type Reason string
 
 const (
 	InCatalogue  Reason = "in the catalogue, not reported"
-	Module       Reason = "module function (the catalogue is vmlinux only)"
-	Clone        Reason = "compiler clone (.isra/.constprop/.part/.cold: no BTF FUNC)"
+	Module       Reason = "module function not attached (module loaded after the catalogue was read?)"
+	Clone        Reason = "compiler clone (.isra/.constprop/.part/.cold) not attached"
 	NoBTF        Reason = "no BTF FUNC"
 	Denied       Reason = "deny list"
 	NotTraceable Reason = "not in available_filter_functions"
@@ -342,6 +342,27 @@ func (r *Report) Recall() float64 {
 	return float64(len(r.Shared)) / float64(r.Comparable())
 }
 
+// Coverage is Shared over Denominator: the share of everything ftrace
+// recorded in task context that the other tracer reported, deny-listed
+// functions and whatever its catalogue left out included (1 when ftrace
+// recorded nothing).
+func (r *Report) Coverage() float64 {
+	if r.Denominator == 0 {
+		return 1
+	}
+	return float64(len(r.Shared)) / float64(r.Denominator)
+}
+
+// JaccardAll is Shared over Denominator + Added: both directions over
+// everything ftrace recorded in task context.
+func (r *Report) JaccardAll() float64 {
+	u := r.Denominator + len(r.Added)
+	if u == 0 {
+		return 1
+	}
+	return float64(len(r.Shared)) / float64(u)
+}
+
 // Jaccard is Shared over Comparable + Added: both directions over the
 // catalogue.
 func (r *Report) Jaccard() float64 {
@@ -416,8 +437,8 @@ func (w *Window) describe(f Function) string {
 // String summarises the report: figures, then every miss and addition.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "ftrace task context: %d functions (denominator); shared %d, missed %d (%d of them in the catalogue), deny-listed %d; other tracer reported %d, added %d; recall over the catalogue %.4f, Jaccard %.4f",
-		r.Denominator, len(r.Shared), len(r.Missed), len(r.MissedBy(InCatalogue)), len(r.Denied), r.Reported, len(r.Added), r.Recall(), r.Jaccard())
+	fmt.Fprintf(&b, "ftrace task context: %d functions (denominator); shared %d, missed %d (%d of them in the catalogue), deny-listed %d; other tracer reported %d, added %d; recall over the catalogue %.4f, Jaccard %.4f; over everything ftrace recorded: coverage %.4f, Jaccard %.4f",
+		r.Denominator, len(r.Shared), len(r.Missed), len(r.MissedBy(InCatalogue)), len(r.Denied), r.Reported, len(r.Added), r.Recall(), r.Jaccard(), r.Coverage(), r.JaccardAll())
 	byReason := map[Reason][]string{}
 	var reasons []Reason
 	for _, m := range r.Missed {

@@ -92,6 +92,10 @@ func TestCollectAndCompare(t *testing.T) {
 	if r.Comparable() != 2 || r.Recall() != 0.5 || r.Jaccard() != 0.2 {
 		t.Errorf("comparable %d, recall %v, Jaccard %v; want 2, 0.5, 0.2", r.Comparable(), r.Recall(), r.Jaccard())
 	}
+	// Over everything ftrace recorded: 1 shared of 5, and 3 added.
+	if r.Coverage() != 0.2 || r.JaccardAll() != 0.125 {
+		t.Errorf("coverage %v, Jaccard over all %v; want 0.2, 0.125", r.Coverage(), r.JaccardAll())
+	}
 	for _, want := range []string{"5 functions (denominator)", "deny-listed (in the denominator, never probed): 1: rcu_note", "missed, in the catalogue, not reported: 1: childfn"} {
 		if !strings.Contains(r.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, r)
