@@ -11,12 +11,15 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // MaxScopes is the number of cgroup subtrees counted at the same time.
@@ -43,10 +46,53 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
+// Context is the execution context an event was counted in: each scope has
+// one row of counters per context (see HitsIn).
+type Context int
+
+const (
+	// ContextTask: the scope's task ran the function itself (system call,
+	// fault, kernel thread work), outside any interrupt.
+	ContextTask Context = iota
+	// ContextOwnSoftirq: soft-IRQ work the scope's task ran synchronously
+	// on its own path, inside do_softirq() (local_bh_enable or netif_rx
+	// after its own send, e.g. the receive side of a loopback or veth
+	// packet). Counted only while the guard is attached (AttachSoftirq);
+	// without it such work is ContextInterrupt. Any soft IRQ pending on the
+	// CPU at that point runs there too and is counted alike.
+	ContextOwnSoftirq
+	// ContextInterrupt: any other interrupt context while a scope's task
+	// was current: hard IRQ, NMI, soft IRQ run at hard-IRQ exit. Counted
+	// only with Config.Interrupts (else skipped, see Stats.Interrupt).
+	// ksoftirqd's work is never any scope's unless ksoftirqd is in it.
+	ContextInterrupt
+)
+
+// Contexts is the number of Context rows per scope.
+const Contexts = 3
+
+func (c Context) String() string {
+	switch c {
+	case ContextTask:
+		return "task"
+	case ContextOwnSoftirq:
+		return "own-softirq"
+	case ContextInterrupt:
+		return "interrupt"
+	}
+	return fmt.Sprintf("Context(%d)", int(c))
+}
+
 // Config sizes the counters.
 type Config struct {
-	Functions  int  // number of function indices (cookies 0..Functions-1)
-	Interrupts bool // also count events in interrupt context
+	Functions int // number of function indices known at New (cookies 0..Functions-1)
+	// Reserve adds indices Functions..Functions+Reserve-1 for functions
+	// added after New (modules loaded later): fentry and kprobe attach
+	// them with their index as cookie, KprobeMulti finds them through
+	// AddAddrs, which holds up to Reserve addresses. Every counter row has
+	// Functions+Reserve elements (Indices).
+	Reserve    int
+	Interrupts bool // also count events in ContextInterrupt
 	// Addrs[i] is the entry address of function i (as in /proc/kallsyms).
 	// The KprobeMulti program finds the index from the address it was
 	// entered at (no cookie: see hap.bpf.c); needed only for KprobeMulti.
@@ -69,15 +115,21 @@ const SampleGap = 64
 // Objects are the live maps plus the programs loaded so far.
 type Objects struct {
 	cfg    Config
+	n      int // index space: Functions + Reserve
 	spec   *ebpf.CollectionSpec
 	maps   map[string]*ebpf.Map // hits, scopes, stats, .rodata
 	cache  *btf.Cache
 	mem    *ebpf.Memory
+	mode   int
 	ctxSrc string
+	sorted []uint64 // Config.Addrs, sorted
 
-	mu    sync.Mutex
-	progs map[string]*ebpf.Program
-	used  [MaxScopes]bool // scope slots set
+	mu      sync.Mutex
+	progs   map[string]*ebpf.Program
+	used    [MaxScopes]bool // scope slots set
+	bh      []link.Link     // the soft-IRQ guard, entry first
+	bhSrc   string
+	scratch []uint64
 }
 
 // New creates the maps for cfg. Close releases them.
@@ -85,14 +137,18 @@ func New(cfg Config) (*Objects, error) {
 	if cfg.Functions <= 0 {
 		return nil, errors.New("bpf: Config.Functions must be positive")
 	}
+	if cfg.Reserve < 0 {
+		return nil, fmt.Errorf("bpf: Config.Reserve %d is negative", cfg.Reserve)
+	}
 	if cfg.Addrs != nil && len(cfg.Addrs) != cfg.Functions {
 		return nil, fmt.Errorf("bpf: Config.Addrs has %d addresses for %d functions", len(cfg.Addrs), cfg.Functions)
 	}
 	if cfg.Functions >= 1<<17 {
 		return nil, fmt.Errorf("bpf: %d functions is more than the in-kernel address search covers (%d)", cfg.Functions, 1<<17-1)
 	}
-	if uint64(cfg.Functions)*(MaxScopes+1) > 1<<31 {
-		return nil, fmt.Errorf("bpf: %d functions is too many for %d scopes", cfg.Functions, MaxScopes)
+	n := cfg.Functions + cfg.Reserve
+	if uint64(n)*(MaxScopes*Contexts+1) > 1<<31 {
+		return nil, fmt.Errorf("bpf: %d function indices is too many for %d scopes × %d contexts: lower Config.Reserve", n, MaxScopes, Contexts)
 	}
 	spec, err := loadHap()
 	if err != nil {
@@ -112,16 +168,21 @@ func New(cfg Config) (*Objects, error) {
 			return nil, err
 		}
 	}
-	if err := spec.Variables[hapVarNfuncs].Set(uint32(cfg.Functions)); err != nil {
-		return nil, err
+	countIrq := uint32(0)
+	if cfg.Interrupts {
+		countIrq = 1
 	}
-	if err := spec.Variables[hapVarPreemptMode].Set(uint32(mode)); err != nil {
-		return nil, err
+	for name, v := range map[string]uint32{hapVarNfuncs: uint32(n), hapVarNaddrs: uint32(len(cfg.Addrs)),
+		hapVarPreemptMode: uint32(mode), hapVarCountIrq: countIrq} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("bpf: set %s: %w", name, err)
+		}
 	}
-	spec.Maps[hapMapHits].MaxEntries = uint32(cfg.Functions * (MaxScopes + 1)) // + the samples' slot
-	spec.Maps[hapMapAddrs].MaxEntries = uint32(cfg.Functions)
+	spec.Maps[hapMapHits].MaxEntries = uint32(n * (MaxScopes*Contexts + 1)) // + the samples' row
+	spec.Maps[hapMapAddrs].MaxEntries = uint32(max(len(cfg.Addrs), 1))
+	spec.Maps[hapMapLateAddrs].MaxEntries = uint32(max(cfg.Reserve, 1))
 
-	o := &Objects{cfg: cfg, spec: spec, cache: cache, ctxSrc: ctxSrc,
+	o := &Objects{cfg: cfg, n: n, spec: spec, cache: cache, mode: mode, ctxSrc: ctxSrc,
 		maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}}
 	// A collection without programs creates every map, .rodata filled from
 	// the variables and frozen.
@@ -129,7 +190,7 @@ func New(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create maps: %w", err)
 	}
-	for _, name := range []string{hapMapHits, hapMapScopes, hapMapScopeEnd, hapMapStats, hapMapCpu, hapMapAddrs, ".rodata"} {
+	for _, name := range []string{hapMapHits, hapMapScopes, hapMapScopeEnd, hapMapStats, hapMapCpu, hapMapAddrs, hapMapLateAddrs, ".rodata"} {
 		if o.maps[name] = c.DetachMap(name); o.maps[name] == nil {
 			c.Close()
 			o.Close()
@@ -171,6 +232,10 @@ func (o *Objects) fillAddrs() error {
 			return fmt.Errorf("bpf: functions %d and %d share address %#x: pass one index per address", v[i-1].Idx, v[i].Idx, v[i].Addr)
 		}
 	}
+	o.sorted = make([]uint64, len(v))
+	for i := range v {
+		o.sorted[i] = v[i].Addr
+	}
 	keys := make([]uint32, len(v))
 	for i := range keys {
 		keys[i] = uint32(i)
@@ -186,9 +251,187 @@ func (o *Objects) fillAddrs() error {
 	return nil
 }
 
-// Interrupts says how interrupt context is detected ("pcpu_hot.preempt_count",
-// "__preempt_count") or "counted" when it is not excluded.
+// AddAddrs tells the KprobeMulti program the entry addresses of functions
+// added after New: addrs[i] is function idx[i]'s, an index below Indices
+// (normally a reserved one). An address must not be one of Config.Addrs
+// nor added twice; the table holds Config.Reserve addresses (RemoveAddrs
+// frees them). Attach the addresses only after AddAddrs returns: events at
+// an address not yet added are dropped (Stats.Dropped).
+func (o *Objects) AddAddrs(idx []int, addrs []uint64) error {
+	if len(idx) != len(addrs) {
+		return fmt.Errorf("bpf: AddAddrs: %d indices for %d addresses", len(idx), len(addrs))
+	}
+	for i, a := range addrs {
+		if idx[i] < 0 || idx[i] >= o.n {
+			return fmt.Errorf("bpf: AddAddrs: index %d out of range [0,%d): raise Config.Reserve", idx[i], o.n)
+		}
+		if _, found := slices.BinarySearch(o.sorted, a); found {
+			return fmt.Errorf("bpf: AddAddrs: address %#x (index %d) is already one of Config.Addrs", a, idx[i])
+		}
+	}
+	m := o.maps[hapMapLateAddrs]
+	for i, a := range addrs {
+		if err := m.Update(a, uint32(idx[i]), ebpf.UpdateNoExist); err != nil {
+			if errors.Is(err, ebpf.ErrKeyExist) {
+				return fmt.Errorf("bpf: AddAddrs: address %#x (index %d) was added before: RemoveAddrs it first", a, idx[i])
+			}
+			if errors.Is(err, unix.E2BIG) {
+				return fmt.Errorf("bpf: AddAddrs: the table of late addresses is full (Config.Reserve = %d): raise Config.Reserve or RemoveAddrs addresses of unloaded modules: %w", o.cfg.Reserve, err)
+			}
+			return fmt.Errorf("bpf: AddAddrs: add address %#x (index %d): %w", a, idx[i], err)
+		}
+	}
+	return nil
+}
+
+// RemoveAddrs forgets addresses given to AddAddrs (a module unloaded):
+// events there are dropped from then on. Addresses never added are ignored.
+func (o *Objects) RemoveAddrs(addrs []uint64) error {
+	m := o.maps[hapMapLateAddrs]
+	for _, a := range addrs {
+		if err := m.Delete(a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("bpf: RemoveAddrs %#x: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// Indices is the number of function indices: Config.Functions +
+// Config.Reserve, the length of every counter row.
+func (o *Objects) Indices() int { return o.n }
+
+// Interrupts says how interrupt context is told apart and whether it is
+// counted: the per-CPU variable read ("pcpu_hot.preempt_count",
+// "__preempt_count") when ContextInterrupt is skipped; "counted (contexts
+// from VAR)" with Config.Interrupts; "counted (...)" with the reason when
+// this kernel's preempt count cannot be read, and then every event counts
+// as ContextTask.
 func (o *Objects) Interrupts() string { return o.ctxSrc }
+
+// Softirq says which rule attributes soft-IRQ work: "" before
+// AttachSoftirq (no event is ContextOwnSoftirq), else where the guard is
+// attached, e.g. "kprobe/kretprobe on do_softirq, do_softirq.part.0".
+func (o *Objects) Softirq() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bhSrc
+}
+
+// AttachSoftirq attaches the soft-IRQ guard: programs on entry and exit of
+// do_softirq() that keep a per-CPU depth, so that soft-IRQ work a scope's
+// task runs itself through do_softirq() counts as ContextOwnSoftirq and any
+// other as ContextInterrupt. The guard goes on do_softirq and on every
+// compiler clone of it in /proc/kallsyms (Debian's 6.1 and 6.12 kernels
+// call do_softirq.part.0 from local_bh_enable, never do_softirq itself),
+// with kprobe/kretprobe; fentry/fexit only where the kernel has no clone
+// and kprobes fail. Call it before the counter runs; again is a no-op. o
+// owns the links, Close detaches them.
+func (o *Objects) AttachSoftirq() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bh != nil {
+		return nil
+	}
+	if o.mode == modeCount {
+		return fmt.Errorf("bpf: cannot attribute soft-IRQ work on this kernel: the preempt count cannot be read (%s), so no context is told apart", o.ctxSrc)
+	}
+	syms, err := kallsymsFuncs(isSoftirqEntry)
+	if err != nil {
+		return fmt.Errorf("bpf: attach the soft-IRQ guard: %w", err)
+	}
+	if len(syms) == 0 {
+		return errors.New("bpf: attach the soft-IRQ guard: do_softirq is not in /proc/kallsyms; soft-IRQ work cannot be told apart (it counts as interrupt context, Config.Interrupts)")
+	}
+	kerr := o.attachBH(hapProgHapBhKenter, hapProgHapBhKexit, syms,
+		func(p *ebpf.Program, sym string) (link.Link, error) { return link.Kprobe(sym, p, nil) },
+		func(p *ebpf.Program, sym string) (link.Link, error) { return link.Kretprobe(sym, p, nil) })
+	if kerr == nil {
+		o.bhSrc = "kprobe/kretprobe on " + strings.Join(syms, ", ")
+		return nil
+	}
+	if len(syms) == 1 && syms[0] == "do_softirq" {
+		tracing := func(p *ebpf.Program, _ string) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p})
+		}
+		ferr := o.attachBH(hapProgHapBhEnter, hapProgHapBhExit, syms, tracing, tracing)
+		if ferr == nil {
+			o.bhSrc = "fentry/fexit on do_softirq"
+			return nil
+		}
+		kerr = fmt.Errorf("%w; fentry/fexit: %w", kerr, ferr)
+	}
+	return fmt.Errorf("bpf: attach the soft-IRQ guard on %s (needed to count a task's own soft-IRQ work; without it, that work counts as interrupt context): the kernel needs CONFIG_KPROBES and the functions must not be on the kprobe blacklist: kprobe/kretprobe: %w", strings.Join(syms, ", "), kerr)
+}
+
+// isSoftirqEntry matches do_softirq and its clones (do_softirq.part.0).
+func isSoftirqEntry(name string) bool {
+	return name == "do_softirq" || strings.HasPrefix(name, "do_softirq.")
+}
+
+// kallsymsFuncs lists the vmlinux text symbols whose name match wants.
+func kallsymsFuncs(match func(string) bool) ([]string, error) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "ADDR TYPE NAME" or "ADDR TYPE NAME\t[module]"
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 || (fs[1] != "t" && fs[1] != "T") || !match(fs[2]) {
+			continue
+		}
+		if !slices.Contains(names, fs[2]) {
+			names = append(names, fs[2])
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read /proc/kallsyms: %w", err)
+	}
+	return names, nil
+}
+
+// attachBH attaches the exit program to every symbol, then the entry
+// program: a do_softirq() caught half-way then leaves the depth too low
+// (clamped at 0), never too high. On error it detaches what it attached.
+func (o *Objects) attachBH(enter, exit string, syms []string, attachEnter, attachExit func(*ebpf.Program, string) (link.Link, error)) error {
+	var exits, enters []link.Link
+	fail := func(err error) error {
+		for _, l := range slices.Concat(enters, exits) {
+			l.Close()
+		}
+		return err
+	}
+	for i, name := range []string{exit, enter} {
+		attach, dst := attachExit, &exits
+		if i == 1 {
+			attach, dst = attachEnter, &enters
+		}
+		var p *ebpf.Program
+		var err error
+		if name == hapProgHapBhEnter || name == hapProgHapBhExit {
+			p, err = o.load(name, syms[0])
+		} else {
+			p, err = o.load(name, "")
+		}
+		if err != nil {
+			return fail(fmt.Errorf("load %s: %w", name, err))
+		}
+		for _, sym := range syms {
+			l, err := attach(p, sym)
+			if err != nil {
+				p.Close()
+				return fail(fmt.Errorf("%s on %s: %w", name, sym, err))
+			}
+			*dst = append(*dst, l)
+		}
+		p.Close() // the links hold it
+	}
+	o.bh = slices.Concat(enters, exits) // entry first, for Close
+	return nil
+}
 
 const (
 	modeCount        = 0
@@ -197,9 +440,19 @@ const (
 )
 
 func preemptMode(kernel *btf.Spec, include bool) (int, string, error) {
-	if include {
-		return modeCount, "counted", nil
+	mode, src, err := findPreemptCount(kernel)
+	switch {
+	case err == nil && include:
+		return mode, "counted (contexts from " + src + ")", nil
+	case err == nil:
+		return mode, src, nil
+	case include:
+		return modeCount, "counted (all as task context: " + err.Error() + ")", nil
 	}
+	return 0, "", fmt.Errorf("%w; count interrupts instead (Interrupts option)", err)
+}
+
+func findPreemptCount(kernel *btf.Spec) (int, string, error) {
 	var v *btf.Var
 	name, mode, src := "", 0, ""
 	switch {
@@ -208,7 +461,7 @@ func preemptMode(kernel *btf.Spec, include bool) (int, string, error) {
 	case kernel.TypeByName("__preempt_count", &v) == nil:
 		name, mode, src = "__preempt_count", modePreemptCount, "__preempt_count"
 	default:
-		return 0, "", errors.New("cannot exclude interrupt context: kernel BTF has neither pcpu_hot nor __preempt_count (per-CPU variables missing from BTF?); count interrupts instead (Interrupts option)")
+		return 0, "", errors.New("cannot tell interrupt context: kernel BTF has neither pcpu_hot nor __preempt_count (per-CPU variables missing from BTF?)")
 	}
 	// The verifier resolves typed ksyms through kallsyms, which lists data
 	// symbols only with CONFIG_KALLSYMS_ALL.
@@ -217,7 +470,7 @@ func preemptMode(kernel *btf.Spec, include bool) (int, string, error) {
 		return 0, "", err
 	}
 	if !ok {
-		return 0, "", fmt.Errorf("cannot exclude interrupt context: per-CPU variable %s is not in /proc/kallsyms (kernel built without CONFIG_KALLSYMS_ALL), so BPF cannot read the preempt count; count interrupts instead (Interrupts option)", name)
+		return 0, "", fmt.Errorf("cannot tell interrupt context: per-CPU variable %s is not in /proc/kallsyms (kernel built without CONFIG_KALLSYMS_ALL), so BPF cannot read the preempt count", name)
 	}
 	return mode, src, nil
 }
@@ -414,42 +667,86 @@ func (o *Objects) ClearScope(slot int) error {
 	return o.markScope(slot, false)
 }
 
-// Hits copies the per-function counters of slot into dst, which must have
-// Config.Functions elements. Counters keep running while it copies.
+// Layout of hits: row (slot*Contexts + ctx) holds the counters of one scope
+// slot in one context, Indices() uint64s each; row MaxScopes*Contexts holds
+// the samples.
+
+// HitsIn copies the per-function counters of slot in context ctx into dst,
+// which must have Indices() elements. Counters keep running while it copies.
+func (o *Objects) HitsIn(slot int, ctx Context, dst []uint64) error {
+	if slot < 0 || slot >= MaxScopes {
+		return fmt.Errorf("bpf: scope slot %d out of range [0,%d)", slot, MaxScopes)
+	}
+	if ctx < 0 || ctx >= Contexts {
+		return fmt.Errorf("bpf: %v out of range", ctx)
+	}
+	return o.read(slot*Contexts+int(ctx), dst)
+}
+
+// Hits copies into dst (Indices() elements) the counters of slot summed over
+// every context: ContextTask, ContextOwnSoftirq once AttachSoftirq ran, and
+// ContextInterrupt with Config.Interrupts.
 func (o *Objects) Hits(slot int, dst []uint64) error {
 	if slot < 0 || slot >= MaxScopes {
-		return fmt.Errorf("bpf: scope slot %d out of range", slot)
+		return fmt.Errorf("bpf: scope slot %d out of range [0,%d)", slot, MaxScopes)
 	}
-	return o.read(slot, dst)
+	if len(dst) != o.n {
+		return fmt.Errorf("bpf: dst has %d elements, want %d", len(dst), o.n)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.scratch) != Contexts*o.n {
+		o.scratch = make([]uint64, Contexts*o.n)
+	}
+	if err := o.readRows(slot*Contexts, o.scratch); err != nil {
+		return err
+	}
+	copy(dst, o.scratch[:o.n])
+	for c := 1; c < Contexts; c++ {
+		for i, v := range o.scratch[c*o.n : (c+1)*o.n] {
+			dst[i] += v
+		}
+	}
+	return nil
 }
 
-func (o *Objects) read(slot int, dst []uint64) error {
-	if len(dst) != o.cfg.Functions {
-		return fmt.Errorf("bpf: dst has %d elements, want %d", len(dst), o.cfg.Functions)
+func (o *Objects) read(row int, dst []uint64) error {
+	if len(dst) != o.n {
+		return fmt.Errorf("bpf: dst has %d elements, want %d", len(dst), o.n)
 	}
+	return o.readRows(row, dst)
+}
+
+// readRows copies len(dst)/Indices() rows from row on.
+func (o *Objects) readRows(row int, dst []uint64) error {
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), len(dst)*8)
-	_, err := o.mem.ReadAt(b, int64(slot*o.cfg.Functions*8))
+	_, err := o.mem.ReadAt(b, int64(row*o.n*8))
 	runtime.KeepAlive(dst)
-	return err
+	if err != nil {
+		return fmt.Errorf("bpf: read counters: %w", err)
+	}
+	return nil
 }
 
-// Sampled copies into dst (Config.Functions elements) how many events of
-// each function no scope counted (other tasks', and interrupt context when
-// it is not counted) were sampled since New: one in SampleGap on average,
-// at random gaps. Sampled[i] × SampleGap estimates those calls: which
+// Sampled copies into dst (Indices() elements) how many events of each
+// function no scope counted (other tasks', and interrupt context when it is
+// not counted) were sampled since New: one in SampleGap on average, at
+// random gaps. Sampled[i] × SampleGap estimates those calls: which
 // functions a probe costs the machine most for, scope or not.
 func (o *Objects) Sampled(dst []uint64) error {
-	return o.read(MaxScopes, dst)
+	return o.read(MaxScopes*Contexts, dst)
 }
 
-// ResetHits zeroes the counters of slot.
+// ResetHits zeroes the counters of slot, in every context.
 func (o *Objects) ResetHits(slot int) error {
 	if slot < 0 || slot >= MaxScopes {
-		return fmt.Errorf("bpf: scope slot %d out of range", slot)
+		return fmt.Errorf("bpf: scope slot %d out of range [0,%d)", slot, MaxScopes)
 	}
-	zero := make([]byte, o.cfg.Functions*8)
-	_, err := o.mem.WriteAt(zero, int64(slot*o.cfg.Functions*8))
-	return err
+	zero := make([]byte, Contexts*o.n*8)
+	if _, err := o.mem.WriteAt(zero, int64(slot*Contexts*o.n*8)); err != nil {
+		return fmt.Errorf("bpf: reset scope slot %d: %w", slot, err)
+	}
+	return nil
 }
 
 // Stats sums the per-CPU event counters.
@@ -475,7 +772,7 @@ func (o *Objects) Stats() (Stats, error) {
 }
 
 type cpuState struct {
-	Events, NextSample uint64
+	Events, NextSample, BhDepth uint64
 }
 
 // Close releases the maps and the programs o owns.
@@ -483,6 +780,10 @@ func (o *Objects) Close() error {
 	var errs []error
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	for _, l := range o.bh {
+		errs = append(errs, l.Close())
+	}
+	o.bh = nil
 	for _, p := range o.progs {
 		errs = append(errs, p.Close())
 	}

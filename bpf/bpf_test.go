@@ -59,19 +59,27 @@ func TestSysEnterScopes(t *testing.T) {
 		t.Skip("needs root (CAP_BPF, CAP_PERFMON, cgroup creation)")
 	}
 	root := cgroup2Root(t)
-	o, err := New(Config{Functions: 3})
+	// Indices 3 and 4 are reserved (Config.Reserve): the program counts
+	// index 4 all the same.
+	o, err := New(Config{Functions: 3, Reserve: 2})
 	if err != nil && strings.Contains(err.Error(), "CONFIG_KALLSYMS_ALL") {
 		// This kernel cannot exclude interrupt context (the host: no
 		// KALLSYMS_ALL); the error said so. Count interrupts instead.
 		t.Logf("default config refused as expected here: %v", err)
-		o, err = New(Config{Functions: 3, Interrupts: true})
+		o, err = New(Config{Functions: 3, Reserve: 2, Interrupts: true})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer o.Close()
 	t.Logf("interrupt detection: %s", o.Interrupts())
-	p, err := o.SysEnter(1)
+	if o.Indices() != 5 {
+		t.Fatalf("Indices() = %d, want 3 functions + 2 reserved", o.Indices())
+	}
+	if err := o.Hits(0, make([]uint64, 3)); err == nil {
+		t.Error("Hits accepted a buffer without the reserved indices")
+	}
+	p, err := o.SysEnter(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,35 +109,53 @@ func TestSysEnterScopes(t *testing.T) {
 	mkCgroup(t, child)
 	runIn(t, child, "dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
 
-	a := make([]uint64, 3)
-	b := make([]uint64, 3)
+	a := make([]uint64, 5)
+	b := make([]uint64, 5)
 	if err := o.Hits(0, a); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Hits(5, b); err != nil {
 		t.Fatal(err)
 	}
-	if a[1] < 4000 { // dd: one read and one write per byte
-		t.Errorf("scope a: %d sys_enter events, want >= 4000 from dd", a[1])
+	if a[4] < 4000 { // dd: one read and one write per byte
+		t.Errorf("scope a: %d sys_enter events, want >= 4000 from dd", a[4])
 	}
-	if a[0] != 0 || a[2] != 0 {
+	if a[0] != 0 || a[1] != 0 || a[2] != 0 || a[3] != 0 {
 		t.Errorf("scope a: hits on indices never used: %v", a)
 	}
-	if b[1] != 0 {
-		t.Errorf("scope b (idle sibling) counted %d events", b[1])
+	if b[4] != 0 {
+		t.Errorf("scope b (idle sibling) counted %d events", b[4])
+	}
+	// System call entry is task context: Hits (all contexts summed) is
+	// the task row, the other rows are empty. Nothing of scope a runs now.
+	for c := Context(0); c < Contexts; c++ {
+		row := make([]uint64, 5)
+		if err := o.HitsIn(0, c, row); err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(0)
+		if c == ContextTask {
+			want = a[4]
+		}
+		if row[4] != want {
+			t.Errorf("scope a, %v: %d events, want %d", c, row[4], want)
+		}
+	}
+	if err := o.HitsIn(0, Contexts, a); err == nil {
+		t.Error("HitsIn accepted context 3")
 	}
 	if err := o.ResetHits(0); err != nil {
 		t.Fatal(err)
 	}
 	o.Hits(0, a)
-	if a[1] > 1000 {
-		t.Errorf("after reset scope a still has %d events", a[1])
+	if a[4] > 1000 {
+		t.Errorf("after reset scope a still has %d events", a[4])
 	}
 	o.ClearScope(0)
 	runIn(t, child, "dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
 	o.Hits(0, a)
-	if a[1] > 1000 {
-		t.Errorf("cleared scope still counts: %d", a[1])
+	if a[4] > 1000 {
+		t.Errorf("cleared scope still counts: %d", a[4])
 	}
 	// The programs look at slots up to the highest in use: a scope set in
 	// a higher slot counts, and slots below it keep counting once it goes.
@@ -143,10 +169,10 @@ func TestSysEnterScopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.ResetHits(0)
-	hi := make([]uint64, 3)
+	hi := make([]uint64, 5)
 	o.Hits(9, hi)
-	if hi[1] != 0 {
-		t.Errorf("slot 9 counted %d events with no task in scope", hi[1])
+	if hi[4] != 0 {
+		t.Errorf("slot 9 counted %d events with no task in scope", hi[4])
 	}
 	if err := o.SetScope(9, idA, level); err != nil {
 		t.Fatal(err)
@@ -154,8 +180,8 @@ func TestSysEnterScopes(t *testing.T) {
 	runIn(t, child, "dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null")
 	o.Hits(0, a)
 	o.Hits(9, hi)
-	if a[1] < 4000 || hi[1] < 4000 {
-		t.Errorf("slots 0 and 9 on the same cgroup counted %d and %d events, want >= 4000 each", a[1], hi[1])
+	if a[4] < 4000 || hi[4] < 4000 {
+		t.Errorf("slots 0 and 9 on the same cgroup counted %d and %d events, want >= 4000 each", a[4], hi[4])
 	}
 	o.ClearScope(9)
 	o.ClearScope(0)
@@ -168,12 +194,12 @@ func TestSysEnterScopes(t *testing.T) {
 	}
 	// Events of no scope are sampled, one in SampleGap on average: the
 	// second dd alone ran 4000 system calls in no scope (expect ~62).
-	smp := make([]uint64, 3)
+	smp := make([]uint64, 5)
 	if err := o.Sampled(smp); err != nil {
 		t.Fatal(err)
 	}
-	if smp[1] < 4000/SampleGap/4 || smp[0] != 0 || smp[2] != 0 {
-		t.Errorf("samples %v: want index 1 only, at least %d", smp, 4000/SampleGap/4)
+	if smp[4] < 4000/SampleGap/4 || smp[0] != 0 || smp[1] != 0 || smp[2] != 0 || smp[3] != 0 {
+		t.Errorf("samples %v: want index 4 only, at least %d", smp, 4000/SampleGap/4)
 	}
 	// Every run counts, in a scope or not: the three dd runs at least.
 	if s.Events < 12000 {
@@ -185,6 +211,12 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Error("New with zero functions succeeded")
 	}
+	if _, err := New(Config{Functions: 1, Reserve: -1}); err == nil {
+		t.Error("New with a negative reserve succeeded")
+	}
+	if _, err := New(Config{Functions: 1, Reserve: 1 << 30}); err == nil {
+		t.Error("New with 2^30 reserved indices succeeded")
+	}
 }
 
 // TestProgramsVerify loads the shared programs with a sorted address table:
@@ -193,18 +225,67 @@ func TestProgramsVerify(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_BPF)")
 	}
-	cfg := Config{Functions: 5, Interrupts: true, Addrs: []uint64{0x50, 0x10, 0x40, 0x20, 0x30}}
+	cfg := Config{Functions: 5, Reserve: 2, Interrupts: true, Addrs: []uint64{0x50, 0x10, 0x40, 0x20, 0x30}}
 	o, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer o.Close()
+	// Late addresses: checked, then found in the hash.
+	for _, bad := range []struct {
+		idx   []int
+		addrs []uint64
+	}{
+		{[]int{5}, []uint64{0x60, 0x70}}, // lengths differ
+		{[]int{7}, []uint64{0x60}},       // index past the reserve
+		{[]int{-1}, []uint64{0x60}},
+		{[]int{5}, []uint64{0x30}}, // one of Config.Addrs
+	} {
+		if err := o.AddAddrs(bad.idx, bad.addrs); err == nil {
+			t.Errorf("AddAddrs(%v, %#x) succeeded", bad.idx, bad.addrs)
+		}
+	}
+	if err := o.AddAddrs([]int{5, 6}, []uint64{0x60, 0x5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.AddAddrs([]int{6}, []uint64{0x5}); err == nil {
+		t.Error("AddAddrs added an address twice")
+	}
+	if err := o.AddAddrs([]int{6}, []uint64{0x70}); err == nil {
+		t.Error("AddAddrs went past Config.Reserve addresses")
+	}
+	var idx uint32
+	if err := o.maps[hapMapLateAddrs].Lookup(uint64(0x5), &idx); err != nil || idx != 6 {
+		t.Errorf("late address 0x5: index %d, %v; want 6", idx, err)
+	}
+	if err := o.RemoveAddrs([]uint64{0x5, 0x99}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.AddAddrs([]int{6}, []uint64{0x70}); err != nil {
+		t.Errorf("AddAddrs after RemoveAddrs: %v", err)
+	}
 	for _, k := range []Kind{KprobeMulti, Kprobe} {
 		if _, err := o.Program(k); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				t.Skipf("%v: this kernel refuses to load it (%v)", k, err)
 			}
 			t.Errorf("%v: %v", k, err)
+		}
+	}
+	// The soft-IRQ guard's kprobe programs (fentry ones need a kernel
+	// that allows fentry: the lab test attaches them).
+	for _, name := range []string{hapProgHapBhKenter, hapProgHapBhKexit} {
+		p, err := o.load(name, "")
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		p.Close()
+	}
+	if o.mode == modeCount {
+		// No preempt count (this host): the guard would change nothing.
+		if err := o.AttachSoftirq(); err == nil || !strings.Contains(err.Error(), "preempt count") {
+			t.Errorf("AttachSoftirq without a preempt count: %v, want an error that says so", err)
 		}
 	}
 	var got []fnAddr

@@ -5,21 +5,32 @@
  * (kprobe.multi, fentry, kprobe, and a tp_btf used by self-tests). Each
  * event carries a function index (the attach cookie); the program checks
  * whether the current task lies in one of up to MAX_SCOPES cgroup v2
- * subtrees and, if so, bumps hits[scope * nfuncs + index]. Events no scope
- * counts are sampled (one in SAMPLE_GAP on average) into the slot after
- * the scopes: which functions the probes cost other tasks most for.
+ * subtrees and, if so, bumps hits[(scope * NCTX + context) * nfuncs + index].
+ * Events no scope counts are sampled (one in SAMPLE_GAP on average) into the
+ * slot after the scopes: which functions the probes cost other tasks most for.
  *
- * Interrupt context (hard IRQ, serving soft IRQ, NMI) is detected from the
- * per-CPU preempt count, read through bpf_this_cpu_ptr() on a typed
- * __ksym per-CPU variable: pcpu_hot.preempt_count (x86-64, 6.2 to 6.14)
- * or __preempt_count (before 6.2 and after 6.14). The loader patches the
- * extern into a BTF-id load and sets preempt_mode; the verifier then prunes
- * the branch that does not apply.
+ * Contexts (CTX_*): task context; soft IRQ that the task ran itself through
+ * do_softirq() (local_bh_enable or netif_rx on its own path, e.g. the
+ * receive side of its own loopback or veth send), told by a per-CPU depth
+ * that the hap_bh_* programs on do_softirq keep; and any other interrupt
+ * context (hard IRQ, NMI, soft IRQ run at hard-IRQ exit or in ksoftirqd),
+ * counted only when count_irq is set. The context is read from the per-CPU
+ * preempt count, through bpf_this_cpu_ptr() on a typed __ksym per-CPU
+ * variable: pcpu_hot.preempt_count (x86-64, 6.2 to 6.14) or __preempt_count
+ * (before 6.2 and after 6.14). The loader patches the extern into a BTF-id
+ * load and sets preempt_mode; the verifier then prunes the branch that does
+ * not apply.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
 #define MAX_SCOPES 16
+
+/* Context rows per scope (bpf.Context in Go). */
+#define CTX_TASK 0
+#define CTX_OWN_SOFTIRQ 1
+#define CTX_INTERRUPT 2
+#define NCTX 3
 
 /* include/linux/preempt.h */
 #define SOFTIRQ_OFFSET 0x00000100
@@ -45,10 +56,12 @@ struct {
 	__type(value, struct scope);
 } scopes SEC(".maps");
 
-/* hits[scope * nfuncs + index]; max_entries (nfuncs * (MAX_SCOPES + 1)) is
- * set by the loader. Slot MAX_SCOPES holds the samples: events counted in no
- * scope (another task's, or interrupt context), one in SAMPLE_GAP on
- * average, at random gaps, so that no fixed call pattern aliases. */
+/* hits[(scope * NCTX + ctx) * nfuncs + index]; max_entries
+ * (nfuncs * (MAX_SCOPES * NCTX + 1)) is set by the loader. The row after the
+ * scopes, at MAX_SCOPES * NCTX * nfuncs, holds the samples: events counted in
+ * no scope (another task's, or interrupt context not counted), one in
+ * SAMPLE_GAP on average, at random gaps, so that no fixed call pattern
+ * aliases. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -57,11 +70,13 @@ struct {
 	__type(value, __u64);
 } hits SEC(".maps");
 
-/* Per CPU: every program run (probe hit) of any task and context, and the
- * run at which the next event not counted in a scope is sampled. */
+/* Per CPU: every program run (probe hit) of any task and context, the run
+ * at which the next event not counted in a scope is sampled, and how deep
+ * the CPU is in do_softirq() calls (hap_bh_*; 0 when they are not attached). */
 struct cpu_state {
 	__u64 events;
 	__u64 next_sample;
+	__u64 bh_depth;
 };
 
 #define SAMPLE_GAP 64
@@ -80,7 +95,7 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* kprobe.multi: (entry address, index) sorted by address; max_entries = nfuncs. */
+/* kprobe.multi: (entry address, index) sorted by address; max_entries = naddrs. */
 struct fn_addr {
 	__u64 addr;
 	__u32 idx;
@@ -94,9 +109,25 @@ struct {
 	__type(value, struct fn_addr);
 } addrs SEC(".maps");
 
+/* kprobe.multi: entry address -> index of functions added after load
+ * (modules loaded later), looked up only when the sorted array has no entry.
+ * max_entries is set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u32);
+} late_addrs SEC(".maps");
+
+/* Function indices: 0..nfuncs-1 (the initial ones plus those reserved). */
 volatile const __u32 nfuncs = 1;
-/* 0: count interrupt context too; 1: pcpu_hot; 2: __preempt_count */
+/* Entries of addrs in use (the initial functions with addresses). */
+volatile const __u32 naddrs = 0;
+/* 0: preempt count unreadable, every event is task context (only with
+ * count_irq); 1: pcpu_hot; 2: __preempt_count */
 volatile const __u32 preempt_mode = 0;
+/* 1: count CTX_INTERRUPT events; 0: skip them (stats[STAT_IRQ]) */
+volatile const __u32 count_irq = 0;
 /* function index reported by the tp_btf self-test program */
 volatile const __u32 tp_index = 0;
 
@@ -110,7 +141,8 @@ static __always_inline void stat_inc(__u32 k)
 		*v += 1;
 }
 
-static __always_inline int in_interrupt_ctx(void)
+/* The context of the event; c is this CPU's state (NULL: no guard). */
+static __always_inline int context(struct cpu_state *c)
 {
 	int pc = 0;
 
@@ -121,7 +153,14 @@ static __always_inline int in_interrupt_ctx(void)
 		int *p = (int *)bpf_this_cpu_ptr(&__preempt_count);
 		pc = *p;
 	}
-	return pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET);
+	if (!(pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET)))
+		return CTX_TASK;
+	if (pc & (NMI_MASK | HARDIRQ_MASK))
+		return CTX_INTERRUPT;
+	/* Serving soft IRQ: the task's own only inside its do_softirq(). */
+	if (c && c->bh_depth > 0)
+		return CTX_OWN_SOFTIRQ;
+	return CTX_INTERRUPT;
 }
 
 /* 1 + the highest scope slot in use (0: none): slots from there on are not
@@ -155,29 +194,30 @@ static __always_inline int in_scope(__u32 i, __u32 end)
 #error "update the scope lists in admit() and count()"
 #endif
 
-/* Whether the event is to be counted: the task lies in some scope and, by
- * default, not in interrupt context. Short-circuits at the first scope that
- * matches (a bit mask carried to count() would multiply the verifier's
- * states by 2^16). */
-static __always_inline int admit(__u32 e)
+/* The context row to count the event in, or -1 when it is not counted: the
+ * task lies in no scope, or the event is CTX_INTERRUPT and count_irq is off.
+ * Short-circuits at the first scope that matches (a bit mask carried to
+ * count() would multiply the verifier's states by 2^16). */
+static __always_inline int admit(__u32 e, struct cpu_state *c)
 {
 	if (!(in_scope(0, e) || in_scope(1, e) || in_scope(2, e) || in_scope(3, e) ||
 	      in_scope(4, e) || in_scope(5, e) || in_scope(6, e) || in_scope(7, e) ||
 	      in_scope(8, e) || in_scope(9, e) || in_scope(10, e) || in_scope(11, e) ||
 	      in_scope(12, e) || in_scope(13, e) || in_scope(14, e) || in_scope(15, e)))
-		return 0;
-	if (in_interrupt_ctx()) {
+		return -1;
+	int x = context(c);
+	if (x == CTX_INTERRUPT && !count_irq) {
 		stat_inc(STAT_IRQ);
-		return 0;
+		return -1;
 	}
-	return 1;
+	return x;
 }
 
-static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e)
+static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e, __u32 x)
 {
 	if (!in_scope(i, e))
 		return;
-	__u32 k = i * n + idx;
+	__u32 k = (i * NCTX + x) * n + idx;
 	__u64 *c = bpf_map_lookup_elem(&hits, &k);
 	if (c)
 		__sync_fetch_and_add(c, 1);
@@ -187,7 +227,7 @@ static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e)
 
 /* Unrolled by hand: MAX_SCOPES array lookups (inlined by the verifier) and
  * one helper call per scope in use. */
-static __always_inline void count(__u64 idx, __u32 e)
+static __always_inline void count(__u64 idx, __u32 e, int x)
 {
 	__u32 n = nfuncs;
 
@@ -195,7 +235,7 @@ static __always_inline void count(__u64 idx, __u32 e)
 		stat_inc(STAT_DROPPED);
 		return;
 	}
-#define SCOPE(i) count_scope(i, (__u32)idx, n, e)
+#define SCOPE(i) count_scope(i, (__u32)idx, n, e, (__u32)x)
 	SCOPE(0); SCOPE(1); SCOPE(2); SCOPE(3);
 	SCOPE(4); SCOPE(5); SCOPE(6); SCOPE(7);
 	SCOPE(8); SCOPE(9); SCOPE(10); SCOPE(11);
@@ -203,12 +243,16 @@ static __always_inline void count(__u64 idx, __u32 e)
 #undef SCOPE
 }
 
-/* Counts the run; says whether it is to be sampled should no scope count it. */
-static __always_inline int event(void)
+static __always_inline struct cpu_state *cpu_state(void)
 {
 	__u32 k = 0;
-	struct cpu_state *c = bpf_map_lookup_elem(&cpu, &k);
 
+	return bpf_map_lookup_elem(&cpu, &k);
+}
+
+/* Counts the run; says whether it is to be sampled should no scope count it. */
+static __always_inline int event(struct cpu_state *c)
+{
 	if (!c)
 		return 0;
 	c->events++;
@@ -224,17 +268,18 @@ static __always_inline void sample(__u64 idx)
 
 	if (idx >= n)
 		return;
-	__u32 k = MAX_SCOPES * n + (__u32)idx;
+	__u32 k = MAX_SCOPES * NCTX * n + (__u32)idx;
 	__u64 *c = bpf_map_lookup_elem(&hits, &k);
 	if (c)
 		__sync_fetch_and_add(c, 1);
 }
 
 /* Index of the function entered at ip, nfuncs if not found. 17 halvings
- * cover 2^17 functions (the loader refuses more). */
+ * cover 2^17 functions (the loader refuses more); functions added later are
+ * in the late_addrs hash, looked up only on a miss. */
 static __always_inline __u64 index_of(__u64 ip)
 {
-	__u32 lo = 0, hi = nfuncs;
+	__u32 lo = 0, hi = naddrs;
 
 	for (int i = 0; i < 17; i++) {
 		if (lo >= hi)
@@ -250,17 +295,20 @@ static __always_inline __u64 index_of(__u64 ip)
 		else
 			hi = mid;
 	}
-	return nfuncs;
+	__u32 *late = bpf_map_lookup_elem(&late_addrs, &ip);
+	return late ? *late : nfuncs;
 }
 
 SEC("kprobe.multi")
 int hap_kprobe_multi(void *ctx)
 {
-	int smp = event();
+	struct cpu_state *c = cpu_state();
+	int smp = event(c);
 	__u32 e = scopes_end();
+	int x = admit(e, c);
 
-	if (admit(e))
-		count(index_of(bpf_get_func_ip(ctx)), e);
+	if (x >= 0)
+		count(index_of(bpf_get_func_ip(ctx)), e, x);
 	else if (smp)
 		sample(index_of(bpf_get_func_ip(ctx)));
 	return 0;
@@ -270,11 +318,13 @@ int hap_kprobe_multi(void *ctx)
  * a constant); kprobe.multi searches for it only when it is needed. */
 static __always_inline int on_event(__u64 idx)
 {
-	int smp = event();
+	struct cpu_state *c = cpu_state();
+	int smp = event(c);
 	__u32 e = scopes_end();
+	int x = admit(e, c);
 
-	if (admit(e))
-		count(idx, e);
+	if (x >= 0)
+		count(idx, e, x);
 	else if (smp)
 		sample(idx);
 	return 0;
@@ -297,6 +347,58 @@ SEC("tp_btf/sys_enter")
 int hap_sys_enter(void *ctx)
 {
 	return on_event(tp_index);
+}
+
+/* The soft-IRQ guard: the depth of do_softirq() calls on this CPU. The
+ * loader attaches it to do_softirq and its compiler clones
+ * (do_softirq.part.0, which local_bh_enable calls on Debian's kernels),
+ * exit first, and detaches entry first, so that a call caught half-way only
+ * ever leaves the depth too low (clamped at 0), never stuck above it.
+ * do_softirq() runs with preemption disabled (local_bh_enable keeps one
+ * count), so entry and exit happen on the same CPU. irq_exit and ksoftirqd
+ * run soft IRQs without it. */
+static __always_inline void bh_enter(void)
+{
+	struct cpu_state *c = cpu_state();
+
+	if (c)
+		c->bh_depth++;
+}
+
+static __always_inline void bh_exit(void)
+{
+	struct cpu_state *c = cpu_state();
+
+	if (c && c->bh_depth > 0)
+		c->bh_depth--;
+}
+
+SEC("fentry/do_softirq")
+int hap_bh_enter(void *ctx)
+{
+	bh_enter();
+	return 0;
+}
+
+SEC("fexit/do_softirq")
+int hap_bh_exit(void *ctx)
+{
+	bh_exit();
+	return 0;
+}
+
+SEC("kprobe/do_softirq")
+int hap_bh_kenter(void *ctx)
+{
+	bh_enter();
+	return 0;
+}
+
+SEC("kretprobe/do_softirq")
+int hap_bh_kexit(void *ctx)
+{
+	bh_exit();
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -19,13 +19,20 @@ const (
 	hapMapAddrs           = "addrs"
 	hapMapCpu             = "cpu"
 	hapMapHits            = "hits"
+	hapMapLateAddrs       = "late_addrs"
 	hapMapScopeEnd        = "scope_end"
 	hapMapScopes          = "scopes"
 	hapMapStats           = "stats"
+	hapProgHapBhEnter     = "hap_bh_enter"
+	hapProgHapBhExit      = "hap_bh_exit"
+	hapProgHapBhKenter    = "hap_bh_kenter"
+	hapProgHapBhKexit     = "hap_bh_kexit"
 	hapProgHapFentry      = "hap_fentry"
 	hapProgHapKprobe      = "hap_kprobe"
 	hapProgHapKprobeMulti = "hap_kprobe_multi"
 	hapProgHapSysEnter    = "hap_sys_enter"
+	hapVarCountIrq        = "count_irq"
+	hapVarNaddrs          = "naddrs"
 	hapVarNfuncs          = "nfuncs"
 	hapVarPreemptMode     = "preempt_mode"
 	hapVarTpIndex         = "tp_index"
@@ -73,6 +80,10 @@ type hapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapProgramSpecs struct {
+	HapBhEnter     *ebpf.ProgramSpec `ebpf:"hap_bh_enter"`
+	HapBhExit      *ebpf.ProgramSpec `ebpf:"hap_bh_exit"`
+	HapBhKenter    *ebpf.ProgramSpec `ebpf:"hap_bh_kenter"`
+	HapBhKexit     *ebpf.ProgramSpec `ebpf:"hap_bh_kexit"`
 	HapFentry      *ebpf.ProgramSpec `ebpf:"hap_fentry"`
 	HapKprobe      *ebpf.ProgramSpec `ebpf:"hap_kprobe"`
 	HapKprobeMulti *ebpf.ProgramSpec `ebpf:"hap_kprobe_multi"`
@@ -83,18 +94,21 @@ type hapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapMapSpecs struct {
-	Addrs    *ebpf.MapSpec `ebpf:"addrs"`
-	Cpu      *ebpf.MapSpec `ebpf:"cpu"`
-	Hits     *ebpf.MapSpec `ebpf:"hits"`
-	ScopeEnd *ebpf.MapSpec `ebpf:"scope_end"`
-	Scopes   *ebpf.MapSpec `ebpf:"scopes"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
+	Addrs     *ebpf.MapSpec `ebpf:"addrs"`
+	Cpu       *ebpf.MapSpec `ebpf:"cpu"`
+	Hits      *ebpf.MapSpec `ebpf:"hits"`
+	LateAddrs *ebpf.MapSpec `ebpf:"late_addrs"`
+	ScopeEnd  *ebpf.MapSpec `ebpf:"scope_end"`
+	Scopes    *ebpf.MapSpec `ebpf:"scopes"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // hapVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapVariableSpecs struct {
+	CountIrq    *ebpf.VariableSpec `ebpf:"count_irq"`
+	Naddrs      *ebpf.VariableSpec `ebpf:"naddrs"`
 	Nfuncs      *ebpf.VariableSpec `ebpf:"nfuncs"`
 	PreemptMode *ebpf.VariableSpec `ebpf:"preempt_mode"`
 	TpIndex     *ebpf.VariableSpec `ebpf:"tp_index"`
@@ -120,12 +134,13 @@ func (o *hapObjects) Close() error {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapMaps struct {
-	Addrs    *ebpf.Map `ebpf:"addrs"`
-	Cpu      *ebpf.Map `ebpf:"cpu"`
-	Hits     *ebpf.Map `ebpf:"hits"`
-	ScopeEnd *ebpf.Map `ebpf:"scope_end"`
-	Scopes   *ebpf.Map `ebpf:"scopes"`
-	Stats    *ebpf.Map `ebpf:"stats"`
+	Addrs     *ebpf.Map `ebpf:"addrs"`
+	Cpu       *ebpf.Map `ebpf:"cpu"`
+	Hits      *ebpf.Map `ebpf:"hits"`
+	LateAddrs *ebpf.Map `ebpf:"late_addrs"`
+	ScopeEnd  *ebpf.Map `ebpf:"scope_end"`
+	Scopes    *ebpf.Map `ebpf:"scopes"`
+	Stats     *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *hapMaps) Close() error {
@@ -133,6 +148,7 @@ func (m *hapMaps) Close() error {
 		m.Addrs,
 		m.Cpu,
 		m.Hits,
+		m.LateAddrs,
 		m.ScopeEnd,
 		m.Scopes,
 		m.Stats,
@@ -143,6 +159,8 @@ func (m *hapMaps) Close() error {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapVariables struct {
+	CountIrq    *ebpf.Variable `ebpf:"count_irq"`
+	Naddrs      *ebpf.Variable `ebpf:"naddrs"`
 	Nfuncs      *ebpf.Variable `ebpf:"nfuncs"`
 	PreemptMode *ebpf.Variable `ebpf:"preempt_mode"`
 	TpIndex     *ebpf.Variable `ebpf:"tp_index"`
@@ -152,6 +170,10 @@ type hapVariables struct {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapPrograms struct {
+	HapBhEnter     *ebpf.Program `ebpf:"hap_bh_enter"`
+	HapBhExit      *ebpf.Program `ebpf:"hap_bh_exit"`
+	HapBhKenter    *ebpf.Program `ebpf:"hap_bh_kenter"`
+	HapBhKexit     *ebpf.Program `ebpf:"hap_bh_kexit"`
 	HapFentry      *ebpf.Program `ebpf:"hap_fentry"`
 	HapKprobe      *ebpf.Program `ebpf:"hap_kprobe"`
 	HapKprobeMulti *ebpf.Program `ebpf:"hap_kprobe_multi"`
@@ -160,6 +182,10 @@ type hapPrograms struct {
 
 func (p *hapPrograms) Close() error {
 	return _HapClose(
+		p.HapBhEnter,
+		p.HapBhExit,
+		p.HapBhKenter,
+		p.HapBhKexit,
 		p.HapFentry,
 		p.HapKprobe,
 		p.HapKprobeMulti,
