@@ -281,6 +281,9 @@ type Snapshot struct {
 	Backend    Backend
 	Mode       Mode   // Pruned: Hit.Count is 1 ("seen"); Counts: exact counts
 	Interrupts string // "counted", or how interrupt context was detected and skipped
+	// Softirq says how soft-IRQ work a scope's task runs on its own path
+	// was told apart (the guard on do_softirq; see the package doc).
+	Softirq string
 	Hits       []Hit  // functions with Count > 0, in catalogue order
 	Attached   int    // functions the counter was attached to at Open
 	Pruned     int    // of those, functions not probed now: every active scope saw them
@@ -323,11 +326,10 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	capacity := len(cat.Functions)
+	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts}
 	if cat.loaded != nil {
-		capacity += lateReserve
+		cfg.Reserve = lateReserve
 	}
-	cfg := bpf.Config{Functions: capacity, Interrupts: opts.Interrupts}
 	if b == KprobeMulti {
 		cfg.Addrs = make([]uint64, len(cat.Functions))
 		for i, f := range cat.Functions {
@@ -339,7 +341,10 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 		return nil, fmt.Errorf("open tracer: %w", err)
 	}
 	t := newTracer(cat, b, opts, objs)
-	t.capacity = capacity
+	if err := objs.AttachSoftirq(); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open tracer: %w", err)
+	}
 	switch b {
 	case KprobeMulti:
 		err = t.attachMulti(ctx)
@@ -368,7 +373,7 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 		}
 	}
 	if t.mode == Pruned {
-		t.buf = make([]uint64, capacity)
+		t.buf = make([]uint64, t.capacity)
 		t.stop, t.stopped = make(chan struct{}), make(chan struct{})
 		go t.pruneLoop()
 	}
@@ -408,6 +413,9 @@ func newTracer(cat *Catalogue, b Backend, opts Options, objs *bpf.Objects) *Trac
 	cat = &Catalogue{Functions: slices.Clone(cat.Functions), loaded: cat.loaded}
 	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
 		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
+	if objs != nil {
+		t.capacity = objs.Indices()
+	}
 	if opts.Counts {
 		t.mode = Counts
 	}
@@ -911,11 +919,14 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	t.stMu.Lock()
 	fns, attached := t.cat.Functions, t.attached
 	t.stMu.Unlock()
-	hits := make([]uint64, t.capacity)
-	if err := t.objs.Hits(s.slot, hits); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
+	var rows [bpf.Contexts][]uint64
+	for c := range rows {
+		rows[c] = make([]uint64, t.capacity)
+		if err := t.objs.HitsIn(s.slot, bpf.Context(c), rows[c]); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
+		}
 	}
-	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(),
+	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(), Softirq: t.objs.Softirq(),
 		Attached: attached, Excluded: map[Reason]int{}, Taken: time.Now()}
 	t.stMu.Lock()
 	for r, n := range t.excluded {
@@ -927,14 +938,18 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	if perr != nil {
 		return nil, fmt.Errorf("snapshot %s: pruning failed, probes may be missing: %w (use Options.Counts to trace without pruning)", s.Path, perr)
 	}
-	for i, c := range hits[:len(fns)] {
+	for i := range fns {
+		var c uint64
+		var ctx Context
+		for k, bit := range [bpf.Contexts]Context{Task, Softirq, Interrupt} {
+			if v := rows[k][i]; v > 0 {
+				c += v
+				ctx |= bit
+			}
+		}
 		if c > 0 {
 			if t.mode == Pruned {
 				c = 1
-			}
-			ctx := Task
-			if t.opts.Interrupts {
-				ctx |= Interrupt
 			}
 			snap.Hits = append(snap.Hits, Hit{Function: fns[i], Count: c, Context: ctx})
 		}
