@@ -43,11 +43,28 @@
 // Its functions are the scope's; its counters (misses, drops, interrupt
 // events skipped, and Events, every probe hit) are over all tasks during
 // that window, as the kernel does not count them per cgroup. Each Snapshot
-// says which mode produced it. Interrupt context (hard IRQ, soft IRQ being
-// served, NMI) is not counted unless Options.Interrupts is set; the
-// programs read the CPU's preempt count (see package bpf for how), so a
-// function the workload calls counts, while the timer interrupt that
-// happens to land on its CPU does not.
+// says which mode produced it.
+//
+// Whose work is it (the attribution rule; Hit.Context says which applied):
+//   - Task: a scope's task in process context (system calls, faults).
+//   - Softirq: soft-IRQ work a scope's task runs itself, synchronously, on
+//     its own path: do_softirq() called from local_bh_enable() or
+//     netif_rx() after its own send (over loopback or a veth pair, this is
+//     where the receive side, bridge forwarding, PREROUTING DNAT and
+//     receive-side conntrack run). A guard on do_softirq (Snapshot.Softirq
+//     says how it is attached) marks it; the preempt count says the CPU is
+//     serving a soft IRQ.
+//   - Not counted (unless Options.Interrupts, then Interrupt): hard IRQ,
+//     NMI, soft IRQ served at a hard interrupt's exit (it merely lands on
+//     whichever task was running) and ksoftirqd.
+//
+// The rule's known imprecision: do_softirq serves every soft IRQ pending
+// on that CPU, so work another task raised just before (a packet of its
+// queued to the same CPU's backlog, a timer expiring) is counted for the
+// scope when it happens to run there; a task's own packet that is handed
+// to ksoftirqd under load is not. The programs read the CPU's preempt count
+// (see package bpf for how), so the timer interrupt that lands on a
+// workload's CPU does not count.
 //
 // Measure and Converge are steady-state helpers: wait out start-up, reset,
 // then measure a window, or sample how many new functions each interval adds.
