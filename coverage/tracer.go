@@ -283,11 +283,11 @@ type Snapshot struct {
 	Interrupts string // "counted", or how interrupt context was detected and skipped
 	// Softirq says how soft-IRQ work a scope's task runs on its own path
 	// was told apart (the guard on do_softirq; see the package doc).
-	Softirq string
-	Hits       []Hit  // functions with Count > 0, in catalogue order
-	Attached   int    // functions the counter was attached to at Open
-	Pruned     int    // of those, functions not probed now: every active scope saw them
-	Excluded   map[Reason]int
+	Softirq  string
+	Hits     []Hit // functions with Count > 0, in catalogue order
+	Attached int   // functions the counter was attached to at Open
+	Pruned   int   // of those, functions not probed now: every active scope saw them
+	Excluded map[Reason]int
 	// Misses, Dropped and Skipped are over all tasks, during this window.
 	Misses  uint64 // probe hits the kernel did not run the program for (see above)
 	Dropped uint64 // events the counter could not record
