@@ -410,7 +410,7 @@ func ChooseBackend(cat *Catalogue, want Backend) (Backend, error) {
 func newTracer(cat *Catalogue, b Backend, opts Options, objs *bpf.Objects) *Tracer {
 	n := len(cat.Functions)
 	// A copy: functions of modules loaded later are appended to it.
-	cat = &Catalogue{Functions: slices.Clone(cat.Functions), loaded: cat.loaded}
+	cat = &Catalogue{Functions: slices.Clone(cat.Functions), Excluded: cat.Excluded, Notes: cat.Notes, loaded: cat.loaded}
 	t := &Tracer{cat: cat, backend: b, mode: Pruned, opts: opts, objs: objs, excluded: map[Reason]int{}, samples: map[Reason]string{},
 		attachable: make([]bool, n), armed: make([]bool, n), fprogs: map[int]ebpf.ProgramID{}}
 	if objs != nil {
