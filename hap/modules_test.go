@@ -241,7 +241,6 @@ func TestFromSnapshotModules(t *testing.T) {
 	}
 }
 
-
 // A Scorer's module indexes: opened once, kept while the module stays
 // where it is, opened again when it moves; a module without DWARF fails
 // with advice, or is estimated from kallsyms when allowed.
@@ -292,4 +291,216 @@ func TestModuleSet(t *testing.T) {
 	if err != nil || est.Module() != "nosuch" || est.FuncAt(0xc000) == nil || !est.FuncAt(0xc000).Estimated || kallsymsRead != 1 {
 		t.Errorf("estimated module: %v, %v (kallsyms read %d times)", est, err, kallsymsRead)
 	}
+}
+
+// TestProfileRealModules scores a snapshot of vmlinux and module hits with
+// the real module indexes of the lab's Debian kernels (6.12, 6.1): the
+// modules a container's network and storage drive (veth, bridge,
+// nf_tables, nf_conntrack, overlay), their sections placed at runtime-like
+// addresses. vmlinux is estimated from a few symbols: the point is module
+// code. Each module is a row of its own, its functions carry its name and
+// their lines lie in its source files, which map to their subsystems.
+func TestProfileRealModules(t *testing.T) {
+	for _, release := range []string{"6.12.118+deb13-cloud-amd64", "6.1.0-57-cloud-amd64"} {
+		t.Run(release, func(t *testing.T) { testProfileRealModules(t, release) })
+	}
+}
+
+func testProfileRealModules(t *testing.T, release string) {
+	mods := []struct {
+		name, ko, dir, sub string
+		funcs              []string // C names; each must be in the module
+	}{
+		{"veth", "drivers/net/veth.ko", "drivers/net/", "drivers/net", []string{"veth_xmit", "veth_poll"}},
+		{"bridge", "net/bridge/bridge.ko", "net/bridge/", "net/bridge", []string{"br_handle_frame", "br_forward", "br_dev_xmit"}},
+		{"nf_tables", "net/netfilter/nf_tables.ko", "net/netfilter/", "net/netfilter", []string{"nft_do_chain"}},
+		{"nf_conntrack", "net/netfilter/nf_conntrack.ko", "net/netfilter/", "net/netfilter", []string{"nf_conntrack_in"}},
+		{"overlay", "fs/overlayfs/overlay.ko", "fs/overlayfs/", "fs/overlayfs", []string{"ovl_open", "ovl_read_iter"}},
+	}
+	var rels []string
+	for _, m := range mods {
+		rels = append(rels, m.ko)
+	}
+	kos := testModuleDebug(t, release, rels...)
+	cache := t.TempDir()
+	// vmlinux has a function named as a module's (here): two functions.
+	vm, err := symbolize.Estimate([]symbolize.Symbol{{Addr: 0x1000, Name: "_text"}, {Addr: 0x1000, Name: "vfs_read"}, {Addr: 0x1100, Name: "veth_xmit"}, {Addr: 0x1200, Name: "_etext"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := map[string]*symbolize.Index{}
+	snap := &coverage.Snapshot{Mode: coverage.Pruned, Hits: []coverage.Hit{
+		{Function: coverage.Function{Name: "vfs_read", Addr: 0x1000}, Count: 1, Context: coverage.Task},
+		{Function: coverage.Function{Name: "veth_xmit", Addr: 0x1100}, Count: 1, Context: coverage.Task},
+	}}
+	want := map[string]Func{} // key → expected module, file prefix, context
+	for i, m := range mods {
+		base := 0xffffffffc0000000 + uint64(i)*0x1000000
+		secs := map[string]uint64{".text": base, ".text.unlikely": base + 0x400000, ".init.text": base + 0x800000, ".exit.text": base + 0xa00000, ".altinstr_replacement": base + 0xc00000, ".altinstr_aux": base + 0xe00000}
+		ix, err := symbolize.OpenModule(context.Background(), symbolize.ModuleOptions{Name: m.name, Path: kos[i], Kernel: symbolize.Kernel{Release: release}, Sections: secs, CacheDir: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		index[m.name] = ix
+		for j, name := range m.funcs {
+			fs := ix.Lookup(name)
+			if len(fs) == 0 {
+				t.Fatalf("%s has no function %s", m.name, name)
+			}
+			f := fs[0]
+			c := coverage.Softirq
+			if m.name == "overlay" || j == 0 {
+				c = coverage.Task
+			}
+			snap.Hits = append(snap.Hits, coverage.Hit{Function: coverage.Function{Name: f.Symbol, Module: m.name, Addr: f.Entry}, Count: 1, Context: c})
+			want[f.Symbol+" ["+m.name+"]"] = Func{Module: m.name, File: m.dir, Context: c.String()}
+		}
+	}
+	// A compiler clone of module code is a function of its own, under its
+	// symbol name.
+	var clone *symbolize.Function
+	for f := range index["bridge"].All() {
+		if strings.HasPrefix(f.File, "net/bridge/") && (strings.Contains(f.Symbol, ".isra.") || strings.Contains(f.Symbol, ".constprop.") || strings.Contains(f.Symbol, ".part.")) {
+			clone = f
+			break
+		}
+	}
+	if clone == nil {
+		t.Fatal("bridge has no compiler clone of its own code")
+	}
+	snap.Hits = append(snap.Hits, coverage.Hit{Function: coverage.Function{Name: clone.Symbol, Module: "bridge", Addr: clone.Entry}, Count: 1, Context: coverage.Softirq})
+	want[clone.Symbol+" [bridge]"] = Func{Module: "bridge", File: "net/bridge/", Context: "softirq"}
+	// veth_xmit counted in task and softirq context: the same function, once.
+	snap.Hits = append(snap.Hits, coverage.Hit{Function: coverage.Function{Name: "veth_xmit", Module: "veth", Addr: index["veth"].Lookup("veth_xmit")[0].Entry}, Count: 1, Context: coverage.Softirq})
+	want["veth_xmit [veth]"] = Func{Module: "veth", File: "drivers/net/", Context: "task+softirq"}
+
+	p, err := FromSnapshot(snap, vm, symbolize.Kernel{}, Meta{Label: "container"}, Options{Modules: func(m string) (*symbolize.Index, error) {
+		return index[m], nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, p)
+	if len(p.Functions) != len(want)+2 {
+		t.Errorf("%d functions, want %d", len(p.Functions), len(want)+2)
+	}
+	var xmit []string
+	for _, f := range p.Functions {
+		if f.Name == "veth_xmit" {
+			xmit = append(xmit, f.Module)
+		}
+	}
+	if !slices.Equal(xmit, []string{"", "veth"}) {
+		t.Errorf("veth_xmit in %v; want vmlinux's and veth's, two functions", xmit)
+	}
+	// The lines of each module's functions, from its index.
+	modLines := map[string]map[symbolize.Line]bool{}
+	for _, f := range p.Functions {
+		k := funcKey(Func{Name: f.Name, Module: f.Module})
+		if f.Module == "" {
+			continue
+		}
+		w, ok := want[k]
+		if !ok {
+			t.Errorf("unexpected function %s", k)
+			continue
+		}
+		if !strings.HasPrefix(f.File, w.File) || f.Context != w.Context || f.Estimated != 0 || f.Lines == 0 {
+			t.Errorf("%s: file %q, context %q, %d lines (%d estimated); want a file under %s, context %s, exact lines", k, f.File, f.Context, f.Lines, f.Estimated, w.File, w.Context)
+		}
+		sf := index[f.Module].FuncAt(f.Addr)
+		own, inl := sf.Lines()
+		if modLines[f.Module] == nil {
+			modLines[f.Module] = map[symbolize.Line]bool{}
+		}
+		for _, l := range append(own, inl...) {
+			modLines[f.Module][l] = true
+		}
+	}
+	rows := map[string]Module{}
+	for _, m := range p.Modules {
+		rows[m.Name] = m
+	}
+	if len(rows) != len(mods)+1 || rows[Vmlinux].Functions != 2 || rows[Vmlinux].Lines != 0 {
+		t.Errorf("module rows %+v; want vmlinux's 2 estimated functions and one row per module", p.Modules)
+	}
+	for _, m := range mods {
+		r := rows[m.name]
+		n := len(m.funcs)
+		if m.name == "bridge" {
+			n++ // the clone
+		}
+		if r.Functions != n || r.Lines != len(modLines[m.name]) || r.Estimated != 0 || r.BuildID != index[m.name].BuildID() || r.BuildID == "" {
+			t.Errorf("%s row %+v; want %d functions, %d lines, none estimated, build-id %s", m.name, r, n, len(modLines[m.name]), index[m.name].BuildID())
+		}
+	}
+	// Source files and subsystems of module code.
+	subs := map[string]Subsystem{}
+	for _, s := range p.Subsystems {
+		subs[s.Name] = s
+	}
+	for _, m := range mods {
+		if s := subs[m.sub]; s.Lines == 0 || s.Functions == 0 {
+			t.Errorf("subsystem %s of %s: %+v", m.sub, m.name, s)
+		}
+	}
+	if n := subs["net/netfilter"].Functions; n != 2 {
+		t.Errorf("net/netfilter has %d functions, want nft_do_chain and nf_conntrack_in", n)
+	}
+	if len(p.LineSet["drivers/net/veth.c"]) == 0 {
+		t.Error("no line of drivers/net/veth.c")
+	}
+	for f := range p.LineSet {
+		if strings.HasPrefix(f, "/") || strings.HasPrefix(f, ".") || SubsystemOf(f) == "unknown" {
+			t.Errorf("line file %q is not a kernel-tree path", f)
+		}
+	}
+	ovl := 0
+	for f := range p.LineSet {
+		if strings.HasPrefix(f, "fs/overlayfs/") {
+			ovl++
+		}
+	}
+	if ovl == 0 {
+		t.Error("no line of fs/overlayfs/")
+	}
+	// Header lines shared by modules count once in the profile.
+	sum := 0
+	for _, r := range p.Modules {
+		sum += r.Lines
+	}
+	if sum <= p.Lines.Union {
+		t.Errorf("module rows sum to %d lines, the profile has %d: no header line shared between modules?", sum, p.Lines.Union)
+	}
+
+	// JSON round trip.
+	var b1, b2 bytes.Buffer
+	if err := p.WriteJSON(&b1); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ReadJSON(bytes.NewReader(b1.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.WriteJSON(&b2)
+	if d := cmp.Diff(b1.String(), b2.String()); d != "" {
+		t.Fatalf("JSON round trip (-first +second):\n%s", d)
+	}
+	if d := cmp.Diff(p.Modules, q.Modules); d != "" || !Diff(p, q).Empty() {
+		t.Errorf("read back: modules (-written +read):\n%s", d)
+	}
+	var txt, html bytes.Buffer
+	p.WriteText(&txt)
+	if err := WriteHTML(&html, p); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mods {
+		if !strings.Contains(txt.String(), "\n"+m.name+" ") || !strings.Contains(html.String(), "<td>"+m.name+"</td>") {
+			t.Errorf("text or HTML lacks the row of %s", m.name)
+		}
+	}
+	if !strings.Contains(txt.String(), "functions by context: task ") || !strings.Contains(txt.String(), "task+softirq 1") {
+		t.Errorf("text lacks the contexts:\n%s", txt.String())
+	}
+	t.Logf("%s: %d functions, %d lines; modules %+v", release, len(p.Functions), p.Lines.Total, p.Modules)
 }
