@@ -338,6 +338,9 @@ func TestWriteHTML(t *testing.T) {
 			t.Errorf("bar %d: total %s, segments sum %d, want %d", i, bars[i][2], sum, p.Lines.Total)
 		}
 	}
+	if strings.Contains(html, `id="modules"`) {
+		t.Error("a report of vmlinux profiles has a module table")
+	}
 	if n := strings.Count(html, `<polyline class="curve"`); n != 2 {
 		t.Errorf("%d convergence curves, want 2", n)
 	}

@@ -278,9 +278,9 @@ func sortModules(m []Module) {
 
 // Summary is a one-line description of p.
 func (p *Profile) Summary() string {
-	return fmt.Sprintf("%s: %d functions, %d lines (%d own, %d inlined%s), %d files, ~%.2f latent bugs at %.2f/KLOC [%s, %s]",
+	return fmt.Sprintf("%s: %d functions, %d lines (%d own, %d inlined%s), %d files, ~%.2f latent bugs at %.2f/KLOC [%s]",
 		cmp.Or(p.Label, "profile"), len(p.Functions), p.Lines.Total, p.Lines.Own, p.Lines.Inlined,
-		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, p.Backend, strings.Join(slices.DeleteFunc([]string{p.Mode, p.Probes}, func(s string) bool { return s == "" }), ", "))
+		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, strings.Join(slices.DeleteFunc([]string{p.Backend, p.Mode, p.Probes}, func(s string) bool { return s == "" }), ", "))
 }
 
 func estNote(n int) string {
