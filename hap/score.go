@@ -35,7 +35,8 @@ type ScoreOptions struct {
 	// tree such as an unpacked debug package (symbolize.ModuleOptions.Path).
 	// Empty: the distribution's places, then debuginfod. A module's index
 	// is opened when a profile first has functions of it, and kept for the
-	// Scorer's life.
+	// Scorer's life while the module stays loaded where it was (same
+	// build-id and section addresses in /sys/module).
 	ModuleDebug string
 	// AllowEstimate scores with size-based line estimates when no DWARF is
 	// found (symbolize.ErrNoDebugInfo), for vmlinux or for a module,
