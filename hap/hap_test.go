@@ -69,6 +69,21 @@ func checkInvariants(t *testing.T, p *Profile) {
 	if p.Lines.Total < len(p.Functions) {
 		t.Errorf("lines %d < functions %d", p.Lines.Total, len(p.Functions))
 	}
+	var mfn, mlines, mest int
+	for _, m := range p.Modules {
+		mfn += m.Functions
+		mlines += m.Lines
+		mest += m.Estimated
+		if m.Lines > p.Lines.Union {
+			t.Errorf("module %s: %d lines > the profile's %d", m.Name, m.Lines, p.Lines.Union)
+		}
+	}
+	if mfn != len(p.Functions) || mest != p.Lines.Estimated || mlines < p.Lines.Union {
+		t.Errorf("module sums (%d functions, %d lines, %d estimated) do not fit totals (%d, ≤ %d, %d)", mfn, mlines, mest, len(p.Functions), p.Lines.Union, p.Lines.Estimated)
+	}
+	if err := p.checkModules(); err != nil {
+		t.Error(err)
+	}
 	if d := Diff(p, p); !d.Empty() || len(d.Both) != len(p.Functions) || d.LinesBoth != p.Lines.Union {
 		t.Errorf("Diff(p, p) = only A %d, only B %d, both %d functions; want empty", len(d.OnlyA), len(d.OnlyB), len(d.Both))
 	}
@@ -123,6 +138,7 @@ func TestDiffPartitions(t *testing.T) {
 			{Name: "include", OnlyA: 1, Both: 1},
 			{Name: "net/ipv4", OnlyB: 1},
 		},
+		Modules: []ModuleDiff{{Name: Vmlinux, OnlyA: 2, OnlyB: 2, Both: 1}},
 	}
 	if diff := cmp.Diff(want, d); diff != "" {
 		t.Fatalf("Diff (-want +got):\n%s", diff)
@@ -160,7 +176,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	if !Diff(p, q).Empty() {
 		t.Fatal("Diff(profile, round-tripped profile) is not empty")
 	}
-	bad := strings.Replace(b1.String(), `"schema": 1`, `"schema": 99`, 1)
+	bad := strings.Replace(b1.String(), `"schema": 2`, `"schema": 99`, 1)
 	if _, err := ReadJSON(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "schema 99") {
 		t.Fatalf("want a schema error, got %v", err)
 	}
@@ -179,7 +195,7 @@ func TestReadJSONNotAProfile(t *testing.T) {
 			t.Errorf("ReadJSON(%s): %v; want \"not a hapscope profile\"", in, err)
 		}
 	}
-	for _, in := range []string{`{"schema":0}`, `{"schema":2}`} {
+	for _, in := range []string{`{"schema":0}`, `{"schema":3}`} {
 		_, err := ReadJSON(strings.NewReader(in))
 		if err == nil || !strings.Contains(err.Error(), "re-measure") {
 			t.Errorf("ReadJSON(%s): %v; want the schema version message", in, err)
@@ -195,6 +211,9 @@ func FuzzReadJSON(f *testing.F) {
 	New(Meta{Label: "f"}, sample(), Options{}).WriteJSON(&b)
 	f.Add(b.String())
 	f.Add(`{"schema":1}`)
+	f.Add(`{"schema":2}`)
+	f.Add(`{"schema":1,"functions":[{"name":"a","lines":1}]}`)
+	f.Add(`{"schema":2,"functions":[{"name":"a","module":"m","lines":0}],"modules":[{"name":"m","functions":1}]}`)
 	f.Add(`{}`)
 	f.Add(`null`)
 	f.Add(`{"schema":0}`)
@@ -318,6 +337,9 @@ func TestWriteHTML(t *testing.T) {
 		if bars[i][2] != strconv.Itoa(p.Lines.Total) || sum != p.Lines.Total {
 			t.Errorf("bar %d: total %s, segments sum %d, want %d", i, bars[i][2], sum, p.Lines.Total)
 		}
+	}
+	if strings.Contains(html, `id="modules"`) {
+		t.Error("a report of vmlinux profiles has a module table")
 	}
 	if n := strings.Count(html, `<polyline class="curve"`); n != 2 {
 		t.Errorf("%d convergence curves, want 2", n)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -17,9 +19,12 @@ func (p *Profile) WriteJSON(w io.Writer) error {
 	return enc.Encode(p)
 }
 
-// ReadJSON reads a profile written by WriteJSON. It refuses JSON that is
-// not a profile (no schema field), other schema versions, and profiles
-// whose totals contradict their own data.
+// ReadJSON reads a profile written by WriteJSON. It reads schema 1
+// (profiles of vmlinux alone, written before modules were measured: their
+// Modules is the one vmlinux row, Schema becomes SchemaVersion) and
+// SchemaVersion. It refuses JSON that is not a profile (no schema field),
+// other schema versions, and profiles whose totals contradict their own
+// data.
 func ReadJSON(r io.Reader) (*Profile, error) {
 	var raw json.RawMessage
 	if err := json.NewDecoder(r).Decode(&raw); err != nil {
@@ -38,8 +43,18 @@ func ReadJSON(r io.Reader) (*Profile, error) {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("read profile: %w", err)
 	}
-	if p.Schema != SchemaVersion {
-		return nil, fmt.Errorf("read profile: schema %d, this hapscope reads schema %d (re-measure or use a matching hapscope)", p.Schema, SchemaVersion)
+	switch p.Schema {
+	case SchemaVersion:
+	case 1:
+		if p.Modules != nil || slices.ContainsFunc(p.Functions, func(f Func) bool { return f.Module != "" || f.Context != "" }) {
+			return nil, errors.New("read profile: schema 1 has no modules or contexts, and this profile has them (file edited?)")
+		}
+		p.Schema = SchemaVersion
+		if len(p.Functions) > 0 {
+			p.Modules = []Module{{Name: Vmlinux, Functions: len(p.Functions), Lines: p.Lines.Union, Estimated: p.Lines.Estimated, BuildID: p.BuildID}}
+		}
+	default:
+		return nil, fmt.Errorf("read profile: schema %d, this hapscope reads schemas 1 to %d (re-measure or use a matching hapscope)", p.Schema, SchemaVersion)
 	}
 	n := 0
 	for f, ls := range p.LineSet {
@@ -56,10 +71,43 @@ func ReadJSON(r io.Reader) (*Profile, error) {
 	if p.Lines.Total != p.Lines.Union+p.Lines.Estimated {
 		return nil, fmt.Errorf("read profile: total lines %d ≠ union %d + estimated %d", p.Lines.Total, p.Lines.Union, p.Lines.Estimated)
 	}
+	if err := p.checkModules(); err != nil {
+		return nil, fmt.Errorf("read profile: %w (file edited or truncated?)", err)
+	}
 	return &p, nil
 }
 
-// WriteText writes a human-readable summary and subsystem table.
+// checkModules checks p.Modules against p.Functions: one row per module of
+// the functions, with their count and estimated lines.
+func (p *Profile) checkModules() error {
+	fns, est := map[string]int{}, map[string]int{}
+	for _, f := range p.Functions {
+		n := cmp.Or(f.Module, Vmlinux)
+		fns[n]++
+		est[n] += f.Estimated
+	}
+	seen := map[string]bool{}
+	for _, m := range p.Modules {
+		switch {
+		case seen[m.Name]:
+			return fmt.Errorf("module %s has two rows", m.Name)
+		case fns[m.Name] != m.Functions || est[m.Name] != m.Estimated:
+			return fmt.Errorf("module %s: row says %d functions, %d estimated lines; the function list has %d, %d", m.Name, m.Functions, m.Estimated, fns[m.Name], est[m.Name])
+		case m.Lines < 0 || m.Lines > p.Lines.Union:
+			return fmt.Errorf("module %s: %d lines, not within the profile's %d", m.Name, m.Lines, p.Lines.Union)
+		}
+		seen[m.Name] = true
+	}
+	if len(seen) != len(fns) {
+		return fmt.Errorf("functions of %d modules, %d module rows", len(fns), len(seen))
+	}
+	return nil
+}
+
+// WriteText writes a human-readable summary and subsystem table, then,
+// when the profile has module code, a table of its modules (vmlinux
+// included), and, when the functions' contexts are known, how many were
+// counted in which.
 func (p *Profile) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, p.Summary())
@@ -77,10 +125,49 @@ func (p *Profile) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f%%\n", s.Name, s.Functions, s.Lines, s.Estimated, share)
 	}
 	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t100.0%%\n", len(p.Functions), p.Lines.Union, p.Lines.Estimated)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(p.Modules, func(m Module) bool { return m.Name != Vmlinux }) {
+		fmt.Fprintln(w)
+		fmt.Fprintln(tw, "module\tfunctions\tlines\testimated\tbuild-id")
+		for _, m := range p.Modules {
+			id := "-"
+			if m.BuildID != "" {
+				id = short(m.BuildID)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", m.Name, m.Functions, m.Lines, m.Estimated, id)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if c := p.contexts(); c != "" {
+		fmt.Fprintf(w, "functions by context: %s\n", c)
+	}
+	return nil
 }
 
-// WriteText writes d as a table.
+// contexts counts the functions by Func.Context ("task 120, task+softirq
+// 3"), most first; "" when no function's context is known.
+func (p *Profile) contexts() string {
+	n := map[string]int{}
+	for _, f := range p.Functions {
+		if f.Context != "" {
+			n[f.Context]++
+		}
+	}
+	keys := slices.Collect(maps.Keys(n))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(n[b], n[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, n[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// WriteText writes d as tables: lines by subsystem, and, when A or B has
+// module code, functions by module.
 func (d *Difference) WriteText(w io.Writer, nameA, nameB string) error {
 	fmt.Fprintf(w, "functions: only %s %d, only %s %d, both %d\n", nameA, len(d.OnlyA), nameB, len(d.OnlyB), len(d.Both))
 	fmt.Fprintf(w, "lines:     only %s %d, only %s %d, both %d\n", nameA, d.LinesOnlyA, nameB, d.LinesOnlyB, d.LinesBoth)
@@ -88,6 +175,17 @@ func (d *Difference) WriteText(w io.Writer, nameA, nameB string) error {
 	fmt.Fprintf(tw, "subsystem\tonly %s\tonly %s\tboth\n", nameA, nameB)
 	for _, s := range d.Subsystems {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", s.Name, s.OnlyA, s.OnlyB, s.Both)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(d.Modules, func(m ModuleDiff) bool { return m.Name != Vmlinux }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(tw, "module (functions)\tonly %s\tonly %s\tboth\n", nameA, nameB)
+	for _, m := range d.Modules {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", m.Name, m.OnlyA, m.OnlyB, m.Both)
 	}
 	return tw.Flush()
 }

@@ -3,6 +3,7 @@ package hap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -167,4 +168,106 @@ func TestLabScore(t *testing.T) {
 	var txt bytes.Buffer
 	d.WriteText(&txt, "read", "mkdir")
 	t.Logf("diff:\n%s", txt.String())
+}
+
+// TestLabModuleProfile scores a snapshot of the lab kernel's own addresses
+// (/proc/kallsyms) as a Scorer does: vmlinux functions through the vmlinux
+// index, module functions through indexes the Scorer's module set opens
+// from the loaded modules' /sys/module sections and build-ids and the debug
+// files the host extracted (<lab cache>/dbg-modules/<release>/, by the
+// host tests). overlay is loaded at boot; veth is loaded with modprobe when
+// the guest can. Without its debug file, a module fails with advice, or is
+// estimated from /proc/kallsyms under AllowEstimate.
+func TestLabModuleProfile(t *testing.T) {
+	labtest.Require(t)
+	ctx := context.Background()
+	release := labtest.Release()
+	tree := filepath.Join(labtest.LabCache(), "dbg-modules", release)
+	if _, err := os.Stat(filepath.Join(tree, "usr/lib/debug/lib/modules", release, "kernel/fs/overlayfs/overlay.ko")); err != nil {
+		t.Fatalf("no module debug files in %s: run `go test ./hap -run TestProfileRealModules` on the host first (it extracts them from the -dbg package): %v", tree, err)
+	}
+	want := map[string]string{"vfs_read": "fs/read_write.c", "ovl_open": "fs/overlayfs/file.c"}
+	if out, err := exec.Command("modprobe", "veth").CombinedOutput(); err != nil {
+		t.Logf("modprobe veth: %v: %s (veth left out)", err, out)
+	} else {
+		want["veth_xmit"] = "drivers/net/veth.c"
+	}
+	kern, err := symbolize.RunningKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := symbolize.Open(ctx, symbolize.Options{Kernel: kern, CacheDir: labtest.IndexCache()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := symbolize.ParseKallsyms(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := &coverage.Snapshot{Mode: coverage.Pruned}
+	for _, s := range syms {
+		if _, ok := want[s.Name]; ok && (s.Module == "") == (s.Name == "vfs_read") {
+			snap.Hits = append(snap.Hits, coverage.Hit{Function: coverage.Function{Name: s.Name, Module: s.Module, Addr: s.Addr}, Count: 1, Context: coverage.Task})
+		}
+	}
+	if len(snap.Hits) != len(want) {
+		t.Fatalf("kallsyms has %d of %v", len(snap.Hits), want)
+	}
+	opt := ScoreOptions{ModuleDebug: tree, Symbolize: symbolize.Options{CacheDir: t.TempDir()}}
+	mods := newModuleSet(kern, opt)
+	byMod := func(m string) (*symbolize.Index, error) { return mods.index(ctx, m) }
+	p, err := FromSnapshot(snap, ix, kern, Meta{Label: "lab-modules"}, Options{Modules: byMod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, p)
+	var txt bytes.Buffer
+	p.WriteText(&txt)
+	t.Logf("profile:\n%s", txt.String())
+	for _, fn := range p.Functions {
+		if want[fn.Name] != fn.File || fn.Lines < 5 || fn.Estimated != 0 || fn.Context != "task" {
+			t.Errorf("%s [%s]: file %q, %d lines (%d estimated), context %q; want %s, exact", fn.Name, fn.Module, fn.File, fn.Lines, fn.Estimated, fn.Context, want[fn.Name])
+		}
+	}
+	for _, m := range p.Modules {
+		if m.Name == Vmlinux {
+			continue
+		}
+		id, err := symbolize.ModuleBuildID(m.Name)
+		if err != nil || m.BuildID != id || m.Lines == 0 {
+			t.Errorf("module row %+v; loaded module's build-id %s (%v)", m, id, err)
+		}
+	}
+	again, _ := mods.index(ctx, "overlay")
+	first := mods.byMod["overlay"].ix
+	if again != first {
+		t.Error("the overlay index was opened again though the module did not move")
+	}
+
+	// overlay without its debug file (an empty tree, an empty index cache).
+	noDebug := newModuleSet(kern, ScoreOptions{ModuleDebug: t.TempDir(), Symbolize: symbolize.Options{CacheDir: t.TempDir()}})
+	byMod = func(m string) (*symbolize.Index, error) { return noDebug.index(ctx, m) }
+	_, err = FromSnapshot(snap, ix, kern, Meta{}, Options{Modules: byMod})
+	if !errors.Is(err, symbolize.ErrNoDebugInfo) || !strings.Contains(err.Error(), "module overlay") || !strings.Contains(err.Error(), "linux-image-"+release+"-dbg") {
+		t.Errorf("module overlay without a debug file: %v", err)
+	}
+	noDebug.opt.AllowEstimate = true
+	p, err = FromSnapshot(snap, ix, kern, Meta{}, Options{Modules: byMod})
+	if err != nil {
+		t.Fatalf("module overlay estimated: %v", err)
+	}
+	for _, m := range p.Modules {
+		if m.Name == "overlay" && (m.Estimated == 0 || m.Lines != 0 || m.Functions != 1) {
+			t.Errorf("estimated module row %+v", m)
+		}
+	}
+	if p.Mode != ModeEstimated {
+		t.Errorf("mode %s with an estimated module", p.Mode)
+	}
+	t.Logf("overlay estimated: %s", p.Summary())
 }

@@ -5,6 +5,13 @@
 // A Profile is plain data: build one from measured functions with New (or
 // measure and build in one step with Score), compare two with Diff, write it
 // with WriteJSON / WriteText, read it back with ReadJSON.
+//
+// Kernel modules are part of the kernel a workload drives: a module's
+// functions are symbolized with the module's own debug info (FromSnapshot,
+// Options.Modules), carry its name (Func.Module) and are counted per module
+// (Profile.Modules) as well as per subsystem. A line is a source file and
+// line number, whichever binary its code was compiled into: a header line
+// inlined into vmlinux and into a module counts once.
 package hap
 
 import (
@@ -18,9 +25,15 @@ import (
 	"github.com/hapscope/hapscope/symbolize"
 )
 
-// SchemaVersion is the version of the Profile JSON format. Readers refuse
-// other versions.
-const SchemaVersion = 1
+// SchemaVersion is the version of the Profile JSON format that WriteJSON
+// writes. Version 2 added kernel modules (Func.Module, Profile.Modules) and
+// Func.Context; ReadJSON still reads version 1 (profiles of vmlinux alone)
+// and refuses any other.
+const SchemaVersion = 2
+
+// Vmlinux is the name of the kernel image's row in Profile.Modules (its
+// functions have Func.Module "").
+const Vmlinux = "vmlinux"
 
 // DefaultDensity is the bug density used when Options.Density is zero:
 // 0.17 defects per 1,000 lines, Coverity's static analysis of the Linux
@@ -39,10 +52,18 @@ const (
 
 // Func is one measured kernel function and its source lines.
 type Func struct {
-	Name string `json:"name"`
-	Addr uint64 `json:"addr,omitempty"` // runtime address
-	Hits uint64 `json:"hits,omitempty"` // 0 when the backend does not count
-	File string `json:"file,omitempty"` // defining file, kernel-tree path
+	Name string `json:"name"` // symbol name: a compiler clone keeps its suffix (foo.isra.0)
+	// Module is the kernel module the function belongs to, "" for vmlinux.
+	// The same name in vmlinux and in a module, or in two modules, is two
+	// functions.
+	Module string `json:"module,omitempty"`
+	Addr   uint64 `json:"addr,omitempty"` // runtime address
+	Hits   uint64 `json:"hits,omitempty"` // 0 when the backend does not count
+	// Context is the set of contexts the function was counted in
+	// (coverage.Context's String: "task", "softirq", "task+softirq", …);
+	// empty when not known.
+	Context string `json:"context,omitempty"`
+	File    string `json:"file,omitempty"` // defining file, kernel-tree path
 	// Own and Inlined are the function's own lines and the lines inlined
 	// into it (symbolize.Function.Lines).
 	Own     []symbolize.Line `json:"-"`
@@ -117,27 +138,53 @@ type Subsystem struct {
 	Estimated int    `json:"estimated"` // estimated lines of its functions
 }
 
+// Module is the share of one kernel module, or of vmlinux, in a profile.
+// Lines counts the distinct lines of the module's functions alone: a header
+// line inlined into two modules counts in both rows and once in the
+// profile's Lines, so the rows' Lines can sum to more than Lines.Union.
+type Module struct {
+	Name      string `json:"name"`      // module name; Vmlinux for the kernel image
+	Functions int    `json:"functions"` // its functions in the profile
+	Lines     int    `json:"lines"`     // distinct exact lines of its functions
+	// Estimated is the size-based line count of its functions without
+	// DWARF; a module whose debug info was not found and whose lines were
+	// estimated (ScoreOptions.AllowEstimate) has Lines 0.
+	Estimated int `json:"estimated"`
+	// BuildID is the GNU build-id (hex) of the debug info its lines come
+	// from, when known (FromSnapshot fills it in).
+	BuildID string `json:"build_id,omitempty"`
+}
+
 // Profile is a scored HAP measurement.
 type Profile struct {
 	Schema int `json:"schema"`
 	Meta
 	Density    float64     `json:"density_per_kloc"` // defects per 1,000 lines
 	Bugs       float64     `json:"estimated_bugs"`   // Lines.Total × Density / 1000
-	Functions  []Func      `json:"functions"`        // sorted by name, then address
+	Functions  []Func      `json:"functions"`        // sorted by name, then module, then address
 	Lines      Lines       `json:"lines"`
 	Files      int         `json:"files"`
 	Subsystems []Subsystem `json:"subsystems"` // by Lines.Total share, largest first
+	// Modules is the profile per kernel module, vmlinux included (named
+	// Vmlinux), by lines (exact + estimated), largest first.
+	Modules []Module `json:"modules"`
 	// LineSet is every distinct exact line, per file (sorted line numbers).
 	LineSet map[string][]int `json:"line_set"`
 }
 
-// Options tune New.
+// Options tune New and FromSnapshot.
 type Options struct {
 	Density float64 // defects per 1,000 lines; 0 means DefaultDensity
+	// Modules gives FromSnapshot the line index of a kernel module, with
+	// its functions at the loaded module's runtime addresses (as
+	// symbolize.OpenModule or symbolize.EstimateModule return it). It is
+	// called once per module that the snapshot has hits in. Nil: a
+	// snapshot with module hits is an error. New does not use it.
+	Modules func(module string) (*symbolize.Index, error)
 }
 
 // New scores measured functions. It fills each Func's Lines and computes
-// totals, the subsystem breakdown and the bug estimate.
+// totals, the subsystem and module breakdowns and the bug estimate.
 func New(meta Meta, funcs []Func, opt Options) *Profile {
 	p := &Profile{Schema: SchemaVersion, Meta: meta, Density: opt.Density}
 	if p.Density == 0 {
@@ -158,9 +205,17 @@ func New(meta Meta, funcs []Func, opt Options) *Profile {
 		}
 		return s
 	}
+	mods := map[string]*Module{}
+	modLines := map[string]map[symbolize.Line]bool{}
 	p.Functions = slices.Clone(funcs)
 	for i := range p.Functions {
 		f := &p.Functions[i]
+		m := mods[f.Module]
+		if m == nil {
+			m = &Module{Name: cmp.Or(f.Module, Vmlinux)}
+			mods[f.Module] = m
+			modLines[f.Module] = map[symbolize.Line]bool{}
+		}
 		fl := map[symbolize.Line]bool{}
 		for _, l := range f.Own {
 			own[l], union[l], fl[l] = true, true, true
@@ -168,16 +223,24 @@ func New(meta Meta, funcs []Func, opt Options) *Profile {
 		for _, l := range f.Inlined {
 			inlined[l], union[l], fl[l] = true, true, true
 		}
+		maps.Copy(modLines[f.Module], fl)
 		f.Lines = len(fl)
 		if f.Estimated > 0 {
 			f.Lines = f.Estimated
 			p.Lines.Estimated += f.Estimated
 			sub(SubsystemOf(f.File)).Estimated += f.Estimated
+			m.Estimated += f.Estimated
 		}
 		sub(SubsystemOf(f.File)).Functions++
+		m.Functions++
 	}
+	for name, m := range mods {
+		m.Lines = len(modLines[name])
+		p.Modules = append(p.Modules, *m)
+	}
+	sortModules(p.Modules)
 	slices.SortFunc(p.Functions, func(a, b Func) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Addr, b.Addr))
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Module, b.Module), cmp.Compare(a.Addr, b.Addr))
 	})
 	p.Lines.Own, p.Lines.Inlined, p.Lines.Union = len(own), len(inlined), len(union)
 	p.Lines.Total = p.Lines.Union + p.Lines.Estimated
@@ -207,11 +270,17 @@ func sortSubsystems(s []Subsystem) {
 	})
 }
 
+func sortModules(m []Module) {
+	slices.SortFunc(m, func(a, b Module) int {
+		return cmp.Or(cmp.Compare(b.Lines+b.Estimated, a.Lines+a.Estimated), cmp.Compare(b.Functions, a.Functions), cmp.Compare(a.Name, b.Name))
+	})
+}
+
 // Summary is a one-line description of p.
 func (p *Profile) Summary() string {
-	return fmt.Sprintf("%s: %d functions, %d lines (%d own, %d inlined%s), %d files, ~%.2f latent bugs at %.2f/KLOC [%s, %s]",
+	return fmt.Sprintf("%s: %d functions, %d lines (%d own, %d inlined%s), %d files, ~%.2f latent bugs at %.2f/KLOC [%s]",
 		cmp.Or(p.Label, "profile"), len(p.Functions), p.Lines.Total, p.Lines.Own, p.Lines.Inlined,
-		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, p.Backend, strings.Join(slices.DeleteFunc([]string{p.Mode, p.Probes}, func(s string) bool { return s == "" }), ", "))
+		estNote(p.Lines.Estimated), p.Files, p.Bugs, p.Density, strings.Join(slices.DeleteFunc([]string{p.Backend, p.Mode, p.Probes}, func(s string) bool { return s == "" }), ", "))
 }
 
 func estNote(n int) string {

@@ -62,6 +62,17 @@ type reportData struct {
 	YTicks     []tick
 	Subsystems []fileRow
 	Files      []fileRow
+	Modules    []moduleRow
+}
+
+// moduleRow is one module's row in the report: a cell per profile.
+type moduleRow struct {
+	Name  string
+	Cells []moduleCell
+}
+
+type moduleCell struct {
+	Lines, Functions, Estimated int
 }
 
 type tick struct {
@@ -72,7 +83,8 @@ type tick struct {
 // WriteHTML writes one self-contained HTML page (inline SVG, no scripts,
 // no external resources) comparing profiles: stacked bars of lines by
 // subsystem, the convergence curves of unique functions over the window,
-// and tables of the top subsystems and files.
+// and tables of the top subsystems and files and of the kernel modules
+// (vmlinux included) when any profile has module code.
 func WriteHTML(w io.Writer, profiles ...*Profile) error {
 	if len(profiles) == 0 {
 		return fmt.Errorf("report: no profiles")
@@ -198,7 +210,38 @@ func WriteHTML(w io.Writer, profiles ...*Profile) error {
 	}
 	slices.SortFunc(d.Files, func(a, b fileRow) int { return cmp.Or(cmp.Compare(b.Highest, a.Highest), cmp.Compare(a.File, b.File)) })
 	d.Files = d.Files[:min(len(d.Files), 30)]
+	d.Modules = moduleRows(profiles)
 	return reportTmpl.Execute(w, d)
+}
+
+// moduleRows are the report's module table: every module of any profile,
+// by its largest line count in any profile; none when no profile has module
+// code.
+func moduleRows(profiles []*Profile) []moduleRow {
+	rows := map[string]*moduleRow{}
+	weight := map[string]int{}
+	for i, p := range profiles {
+		for _, m := range p.Modules {
+			r := rows[m.Name]
+			if r == nil {
+				r = &moduleRow{Name: m.Name, Cells: make([]moduleCell, len(profiles))}
+				rows[m.Name] = r
+			}
+			r.Cells[i] = moduleCell{Lines: m.Lines + m.Estimated, Functions: m.Functions, Estimated: m.Estimated}
+			weight[m.Name] = max(weight[m.Name], m.Lines+m.Estimated)
+		}
+	}
+	if len(rows) == 0 || (len(rows) == 1 && rows[Vmlinux] != nil) {
+		return nil
+	}
+	var out []moduleRow
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b moduleRow) int {
+		return cmp.Or(cmp.Compare(weight[b.Name], weight[a.Name]), cmp.Compare(a.Name, b.Name))
+	})
+	return out
 }
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
@@ -244,6 +287,12 @@ svg text{font-size:12px;fill:#222}
 {{range .Subsystems}}<tr><td>{{.File}}</td>{{range .Lines}}<td>{{.}}</td>{{end}}</tr>
 {{end}}</table>
 
+{{if .Modules}}<h2>Kernel modules (lines)</h2>
+<p class="note">Lines of each module's functions (exact and estimated), vmlinux included; a header line inlined into two modules counts in both rows.</p>
+<table id="modules"><tr><th>module</th>{{range .Profiles}}<th>{{.Label}}</th>{{end}}</tr>
+{{range .Modules}}<tr><td>{{.Name}}</td>{{range .Cells}}<td title="{{.Functions}} functions{{if .Estimated}}, {{.Estimated}} lines estimated{{end}}">{{.Lines}}{{if .Estimated}} (est.){{end}}</td>{{end}}</tr>
+{{end}}</table>
+{{end}}
 <h2>Top files (lines)</h2>
 <table id="files"><tr><th>file</th><th>subsystem</th>{{range .Profiles}}<th>{{.Label}}</th>{{end}}</tr>
 {{range .Files}}<tr><td>{{.File}}</td><td>{{.Subsys}}</td>{{range .Lines}}<td>{{.}}</td>{{end}}</tr>

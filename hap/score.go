@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hapscope/hapscope/coverage"
@@ -26,13 +28,22 @@ type ScoreOptions struct {
 	// Catalogue is the set of functions to probe; nil loads the running
 	// kernel's.
 	Catalogue *coverage.Catalogue
-	// Symbolize says where the kernel's debug info is.
+	// Symbolize says where the kernel's debug info is. Its Kernel,
+	// CacheDir and Rebuild apply to modules too.
 	Symbolize symbolize.Options
+	// ModuleDebug is where the debug info of kernel modules is: a .ko
+	// tree such as an unpacked debug package (symbolize.ModuleOptions.Path).
+	// Empty: the distribution's places, then debuginfod. A module's index
+	// is opened when a profile first has functions of it, and kept for the
+	// Scorer's life while the module stays loaded where it was (same
+	// build-id and section addresses in /sys/module).
+	ModuleDebug string
 	// AllowEstimate scores with size-based line estimates when no DWARF is
-	// found (symbolize.ErrNoDebugInfo), instead of failing. The profile's
-	// Mode then says so. Any other symbolize error still fails: debug info
-	// of another build (symbolize.ErrBuildIDMismatch) would give wrong
-	// lines, and an estimate would hide that.
+	// found (symbolize.ErrNoDebugInfo), for vmlinux or for a module,
+	// instead of failing. The profile's Mode, and the module's row in
+	// Profile.Modules, then say so. Any other symbolize error still fails:
+	// debug info of another build (symbolize.ErrBuildIDMismatch) would
+	// give wrong lines, and an estimate would hide that.
 	AllowEstimate bool
 	Density       float64 // defects per 1,000 lines; 0 means DefaultDensity
 	// Workload, when set, is recorded in the profile.
@@ -60,19 +71,22 @@ func Score(ctx context.Context, cgroup string, opt ScoreOptions) (*Profile, erro
 }
 
 // Scorer is an attached tracer and an open line index: it scores cgroups
-// one after another (or concurrently) without attaching again.
+// one after another (or concurrently) without attaching again. The line
+// indexes of kernel modules are opened as profiles need them and kept.
 type Scorer struct {
 	t    *coverage.Tracer
 	ix   *symbolize.Index
 	kern symbolize.Kernel
 	opt  ScoreOptions
+	mods *moduleSet
 }
 
 // NewScorer checks opt, finds a backend that works on this kernel (the
 // step that fails on kernels that cannot be traced, with the reason), opens
 // the line index of the kernel, and only then attaches the tracer: debug
 // info that cannot be used fails before the attach, which can take
-// seconds.
+// seconds. Module debug info is looked for later, by Score, for the
+// modules a profile has functions of.
 func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
 	opt.Window = cmp.Or(opt.Window, 10*time.Second)
@@ -101,12 +115,12 @@ func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scorer{t: t, ix: ix, kern: kern, opt: opt}, nil
+	return &Scorer{t: t, ix: ix, kern: kern, opt: opt, mods: newModuleSet(kern, opt)}, nil
 }
 
 // Score measures cgroup: warm-up, then the window (see ScoreOptions).
 func (s *Scorer) Score(ctx context.Context, cgroup string) (*Profile, error) {
-	return measure(ctx, s.t, cgroup, s.ix, s.kern, s.opt)
+	return measure(ctx, s.t, cgroup, s.ix, s.kern, s.opt, func(m string) (*symbolize.Index, error) { return s.mods.index(ctx, m) })
 }
 
 // Close detaches the tracer.
@@ -117,7 +131,7 @@ func (s *Scorer) Close() error {
 	return nil
 }
 
-func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symbolize.Index, kern symbolize.Kernel, opt ScoreOptions) (*Profile, error) {
+func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symbolize.Index, kern symbolize.Kernel, opt ScoreOptions, mods func(string) (*symbolize.Index, error)) (*Profile, error) {
 	s, err := t.AddScope(cgroup)
 	if err != nil {
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)
@@ -150,7 +164,7 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 		total += n
 		meta.Convergence = append(meta.Convergence, Point{At: time.Duration(i+1) * interval, Functions: total})
 	}
-	return FromSnapshot(snap, ix, kern, meta, Options{Density: opt.Density})
+	return FromSnapshot(snap, ix, kern, meta, Options{Density: opt.Density, Modules: mods})
 }
 
 func openIndex(ctx context.Context, opt ScoreOptions) (*symbolize.Index, symbolize.Kernel, error) {
@@ -199,11 +213,15 @@ func estimateInstead(err error, allowed bool) bool {
 }
 
 // FromSnapshot symbolizes a coverage snapshot and scores it. Runtime
-// addresses are mapped to the index with kern's KASLR offset; hits that
-// resolve to the same index function (two names at one address) count once.
-// A compiler clone (foo.isra.0) is a function of its own, under its symbol
-// name, credited with the lines of its own code only. A hit that no index function contains is an error: the index does
-// not belong to the kernel that was measured.
+// addresses of vmlinux are mapped to ix with kern's KASLR offset; those of a
+// kernel module go to the module's own index, from opt.Modules (asked once
+// per module). Hits that resolve to the same index function (two names at
+// one address) count once, in the union of their contexts. A compiler clone
+// (foo.isra.0) is a function of its own, under its symbol name, credited
+// with the lines of its own code only. A hit that no function of its index
+// contains is an error: the index does not belong to the kernel, or the
+// module, that was measured. So is a module hit without opt.Modules, or a
+// module whose index cannot be had (every such module is named).
 func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.Kernel, meta Meta, opt Options) (*Profile, error) {
 	if snap == nil {
 		return nil, errors.New("score: no snapshot (was the window sampled at least once?)")
@@ -211,24 +229,61 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	if ix == nil {
 		return nil, errors.New("score: no line index")
 	}
+	if opt.Modules == nil {
+		var mods []string
+		for _, h := range snap.Hits {
+			if h.Module != "" && !slices.Contains(mods, h.Module) {
+				mods = append(mods, h.Module)
+			}
+		}
+		if len(mods) > 0 {
+			return nil, fmt.Errorf("score: the snapshot has functions of kernel modules %s, and no Options.Modules gives their line indexes", strings.Join(mods, ", "))
+		}
+	}
 	off := kern.Offset(ix)
 	byFn := map[*symbolize.Function]int{}
 	var funcs []Func
-	var unresolved []string
+	var contexts []coverage.Context
+	modIx := map[string]*symbolize.Index{}
+	var modErrs []error
+	var order []string                  // modules with unresolved hits, in snapshot order
+	unresolved := map[string][]string{} // by module
+	total := map[string]int{}           // hits by module
 	for _, h := range snap.Hits {
 		if snap.Mode != coverage.Counts {
 			h.Count = 0 // pruned probes: the tracer saw the function, it did not count calls
 		}
-		sf := ix.FuncAt(h.Addr - off)
+		total[h.Module]++
+		var sf *symbolize.Function
+		if h.Module == "" {
+			sf = ix.FuncAt(h.Addr - off)
+		} else {
+			mix, seen := modIx[h.Module]
+			if !seen {
+				var err error
+				if mix, err = moduleIndex(opt.Modules, h.Module); err != nil {
+					modErrs = append(modErrs, err)
+				}
+				modIx[h.Module] = mix
+			}
+			if mix == nil {
+				continue
+			}
+			sf = mix.FuncAt(h.Addr)
+		}
 		if sf == nil {
-			unresolved = append(unresolved, fmt.Sprintf("%s@%#x", h.Name, h.Addr))
+			if unresolved[h.Module] == nil {
+				order = append(order, h.Module)
+			}
+			unresolved[h.Module] = append(unresolved[h.Module], fmt.Sprintf("%s@%#x", h.Name, h.Addr))
 			continue
 		}
 		if i, ok := byFn[sf]; ok {
 			funcs[i].Hits += h.Count
+			contexts[i] |= h.Context
 			continue
 		}
-		f := Func{Name: cmp.Or(sf.Symbol, sf.Name), Addr: h.Addr, Hits: h.Count, File: sf.File}
+		f := Func{Name: cmp.Or(sf.Symbol, sf.Name), Module: h.Module, Addr: h.Addr, Hits: h.Count, File: sf.File}
 		if sf.Estimated {
 			f.Estimated = sf.LineCount()
 		} else {
@@ -236,11 +291,30 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 		}
 		byFn[sf] = len(funcs)
 		funcs = append(funcs, f)
+		contexts = append(contexts, h.Context)
 	}
-	if len(unresolved) > 0 {
-		n := min(len(unresolved), 5)
-		return nil, fmt.Errorf("%d of %d measured functions are not in the debug info of build-id %s (e.g. %v): wrong vmlinux for this kernel?",
-			len(unresolved), len(snap.Hits), ix.BuildID(), unresolved[:n])
+	if len(modErrs) > 0 {
+		return nil, fmt.Errorf("score: %w", errors.Join(modErrs...))
+	}
+	if len(order) > 0 {
+		var errs []error
+		for _, m := range order {
+			u := unresolved[m]
+			eg := u[:min(len(u), 5)]
+			if m == "" {
+				errs = append(errs, fmt.Errorf("%d of %d measured vmlinux functions are not in the debug info of build-id %s (e.g. %v): wrong vmlinux for this kernel?",
+					len(u), total[m], ix.BuildID(), eg))
+			} else {
+				errs = append(errs, fmt.Errorf("%d of %d measured functions of module %s are not in its line index (build-id %s; e.g. %v): debug info of another build of the module, or the module was loaded again at other addresses?",
+					len(u), total[m], m, cmp.Or(modIx[m].BuildID(), "unknown"), eg))
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+	for i, c := range contexts {
+		if c != 0 {
+			funcs[i].Context = c.String()
+		}
 	}
 	meta.Backend = cmp.Or(meta.Backend, string(snap.Backend))
 	meta.Misses, meta.Drops = snap.Misses, snap.Dropped
@@ -249,7 +323,31 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	if meta.BuildID == "" {
 		meta.BuildID = ix.BuildID()
 	}
-	return New(meta, funcs, opt), nil
+	p := New(meta, funcs, opt)
+	for i := range p.Modules {
+		m := &p.Modules[i]
+		if m.Name == Vmlinux {
+			m.BuildID = ix.BuildID()
+		} else if mix := modIx[m.Name]; mix != nil {
+			m.BuildID = mix.BuildID()
+		}
+	}
+	return p, nil
+}
+
+// moduleIndex asks modules for the index of module.
+func moduleIndex(modules func(string) (*symbolize.Index, error), module string) (*symbolize.Index, error) {
+	mix, err := modules(module)
+	if err != nil {
+		return nil, err
+	}
+	if mix == nil {
+		return nil, fmt.Errorf("module %s: no line index", module)
+	}
+	if mix.Module() != module {
+		return nil, fmt.Errorf("module %s: the line index given for it is of %q", module, cmp.Or(mix.Module(), Vmlinux))
+	}
+	return mix, nil
 }
 
 // ScoreTrace holds hooks into a Score call, carried by its context (as

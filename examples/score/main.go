@@ -30,4 +30,8 @@ func main() {
 	for _, s := range p.Subsystems[:min(5, len(p.Subsystems))] {
 		fmt.Printf("  %-12s %6d lines in %4d functions\n", s.Name, s.Lines+s.Estimated, s.Functions)
 	}
+	fmt.Println("by kernel module:")
+	for _, m := range p.Modules {
+		fmt.Printf("  %-12s %6d lines in %4d functions\n", m.Name, m.Lines+m.Estimated, m.Functions)
+	}
 }

@@ -103,7 +103,7 @@ func TestOptions(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	f := ScoreFlags{Window: time.Second, Samples: 5}
 	f.Register(fs)
-	if err := fs.Parse([]string{"-counts", "-interrupts", "-backend", "fentry", "-vmlinux", "/v", "-index-cache", "/c", "-estimate", "-q"}); err != nil {
+	if err := fs.Parse([]string{"-counts", "-interrupts", "-backend", "fentry", "-vmlinux", "/v", "-module-debug", "/m", "-index-cache", "/c", "-estimate", "-q"}); err != nil {
 		t.Fatal(err)
 	}
 	o, err := f.Options()
@@ -111,7 +111,7 @@ func TestOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := o.Coverage
-	if !c.Counts || !c.Interrupts || c.Backend != coverage.Fentry || o.Symbolize.VMLinux != "/v" ||
+	if !c.Counts || !c.Interrupts || c.Backend != coverage.Fentry || o.Symbolize.VMLinux != "/v" || o.ModuleDebug != "/m" ||
 		o.Symbolize.CacheDir != "/c" || !o.AllowEstimate || c.Progress != nil || o.Samples != 5 || o.Window != time.Second {
 		t.Errorf("options %+v do not carry the flags", o)
 	}
