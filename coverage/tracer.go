@@ -926,7 +926,7 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 			return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
 		}
 	}
-	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(), Softirq: t.objs.Softirq(),
+	snap := &Snapshot{Scope: s.Path, Backend: t.backend, Mode: t.mode, Interrupts: t.objs.Interrupts(), Softirq: "own do_softirq, guard: " + t.objs.Softirq(),
 		Attached: attached, Excluded: map[Reason]int{}, Taken: time.Now()}
 	t.stMu.Lock()
 	for r, n := range t.excluded {

@@ -102,6 +102,10 @@ type Meta struct {
 	Drops     uint64    `json:"drops"`
 	Workload  *Workload `json:"workload,omitempty"` // the measured command, if hapscope ran it
 	Interrupt bool      `json:"interrupt_context"`  // interrupt context was included
+	// Softirq is the attribution rule for soft-IRQ work and how it was
+	// applied (coverage.Snapshot.Softirq): soft IRQs a scope's task runs
+	// itself on its own path (do_softirq) count, in context "softirq".
+	Softirq string `json:"softirq_rule,omitempty"`
 	// Convergence is the number of unique functions seen at points of the
 	// window; a flat tail means steady state was reached.
 	Convergence []Point `json:"convergence,omitempty"`

@@ -319,6 +319,7 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	meta.Backend = cmp.Or(meta.Backend, string(snap.Backend))
 	meta.Misses, meta.Drops = snap.Misses, snap.Dropped
 	meta.Probes = string(snap.Mode)
+	meta.Softirq = cmp.Or(meta.Softirq, snap.Softirq)
 	meta.Attached = snap.Attached
 	if meta.BuildID == "" {
 		meta.BuildID = ix.BuildID()
