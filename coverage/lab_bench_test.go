@@ -227,3 +227,42 @@ func BenchmarkLabProbeHit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLabModuleAttach: Open over vmlinux and the loaded modules (a
+// container host's: labtest.NetPathModules) vs over vmlinux alone, in one
+// boot, side by side: seconds per 1,000 functions, and their ratio (goal:
+// within 1.2×).
+func BenchmarkLabModuleAttach(b *testing.B) {
+	labtest.Require(b)
+	if labtest.Kernel() != "6.12" {
+		b.Skip("kprobe.multi over the whole catalogue: 6.12 only")
+	}
+	labtest.LoadModule(b, labtest.NetPathModules...)
+	cat, err := LoadCatalogue()
+	if err != nil {
+		b.Fatal(err)
+	}
+	vmlinux := cat.Subset(func(f Function) bool { return f.Module == "" })
+	mods := len(cat.Functions) - len(vmlinux.Functions)
+	b.Logf("catalogue: %s", cat)
+	var all, alone time.Duration
+	for i := 0; i < b.N; i++ {
+		for _, c := range []struct {
+			cat *Catalogue
+			d   *time.Duration
+		}{{cat, &all}, {vmlinux, &alone}} {
+			start := time.Now()
+			tr, err := Open(context.Background(), c.cat, Options{Backend: KprobeMulti})
+			if err != nil {
+				b.Fatal(err)
+			}
+			*c.d += time.Since(start)
+			tr.Close()
+		}
+	}
+	perK := func(d time.Duration, n int) float64 { return d.Seconds() / float64(b.N) / float64(n) * 1000 }
+	b.ReportMetric(float64(mods), "module-functions")
+	b.ReportMetric(perK(all, len(cat.Functions)), "s/1k-with-modules")
+	b.ReportMetric(perK(alone, len(vmlinux.Functions)), "s/1k-vmlinux")
+	b.ReportMetric(perK(all, len(cat.Functions))/perK(alone, len(vmlinux.Functions)), "ratio")
+}

@@ -59,7 +59,11 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
-		tr, err := Open(context.Background(), labSubset(cat, Backend(os.Getenv("HAPSCOPE_BACKEND")), 40), Options{Backend: Backend(os.Getenv("HAPSCOPE_BACKEND"))})
+		sub := labSubset(cat, Backend(os.Getenv("HAPSCOPE_BACKEND")), 40)
+		if m := os.Getenv("HAPSCOPE_MODULE"); m != "" {
+			sub = moduleSubset(cat, m)
+		}
+		tr, err := Open(context.Background(), sub, Options{Backend: Backend(os.Getenv("HAPSCOPE_BACKEND"))})
 		if err != nil {
 			panic(err)
 		}
