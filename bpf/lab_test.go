@@ -27,6 +27,10 @@ const envUDP = "HAPSCOPE_BPFTEST_UDP_PORT"
 
 const udpPackets = 300
 
+// slack is how many of the sender's datagrams may be received at a hard-IRQ
+// exit rather than in its own do_softirq() (see checkSend).
+const slack = udpPackets / 20
+
 func TestMain(m *testing.M) {
 	if port := os.Getenv(envUDP); port != "" {
 		os.Exit(udpHelper(port))
@@ -297,8 +301,12 @@ func TestLabSoftirq(t *testing.T) {
 			}
 		}
 		if guard {
-			if own[fnIPRcv] < udpPackets || own[fnLate] < udpPackets || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
-				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), udpPackets)
+			// A hard IRQ in the few instructions between local_bh_enable
+			// dropping the BH count and its call to do_softirq() makes the
+			// task's own pending NET_RX run at that IRQ's exit instead:
+			// interrupt context by the rule (1 in 300 seen under TCG).
+			if own[fnIPRcv] < udpPackets-slack || own[fnLate] < udpPackets-slack || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
+				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), udpPackets-slack)
 			}
 			if own[fnSendto] != 0 || own[fnUDPSendmsg] != 0 {
 				t.Errorf("own soft IRQ counted the task's own send")
@@ -311,8 +319,8 @@ func TestLabSoftirq(t *testing.T) {
 		}
 		// With the guard the receive path is the sender's own soft IRQ,
 		// never interrupt context; without it, it is interrupt context.
-		if interrupts && guard && (irq[fnIPRcv] != 0 || irq[fnLate] != 0) {
-			t.Errorf("interrupt context counted the loopback receive with the guard attached:%s", named(irq))
+		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < udpPackets) {
+			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], udpPackets, slack)
 		}
 		if interrupts && !guard && irq[fnIPRcv] < udpPackets {
 			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], udpPackets)
@@ -382,7 +390,8 @@ func TestLabSoftirq(t *testing.T) {
 
 		// A task that spins in user space never runs do_softirq(): soft
 		// IRQs that land on it (at the tick's IRQ exit) are interrupt
-		// context. Spin until some handler was seen there.
+		// context. Spin for a second, and on until some handler was seen
+		// there.
 		spin := exec.Command("/bin/sh", "-c", "while :; do :; done")
 		spin.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fds[spinner]}
 		if err := spin.Start(); err != nil {
@@ -391,7 +400,7 @@ func TestLabSoftirq(t *testing.T) {
 		defer func() { spin.Process.Kill(); spin.Wait() }()
 		start := time.Now()
 		var handlers uint64
-		for time.Since(start) < 20*time.Second && handlers == 0 {
+		for time.Since(start) < time.Second || time.Since(start) < 20*time.Second && handlers == 0 {
 			time.Sleep(100 * time.Millisecond)
 			r = rows(t, o, spinner)
 			handlers = r[ContextInterrupt][fnNetRx]
