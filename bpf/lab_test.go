@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -156,7 +157,7 @@ func softirqCounter(t *testing.T, interrupts bool, ids []uint64, level int) *Obj
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := link.AttachTracing(link.TracingOptions{Program: p, Cookie: uint64(idx)})
+		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: uint64(idx)})
 		p.Close()
 		if err != nil {
 			t.Fatalf("fentry %s: %v", fn, err)
