@@ -208,7 +208,9 @@ func zeroRow(r []uint64) bool {
 }
 
 // sendUDP runs the helper in cgroup fd cg: udpPackets datagrams over
-// loopback to a socket of this (unscoped) process, which reads them all.
+// loopback to a socket of this (unscoped) process. Nothing reads them: the
+// receive path up to udp_rcv runs for each all the same (a full socket
+// buffer drops them after it), and no reader competes for the one vCPU.
 func sendUDP(t *testing.T, cg int) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -216,27 +218,11 @@ func sendUDP(t *testing.T, cg int) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	got := make(chan int)
-	go func() {
-		n := 0
-		buf := make([]byte, 128)
-		for n < udpPackets {
-			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				break
-			}
-			n++
-		}
-		got <- n
-	}()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), envUDP+"="+strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("UDP helper: %v\n%s", err, out)
-	}
-	if n := <-got; n != udpPackets {
-		t.Fatalf("received %d of %d datagrams", n, udpPackets)
 	}
 }
 
