@@ -40,8 +40,9 @@
 // pending when the task's do_softirq() runs is counted as its own (a timer
 // soft IRQ raised while it had BH disabled, say); and a hard IRQ that lands
 // between local_bh_enable dropping the BH count and calling do_softirq()
-// runs the task's own pending work at the IRQ's exit, as ContextInterrupt
-// (1 datagram in 300 in one run of TestLabSoftirq under QEMU's emulation).
+// (or before the guard's kprobe on do_softirq has run) runs the task's own
+// pending work at the IRQ's exit, as ContextInterrupt (0 to 2 datagrams in
+// 300 in TestLabSoftirq under QEMU's emulation).
 //
 // This package's Go API exists for package coverage, which attaches and
 // reads these programs; it carries no compatibility promise and may change
