@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -375,8 +376,14 @@ func kallsymsFuncs(match func(string) bool) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseKallsymsFuncs(f, match)
+}
+
+// parseKallsymsFuncs lists the names of the vmlinux text symbols in r (the
+// format of /proc/kallsyms) that match wants, each once, in file order.
+func parseKallsymsFuncs(r io.Reader, match func(string) bool) ([]string, error) {
 	var names []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// "ADDR TYPE NAME" or "ADDR TYPE NAME\t[module]"
 		fs := strings.Fields(sc.Text())

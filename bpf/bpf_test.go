@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -304,4 +305,38 @@ func TestProgramsVerify(t *testing.T) {
 	if _, err := New(Config{Functions: 2, Addrs: []uint64{1, 1}, Interrupts: true}); err == nil {
 		t.Error("New accepted two functions at one address")
 	}
+}
+
+func TestParseKallsymsFuncs(t *testing.T) {
+	in := "ffffffff810c6070 t do_softirq.part.0\n" +
+		"ffffffff810c6ea0 T do_softirq\n" +
+		"ffffffff82000000 D do_softirq_data\n" +
+		"ffffffffc0000000 t do_softirq.cold\t[somemod]\n" +
+		"ffffffff810c6ea0 T do_softirq\n" +
+		"ffffffff810c66b0 T __local_bh_enable_ip\n"
+	got, err := parseKallsymsFuncs(strings.NewReader(in), isSoftirqEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"do_softirq.part.0", "do_softirq"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q (vmlinux text only, once each)", got, want)
+	}
+}
+
+func FuzzParseKallsymsFuncs(f *testing.F) {
+	f.Add("ffffffff810c6070 t do_softirq.part.0\nffffffff810c6ea0 T do_softirq\n")
+	f.Add("x t do_softirq\tmod\n\n  \n")
+	f.Fuzz(func(t *testing.T, in string) {
+		got, err := parseKallsymsFuncs(strings.NewReader(in), isSoftirqEntry)
+		if err != nil {
+			return // a line too long for the scanner
+		}
+		seen := map[string]bool{}
+		for _, n := range got {
+			if !isSoftirqEntry(n) || seen[n] || !strings.Contains(in, n) {
+				t.Fatalf("parse %q: bad name %q in %q", in, n, got)
+			}
+			seen[n] = true
+		}
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,10 @@ import (
 const envUDP = "HAPSCOPE_BPFTEST_UDP_PORT"
 
 const udpPackets = 300
+
+// slack is how many of the sender's datagrams may be received at a hard-IRQ
+// exit rather than in its own do_softirq() (see checkSend).
+const slack = udpPackets / 20
 
 func TestMain(m *testing.M) {
 	if port := os.Getenv(envUDP); port != "" {
@@ -152,7 +157,7 @@ func softirqCounter(t *testing.T, interrupts bool, ids []uint64, level int) *Obj
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := link.AttachTracing(link.TracingOptions{Program: p, Cookie: uint64(idx)})
+		l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceFEntry, Cookie: uint64(idx)})
 		p.Close()
 		if err != nil {
 			t.Fatalf("fentry %s: %v", fn, err)
@@ -203,7 +208,9 @@ func zeroRow(r []uint64) bool {
 }
 
 // sendUDP runs the helper in cgroup fd cg: udpPackets datagrams over
-// loopback to a socket of this (unscoped) process, which reads them all.
+// loopback to a socket of this (unscoped) process. Nothing reads them: the
+// receive path up to udp_rcv runs for each all the same (a full socket
+// buffer drops them after it), and no reader competes for the one vCPU.
 func sendUDP(t *testing.T, cg int) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -211,27 +218,11 @@ func sendUDP(t *testing.T, cg int) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	got := make(chan int)
-	go func() {
-		n := 0
-		buf := make([]byte, 128)
-		for n < udpPackets {
-			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				break
-			}
-			n++
-		}
-		got <- n
-	}()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), envUDP+"="+strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("UDP helper: %v\n%s", err, out)
-	}
-	if n := <-got; n != udpPackets {
-		t.Fatalf("received %d of %d datagrams", n, udpPackets)
 	}
 }
 
@@ -297,8 +288,12 @@ func TestLabSoftirq(t *testing.T) {
 			}
 		}
 		if guard {
-			if own[fnIPRcv] < udpPackets || own[fnLate] < udpPackets || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
-				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), udpPackets)
+			// A hard IRQ in the few instructions between local_bh_enable
+			// dropping the BH count and the guard's kprobe on do_softirq
+			// makes the task's own pending NET_RX run at that IRQ's exit
+			// instead: interrupt context by the rule (0-2 in 300 under TCG).
+			if own[fnIPRcv] < udpPackets-slack || own[fnLate] < udpPackets-slack || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
+				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), udpPackets-slack)
 			}
 			if own[fnSendto] != 0 || own[fnUDPSendmsg] != 0 {
 				t.Errorf("own soft IRQ counted the task's own send")
@@ -311,8 +306,8 @@ func TestLabSoftirq(t *testing.T) {
 		}
 		// With the guard the receive path is the sender's own soft IRQ,
 		// never interrupt context; without it, it is interrupt context.
-		if interrupts && guard && (irq[fnIPRcv] != 0 || irq[fnLate] != 0) {
-			t.Errorf("interrupt context counted the loopback receive with the guard attached:%s", named(irq))
+		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < udpPackets) {
+			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], udpPackets, slack)
 		}
 		if interrupts && !guard && irq[fnIPRcv] < udpPackets {
 			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], udpPackets)
@@ -382,7 +377,8 @@ func TestLabSoftirq(t *testing.T) {
 
 		// A task that spins in user space never runs do_softirq(): soft
 		// IRQs that land on it (at the tick's IRQ exit) are interrupt
-		// context. Spin until some handler was seen there.
+		// context. Spin for a second, and on until some handler was seen
+		// there.
 		spin := exec.Command("/bin/sh", "-c", "while :; do :; done")
 		spin.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fds[spinner]}
 		if err := spin.Start(); err != nil {
@@ -391,7 +387,7 @@ func TestLabSoftirq(t *testing.T) {
 		defer func() { spin.Process.Kill(); spin.Wait() }()
 		start := time.Now()
 		var handlers uint64
-		for time.Since(start) < 20*time.Second && handlers == 0 {
+		for time.Since(start) < time.Second || time.Since(start) < 20*time.Second && handlers == 0 {
 			time.Sleep(100 * time.Millisecond)
 			r = rows(t, o, spinner)
 			handlers = r[ContextInterrupt][fnNetRx]
