@@ -203,7 +203,9 @@ type Hit struct {
 	Function
 	Count uint64
 	// Context says in which contexts the scope's tasks entered it (see
-	// Context).
+	// Context). In Pruned mode, those seen until its probe was removed:
+	// a function first seen in soft-IRQ work says "softirq" even if the
+	// task calls it later too.
 	Context Context
 }
 
