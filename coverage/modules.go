@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -220,7 +221,7 @@ func (t *Tracer) attachModule(name string) (int, error) {
 			return 0, errors.Join(errRoom, fmt.Errorf("module %s: %w", name, err))
 		}
 		var ls []*multiLink
-		for _, part := range chunk(idx, shardSize) {
+		for part := range slices.Chunk(idx, shardSize) {
 			l, err := t.attachMultiSet(context.Background(), part, true)
 			ls = append(ls, l...)
 			if err != nil {
@@ -343,23 +344,17 @@ func loadedModules() []string {
 	if err != nil {
 		return nil
 	}
+	return parseProcModules(s)
+}
+
+// parseProcModules returns the module names of /proc/modules text ("NAME
+// SIZE REFS DEPS STATE ADDR" per line), in order.
+func parseProcModules(s string) []string {
 	var out []string
 	for l := range strings.Lines(s) {
 		if f := strings.Fields(l); len(f) > 0 {
 			out = append(out, f[0])
 		}
-	}
-	return out
-}
-
-func chunk(s []int, n int) [][]int {
-	var out [][]int
-	for len(s) > n {
-		out = append(out, s[:n])
-		s = s[n:]
-	}
-	if len(s) > 0 {
-		out = append(out, s)
 	}
 	return out
 }
