@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 LAB := $(GO) run ./internal/cmd/lab
 export HAPSCOPE_REQUIRE_LAB := 1
 
-APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap
+APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap nftables
 
 .PHONY: all build deps fetch lab-prep matrix overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 

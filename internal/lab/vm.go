@@ -81,6 +81,8 @@ var crashLine = regexp.MustCompile(`(Oops:|Kernel panic|BUG: |general protection
 const initScript = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /host /out /root
 /bin/busybox --install -s /bin
+# The kernel's request_module helper (module autoloading, e.g. by nft).
+/bin/busybox ln -s /bin/busybox /sbin/modprobe
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=dumb
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -110,6 +112,11 @@ if mount -t overlay overlay -o lowerdir=/host/tmp,upperdir=/run/lab-tmp/upper,wo
 else
 	echo "lab: overlay on /host/tmp failed; chrooted programs get no writable /tmp" >&3
 fi
+# The lab kernel's modules tree (with the modules.dep the lab wrote), where
+# modprobe and the kernel's request_module helper (/sbin/modprobe) look.
+mods=/lib/modules/$(uname -r)
+mkdir -p $mods
+mount --bind "$(cat /lab/modules-tree)" $mods || echo "lab: binding the kernel's modules tree at $mods failed"
 for d in proc sys dev run; do mount --rbind /$d /host/$d 2>/dev/null; done
 if [ -f /lab/out ]; then mount -t virtiofs out /out || echo "lab: mounting /out failed"; fi
 hostname lab
@@ -402,6 +409,7 @@ func buildInitramfs(k *Kernel, cfg Config, out string) error {
 		list = append(list, "/"+p)
 	}
 	a.file("lab/modules", 0o644, []byte(strings.Join(list, "\n")+"\n"))
+	a.file("lab/modules-tree", 0o644, []byte(filepath.Join("/host", k.modulesDir())+"\n"))
 	for p, data := range cfg.Files {
 		a.file(p, 0o755, data)
 	}

@@ -1,7 +1,7 @@
 // Command lab runs hapscope's privileged tests on real Debian kernels under
 // QEMU (see package internal/lab). It is plumbing for the Makefile:
 //
-//	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF)
+//	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF of vmlinux and modules)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
@@ -83,7 +83,7 @@ func kernels(name string) ([]lab.KernelSpec, error) {
 func fetch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fetch", flag.ExitOnError)
 	kernel := fs.String("kernel", "all", "lab kernel(s): all, 6.12, 6.1 or a comma list")
-	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one")
+	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one, and the debug files of the modules lab.DebugModulePatterns names")
 	refresh := fs.Bool("refresh", false, "refresh the apt lists even if recent")
 	fs.Parse(args)
 	specs, err := kernels(*kernel)
@@ -103,6 +103,10 @@ func fetch(ctx context.Context, args []string) error {
 				return err
 			}
 			fmt.Printf("%s\tvmlinux\t%s\n", s.Name, p)
+			if p, err = lab.DebugModules(ctx, s.Name, os.Stderr); err != nil {
+				return err
+			}
+			fmt.Printf("%s\tmodule-debug\t%s\n", s.Name, p)
 		}
 	}
 	return nil
