@@ -57,7 +57,6 @@ func TestModuleIndexRoundTrip(t *testing.T) {
 	}
 }
 
-
 func TestDebugModuleFiles(t *testing.T) {
 	dep, _ := formatModuleIndex(testMods())
 	deps, err := labtest.ParseModulesDep(dep)
