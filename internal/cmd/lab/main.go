@@ -4,7 +4,7 @@
 //	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF of vmlinux and modules)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
-//	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
+//	lab sh      -kernel K [-timeout D] [-cpus N] SCRIPT  run a shell script in the guest
 //	lab run     -kernel K [-out DIR] [-timeout D] -- PROGRAM ARGS...
 //	                                             run a host program in the guest (lab env exported)
 //
@@ -225,13 +225,14 @@ func sh(ctx context.Context, args []string) error {
 	kernel := fs.String("kernel", "6.12", "lab kernel")
 	timeout := fs.Duration("timeout", 10*time.Minute, "limit for the boot")
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
+	cpus := fs.Int("cpus", 0, "guest vCPUs (default: the lab's)")
 	fs.Parse(args)
 	k, err := fetchOne(ctx, *kernel)
 	if err != nil {
 		return err
 	}
 	res, err := lab.Run(ctx, lab.Config{Kernel: k, Script: strings.Join(fs.Args(), " "), Timeout: *timeout,
-		Console: os.Stdout, SingleThread: *single})
+		Console: os.Stdout, SingleThread: *single, CPUs: *cpus})
 	return exitWith(res, err)
 }
 
