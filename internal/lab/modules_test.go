@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -71,5 +73,24 @@ func TestDebugModuleFiles(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("files (-want +got):\n%s", d)
+	}
+}
+
+func TestExtractedStamps(t *testing.T) {
+	root := t.TempDir()
+	if extracted(root, []string{"kernel/a.ko"}) {
+		t.Fatal("no stamp, yet extracted")
+	}
+	if err := os.WriteFile(filepath.Join(root, debugModulesStamp+"1"), []byte("kernel/a.ko\nkernel/b.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, debugModulesStamp+"2"), []byte("kernel/c.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !extracted(root, []string{"kernel/b.ko", "kernel/c.ko"}) {
+		t.Error("files of two stamps not seen as extracted")
+	}
+	if extracted(root, []string{"kernel/a.ko", "kernel/d.ko"}) {
+		t.Error("a file no stamp lists seen as extracted")
 	}
 }

@@ -1,7 +1,8 @@
 // Command lab runs hapscope's privileged tests on real Debian kernels under
 // QEMU (see package internal/lab). It is plumbing for the Makefile:
 //
-//	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF of vmlinux and modules)
+//	lab fetch   [-kernel all|6.12|6.1] [-dbg [-dbg-modules PATTERNS]]
+//	                                             download and unpack kernels (and DWARF of vmlinux and modules)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] [-cpus N] SCRIPT  run a shell script in the guest
@@ -85,7 +86,9 @@ func fetch(ctx context.Context, args []string) error {
 	kernel := fs.String("kernel", "all", "lab kernel(s): all, 6.12, 6.1 or a comma list")
 	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one, and the debug files of the modules lab.DebugModulePatterns names")
 	refresh := fs.Bool("refresh", false, "refresh the apt lists even if recent")
+	mods := fs.String("dbg-modules", strings.Join(lab.DebugModulePatterns, ","), "with -dbg: the modules (comma-separated shell patterns over module names; * for all) whose debug files to extract, with their dependencies")
 	fs.Parse(args)
+	lab.DebugModulePatterns = strings.Split(*mods, ",")
 	specs, err := kernels(*kernel)
 	if err != nil {
 		return err
