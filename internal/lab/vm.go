@@ -40,6 +40,13 @@ type Config struct {
 	// one of four SIGINT runs. With one vCPU there is no cross-CPU patching
 	// race; the same soak ran clean for 4 minutes, at 1.5–2× the redis
 	// throughput of the two-vCPU guest.
+	//
+	// For SMP rows use CPUs 2 with SingleThread: with ftrace's function
+	// tracer switched on and off under load on both vCPUs (text patching
+	// of ~40k call sites), multi-threaded TCG with two vCPUs oopsed on
+	// 6.12 ("Oops: int3") and soft-locked 6.1 (twice each way here), while
+	// single-threaded TCG with two vCPUs, and one vCPU either way, ran it
+	// clean on both kernels.
 	MemoryMiB, CPUs int
 	// SingleThread runs QEMU's TCG on one host thread (-accel tcg,thread=single):
 	// about three times slower, but it ran mass detach under load cleanly
