@@ -28,9 +28,10 @@ func TestParseNATCounters(t *testing.T) {
 	}
 }
 
-// TestLabLoadModule loads modules at run time two ways: LoadModule (deps
-// from the lab's modules.dep, finit_module, compressed or not) and busybox
-// modprobe, which the kernel's request_module also runs.
+// TestLabLoadModule loads modules at run time three ways: LoadModule (deps
+// from the lab's modules.dep, finit_module, compressed or not), busybox
+// modprobe, and the kernel's own autoload (request_module runs
+// /sbin/modprobe, which resolves the alias through modules.alias).
 func TestLabLoadModule(t *testing.T) {
 	Require(t)
 	LoadModule(t, "br_netfilter")
@@ -40,10 +41,23 @@ func TestLabLoadModule(t *testing.T) {
 		}
 	}
 	LoadModule(t, "br_netfilter") // loaded already: no error
-	if out, err := exec.Command("modprobe", "dummy").CombinedOutput(); err != nil {
-		t.Errorf("busybox modprobe dummy: %v: %s", err, out)
-	} else if _, err := os.Stat("/sys/module/dummy/initstate"); err != nil {
-		t.Errorf("busybox modprobe dummy left no /sys/module/dummy: %v", err)
+	if out, err := exec.Command("modprobe", "tun").CombinedOutput(); err != nil {
+		t.Errorf("busybox modprobe tun: %v: %s", err, out)
+	} else if _, err := os.Stat("/sys/module/tun/initstate"); err != nil {
+		t.Errorf("busybox modprobe tun left no /sys/module/tun: %v", err)
+	}
+	// The kernel loads dummy itself (request_module("rtnl-link-dummy"),
+	// /sbin/modprobe, modules.alias).
+	if _, err := os.Stat("/sys/module/dummy"); err == nil {
+		t.Fatal("dummy is loaded already; the autoload check needs a module nothing loaded")
+	}
+	if out, err := hostCmd(hostIP, "link", "add", "labdummy0", "type", "dummy").CombinedOutput(); err != nil {
+		t.Errorf("ip link add type dummy (module autoload): %v: %s", err, out)
+	} else {
+		hostCmd(hostIP, "link", "del", "labdummy0").Run()
+		if _, err := os.Stat("/sys/module/dummy/initstate"); err != nil {
+			t.Errorf("the kernel's autoload left no /sys/module/dummy: %v", err)
+		}
 	}
 	if err := LoadModules("no_such_module_here"); err == nil {
 		t.Error("LoadModules of a module the kernel does not have succeeded")
