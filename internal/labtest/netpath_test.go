@@ -73,7 +73,8 @@ func TestLabLoadModule(t *testing.T) {
 // where it should: through the DNAT and masquerade rules (their counters),
 // across the bridge (its ports' packet counts), echoing its data and
 // reading the overlay file; the sibling's UDP traffic, started held as a
-// caller would, touches neither NAT rule.
+// caller would, touches neither NAT rule; after Close a second NetPath
+// builds and carries traffic.
 func TestLabNetPath(t *testing.T) {
 	np := SetupNetPath(t)
 	const rounds, size = 20, 4096
@@ -141,4 +142,18 @@ func TestLabNetPath(t *testing.T) {
 		t.Errorf("sibling port %s received %d packets, want ≥ %d", np.SiblingPort, srx1-srx0, rounds)
 	}
 	t.Logf("sibling: %s rx +%d", np.SiblingPort, srx1-srx0)
+
+	// Close removes everything: a second NetPath builds in the same guest.
+	np.Close()
+	if _, err := os.Stat("/sys/class/net/" + np.Bridge); err == nil {
+		t.Errorf("bridge %s still there after Close", np.Bridge)
+	}
+	np2 := SetupNetPath(t)
+	w2, err := np2.Workload(1, 100, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w2.CombinedOutput(); err != nil {
+		t.Errorf("workload on a second NetPath: %v\n%s", err, out)
+	}
 }
