@@ -7,9 +7,11 @@ RUN ?= ^TestLab
 BENCH ?= ^BenchmarkLab
 FUZZTIME ?= 10s
 LAB := $(GO) run ./internal/cmd/lab
+# Extra flags for lab-test and lab-bench, e.g. LAB_FLAGS='-cpus 2 -single-thread' (the SMP shape).
+LAB_FLAGS ?=
 export HAPSCOPE_REQUIRE_LAB := 1
 
-APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap
+APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap nftables
 
 .PHONY: all build deps fetch lab-prep matrix overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 
@@ -35,7 +37,8 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all Debian packages present"; fi
 
-# Download the lab kernels (6.12, 6.1) and their vmlinux with DWARF (-dbg) into the cache.
+# Download the lab kernels (6.12, 6.1), their vmlinux with DWARF and the debug files of the
+# container modules (-dbg) into the cache.
 fetch: deps
 	$(LAB) fetch -kernel all -dbg
 
@@ -50,10 +53,10 @@ test-host:
 # Lab tests of some packages on one kernel, e.g.
 #   make lab-test KERNEL=6.1 PKG=./coverage/... RUN=TestLabIsolation
 lab-test: deps
-	$(LAB) test -kernel $(KERNEL) -run '$(RUN)' $(PKG)
+	$(LAB) test -kernel $(KERNEL) $(LAB_FLAGS) -run '$(RUN)' $(PKG)
 
 lab-bench: deps
-	$(LAB) test -kernel $(KERNEL) -bench '$(BENCH)' $(PKG)
+	$(LAB) test -kernel $(KERNEL) $(LAB_FLAGS) -bench '$(BENCH)' $(PKG)
 
 # Crash safety of pruning (issue 7), not part of make test: redis load for
 # 10 minutes under the pruning tracer, the scope reset every minute so probes

@@ -8,6 +8,7 @@
 //	Fetch        newest Debian cloud kernel of a line (6.12 trixie, 6.1 bookworm),
 //	             downloaded with apt through a private apt state and cached
 //	DebugVmlinux the matching vmlinux with DWARF (Debian's -dbg package)
+//	DebugModules the debug files of the container modules (same package)
 //	Run          boots it with a busybox initramfs, the host's / shared
 //	             read-only over virtiofs at /host, runs a script as root,
 //	             streams the console, returns the script's exit status

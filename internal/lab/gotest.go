@@ -291,6 +291,11 @@ func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, runDir s
 			return err
 		}
 		fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvVmlinux, shq(labtest.Host(vmlinux)), labtest.EnvIndexCache, shq(labtest.Host(snap)))
+		mods, err := DebugModules(ctx, k.Spec.Name, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sb, "export %s=%s\n", labtest.EnvModuleDebug, shq(labtest.Host(mods)))
 	}
 	fmt.Fprintf(sb, "export %s=1 %s=%s %s=%s\n", labtest.EnvLab, labtest.EnvKernel, shq(k.Spec.Name), labtest.EnvRelease, shq(k.Release))
 	if cache, err := CacheDir(); err == nil {

@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // moduleFile is a kernel module found in a kernel's modules tree.
@@ -141,4 +144,164 @@ func modinfo(ko []byte, key string) []string {
 		}
 	}
 	return vals
+}
+
+// moduleIndexFile is the dependency index the lab writes into a kernel's
+// modules tree (Debian's package ships none: depmod writes it at install).
+// It has kmod's format, so busybox modprobe in the guest (the kernel's
+// request_module helper, /sbin/modprobe) and labtest.LoadModule both read it.
+const moduleIndexFile = "modules.dep"
+
+// modEntry is one module of a kernel's tree.
+type modEntry struct {
+	rel     string   // path below the modules directory, e.g. kernel/drivers/net/veth.ko.xz
+	depends []string // module names, from .modinfo
+	aliases []string // from .modinfo
+}
+
+// scanModules reads the .modinfo of every module file below root
+// (decompressing with a few workers) and returns them by module name.
+func scanModules(root string) (map[string]*modEntry, error) {
+	var paths []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.Contains(d.Name(), ".ko") {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the modules of %s: %w", root, err)
+	}
+	type res struct {
+		name string
+		e    *modEntry
+		err  error
+	}
+	jobs := make(chan string)
+	out := make(chan res)
+	var wg sync.WaitGroup
+	for range max(2, runtime.NumCPU()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range jobs {
+				data, err := readModule(p)
+				if err != nil {
+					out <- res{err: err}
+					continue
+				}
+				rel, _ := filepath.Rel(root, p)
+				e := &modEntry{rel: rel, aliases: modinfo(data, "alias")}
+				for _, d := range modinfo(data, "depends") {
+					for _, n := range strings.Split(d, ",") {
+						if n != "" {
+							e.depends = append(e.depends, strings.ReplaceAll(n, "-", "_"))
+						}
+					}
+				}
+				out <- res{name: moduleName(p), e: e}
+			}
+		}()
+	}
+	go func() {
+		for _, p := range paths {
+			jobs <- p
+		}
+		close(jobs)
+		wg.Wait()
+		close(out)
+	}()
+	mods := map[string]*modEntry{}
+	var firstErr error
+	for r := range out {
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+			}
+			continue
+		}
+		mods[r.name] = r.e
+	}
+	return mods, firstErr
+}
+
+// closure returns name's dependencies (transitively), each after its own
+// dependencies: the order to load them in. Unknown names (built in) are left out.
+func closure(mods map[string]*modEntry, names []string) []string {
+	var order []string
+	seen := map[string]bool{}
+	var visit func(string)
+	visit = func(n string) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		e, ok := mods[n]
+		if !ok {
+			return
+		}
+		for _, d := range e.depends {
+			visit(d)
+		}
+		order = append(order, n)
+	}
+	for _, n := range names {
+		visit(n)
+	}
+	return order
+}
+
+// formatModuleIndex renders modules.dep (kmod's format: every dependency,
+// transitively, the one to load last first) and modules.alias.
+func formatModuleIndex(mods map[string]*modEntry) (dep, alias []byte) {
+	names := make([]string, 0, len(mods))
+	for n := range mods {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return strings.Compare(mods[a].rel, mods[b].rel) })
+	var d, a bytes.Buffer
+	for _, n := range names {
+		e := mods[n]
+		deps := closure(mods, e.depends)
+		d.WriteString(e.rel + ":")
+		for i := len(deps) - 1; i >= 0; i-- {
+			d.WriteString(" " + mods[deps[i]].rel)
+		}
+		d.WriteByte('\n')
+		for _, al := range e.aliases {
+			fmt.Fprintf(&a, "alias %s %s\n", al, n)
+		}
+	}
+	return d.Bytes(), a.Bytes()
+}
+
+// writeModuleIndex writes modules.dep and modules.alias into the kernel's
+// modules tree unless they are there.
+func (k *Kernel) writeModuleIndex() error {
+	root := k.modulesDir()
+	if _, err := os.Stat(filepath.Join(root, moduleIndexFile)); err == nil {
+		return nil
+	}
+	mods, err := scanModules(root)
+	if err != nil {
+		return fmt.Errorf("index the modules of %s: %w", k.Release, err)
+	}
+	dep, alias := formatModuleIndex(mods)
+	// modules.alias first: modules.dep is the stamp.
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"modules.alias", alias}, {moduleIndexFile, dep}} {
+		tmp := filepath.Join(root, f.name+".tmp")
+		if err := os.WriteFile(tmp, f.data, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(root, f.name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -25,6 +25,12 @@ const (
 	// the booted kernel's line index, built on the host by the runner and
 	// copied for this boot (a rebuild of the host's cache cannot reach it).
 	EnvIndexCache = "HAPSCOPE_LAB_INDEX_CACHE"
+	// EnvModuleDebug is the guest path of the debug root of the booted
+	// kernel's module debug files: it holds
+	// usr/lib/debug/lib/modules/<release>/kernel/….ko with DWARF (the
+	// modules lab.DebugModulePatterns names and their dependencies), as
+	// symbolize.ModuleOptions.Path takes it.
+	EnvModuleDebug = "HAPSCOPE_LAB_MODULE_DEBUG"
 	// EnvLabCache is the guest path of the host's lab cache (kernels, and
 	// the userland `make lab-prep` builds there: runsc, express).
 	EnvLabCache = "HAPSCOPE_LAB_CACHE_DIR"
@@ -69,3 +75,7 @@ func IndexCache() string { return os.Getenv(EnvIndexCache) }
 
 // LabCache is the guest path of the host's lab cache (read-only), or "".
 func LabCache() string { return os.Getenv(EnvLabCache) }
+
+// ModuleDebug is the guest path of the booted kernel's module debug root
+// (see EnvModuleDebug), or "" when the lab has none for it.
+func ModuleDebug() string { return os.Getenv(EnvModuleDebug) }

@@ -1,10 +1,11 @@
 // Command lab runs hapscope's privileged tests on real Debian kernels under
 // QEMU (see package internal/lab). It is plumbing for the Makefile:
 //
-//	lab fetch   [-kernel all|6.12|6.1] [-dbg]     download and unpack kernels (and DWARF)
+//	lab fetch   [-kernel all|6.12|6.1] [-dbg [-dbg-modules PATTERNS]]
+//	                                             download and unpack kernels (and DWARF of vmlinux and modules)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
-//	lab sh      -kernel K [-timeout D] SCRIPT      run a shell script in the guest
+//	lab sh      -kernel K [-timeout D] [-cpus N] SCRIPT  run a shell script in the guest
 //	lab run     -kernel K [-out DIR] [-timeout D] -- PROGRAM ARGS...
 //	                                             run a host program in the guest (lab env exported)
 //
@@ -83,9 +84,11 @@ func kernels(name string) ([]lab.KernelSpec, error) {
 func fetch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fetch", flag.ExitOnError)
 	kernel := fs.String("kernel", "all", "lab kernel(s): all, 6.12, 6.1 or a comma list")
-	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one")
+	dbg := fs.Bool("dbg", false, "also fetch the vmlinux with DWARF of kernels that have one, and the debug files of the modules lab.DebugModulePatterns names")
 	refresh := fs.Bool("refresh", false, "refresh the apt lists even if recent")
+	mods := fs.String("dbg-modules", strings.Join(lab.DebugModulePatterns, ","), "with -dbg: the modules (comma-separated shell patterns over module names; * for all) whose debug files to extract, with their dependencies")
 	fs.Parse(args)
+	lab.DebugModulePatterns = strings.Split(*mods, ",")
 	specs, err := kernels(*kernel)
 	if err != nil {
 		return err
@@ -103,6 +106,10 @@ func fetch(ctx context.Context, args []string) error {
 				return err
 			}
 			fmt.Printf("%s\tvmlinux\t%s\n", s.Name, p)
+			if p, err = lab.DebugModules(ctx, s.Name, os.Stderr); err != nil {
+				return err
+			}
+			fmt.Printf("%s\tmodule-debug\t%s\n", s.Name, p)
 		}
 	}
 	return nil
@@ -221,13 +228,14 @@ func sh(ctx context.Context, args []string) error {
 	kernel := fs.String("kernel", "6.12", "lab kernel")
 	timeout := fs.Duration("timeout", 10*time.Minute, "limit for the boot")
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
+	cpus := fs.Int("cpus", 0, "guest vCPUs (default: the lab's)")
 	fs.Parse(args)
 	k, err := fetchOne(ctx, *kernel)
 	if err != nil {
 		return err
 	}
 	res, err := lab.Run(ctx, lab.Config{Kernel: k, Script: strings.Join(fs.Args(), " "), Timeout: *timeout,
-		Console: os.Stdout, SingleThread: *single})
+		Console: os.Stdout, SingleThread: *single, CPUs: *cpus})
 	return exitWith(res, err)
 }
 
