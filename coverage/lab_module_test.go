@@ -214,7 +214,7 @@ func TestLabModuleLoad(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no ModuleLoad for %s within 60 s of loading it", mod)
 	}
-	t.Logf("module %s: %d functions attached %v after its module_load tracepoint (err %v)", ml.Module, ml.Functions, ml.Latency, ml.Err)
+	t.Logf("module %s: %d functions attached %v after its module_load tracepoint, %v of it the module's init (err %v)", ml.Module, ml.Functions, ml.Latency, ml.Init, ml.Err)
 	if ml.Module != mod || ml.Functions == 0 || ml.Err != nil {
 		t.Fatalf("ModuleLoad = %+v, want %s with functions and no error", ml, mod)
 	}

@@ -37,6 +37,10 @@ type ModuleLoad struct {
 	// Latency is from the kernel's module_load tracepoint to the
 	// module's probes attached: the time its code ran unprobed.
 	Latency time.Duration
+	// Init is the part of Latency the module's init function took
+	// (module_load to its init returning): the tracer attaches only then,
+	// to the module's code that stays.
+	Init time.Duration
 	Err     error // why some or all of its functions are not probed
 }
 
@@ -53,7 +57,12 @@ type moduleWatch struct {
 	pending int
 	loads   []ModuleLoad
 
-	vmlinux *btfInfo // vmlinux's BTF functions, read on first use
+	// fentry only: vmlinux's BTF functions, read once in the background
+	// when the watch starts (tens of milliseconds on hardware, seconds
+	// under emulation: not on the path of a module load).
+	vmlinuxOnce sync.Once
+	vmlinux     *btfInfo
+	vmlinuxErr  error
 }
 
 // watchModules starts the listener, then attaches the modules loaded since
@@ -66,6 +75,9 @@ func (t *Tracer) watchModules(ctx context.Context) error {
 	mw := &moduleWatch{w: w, done: make(chan struct{})}
 	mw.cond = sync.NewCond(&mw.mu)
 	t.mods = mw
+	if t.backend == Fentry {
+		go mw.vmlinuxBTF()
+	}
 	go func() {
 		defer close(mw.done)
 		for {
@@ -144,7 +156,7 @@ func (t *Tracer) stopModules() {
 func (t *Tracer) lateModule(ev bpf.ModuleLoad) {
 	mw := t.mods
 	ml := ModuleLoad{Module: ev.Name}
-	n, err := t.attachModule(ev.Name)
+	n, err := t.attachModule(ev.Name, func() { ml.Init = bpf.Monotonic() - ev.At })
 	ml.Functions, ml.Err = n, err
 	ml.Latency = bpf.Monotonic() - ev.At
 	mw.mu.Lock()
@@ -160,10 +172,11 @@ func (t *Tracer) lateModule(ev bpf.ModuleLoad) {
 
 // attachModule waits for module name to finish its init, finds its
 // traceable functions and attaches to them.
-func (t *Tracer) attachModule(name string) (int, error) {
+func (t *Tracer) attachModule(name string, live func()) (int, error) {
 	if err := waitLive(name, 30*time.Second); err != nil {
 		return 0, err
 	}
+	live()
 	fns, excluded, err := t.moduleFunctions(name)
 	if err != nil {
 		return 0, fmt.Errorf("module %s: %w", name, err)
@@ -290,36 +303,49 @@ func waitLive(name string, limit time.Duration) error {
 	}
 }
 
+// vmlinuxBTF reads vmlinux's BTF functions once.
+func (mw *moduleWatch) vmlinuxBTF() (*btfInfo, error) {
+	mw.vmlinuxOnce.Do(func() {
+		spec, err := btf.LoadKernelSpec()
+		if err != nil {
+			mw.vmlinuxErr = err
+			return
+		}
+		mw.vmlinux = btfFuncs(spec, "", nil)
+	})
+	return mw.vmlinux, mw.vmlinuxErr
+}
+
 // moduleFunctions is LoadCatalogue for one module: its traceable functions,
-// and what was left out of them.
+// and what was left out of them. Only fentry needs BTF and every kallsyms
+// name (it attaches by name); the other backends attach by address.
 func (t *Tracer) moduleFunctions(name string) ([]Function, map[Reason]int, error) {
+	byName := t.backend == Fentry
 	f, err := os.Open(kallsymsPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	syms, err := kallsyms.Parse(f, func(typ byte, mod string) bool { return kallsyms.IsText(typ) })
+	syms, err := kallsyms.Parse(f, func(typ byte, mod string) bool { return kallsyms.IsText(typ) && (byName || mod == name) })
 	f.Close()
 	if err != nil {
 		return nil, nil, err
 	}
-	mw := t.mods
-	if mw.vmlinux == nil {
-		spec, err := btf.LoadKernelSpec()
+	bi := &btfInfo{funcs: map[fkey]Reason{}, objects: map[string]int{}}
+	if byName {
+		v, err := t.mods.vmlinuxBTF()
 		if err != nil {
 			return nil, nil, err
 		}
-		mw.vmlinux = btfFuncs(spec, "", nil)
-	}
-	bi := &btfInfo{funcs: map[fkey]Reason{}, objects: map[string]int{}}
-	for k, r := range mw.vmlinux.funcs {
-		bi.funcs[k] = r
-	}
-	for k, n := range mw.vmlinux.objects {
-		bi.objects[k] = n
-	}
-	if base, err := btf.LoadKernelSpec(); err == nil {
-		if ms, err := loadModuleBTF(name, base); err == nil {
-			btfFuncs(ms, name, bi)
+		for k, r := range v.funcs {
+			bi.funcs[k] = r
+		}
+		for k, n := range v.objects {
+			bi.objects[k] = n
+		}
+		if base, err := btf.LoadKernelSpec(); err == nil {
+			if ms, err := loadModuleBTF(name, base); err == nil {
+				btfFuncs(ms, name, bi)
+			}
 		}
 	}
 	trace, withAddrs, err := readFilterFunctions()
