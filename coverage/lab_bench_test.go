@@ -266,3 +266,73 @@ func BenchmarkLabModuleAttach(b *testing.B) {
 	b.ReportMetric(perK(alone, len(vmlinux.Functions)), "s/1k-vmlinux")
 	b.ReportMetric(perK(all, len(cat.Functions))/perK(alone, len(vmlinux.Functions)), "ratio")
 }
+
+// BenchmarkLabNetPathThroughput: rounds per second of the netpath workload
+// (labtest.NetPath: TCP through veth, a bridge and DNAT, file reads on
+// overlayfs) untraced, under the default pruning tracer once settled, and
+// with every probe kept (counts), side by side in one boot; untraced is
+// measured before and after, for drift. The module code that runs only in
+// soft IRQs of other tasks (the peer's side) stays probed when pruned.
+func BenchmarkLabNetPathThroughput(b *testing.B) {
+	labtest.Require(b)
+	if labtest.Kernel() != "6.12" {
+		b.Skip("kprobe.multi over the whole catalogue: 6.12 only")
+	}
+	np := labtest.SetupNetPath(b)
+	cat, err := LoadCatalogue()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const rounds = 200
+	base := cgroupBase(b)
+	mkCgroup(b, base)
+	run := func() float64 {
+		b.Helper()
+		cmd, err := np.Workload(rounds, 4096, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fd, err := syscall.Open(base, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("netpath workload: %v\n%s", err, out)
+		}
+		return rounds / time.Since(start).Seconds()
+	}
+	traced := func(counts bool) float64 {
+		tr, err := Open(context.Background(), cat, Options{Backend: KprobeMulti, Counts: counts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
+		if _, err := tr.AddScope(base); err != nil {
+			b.Fatal(err)
+		}
+		run() // warm-up: pruning removes what the workload runs
+		time.Sleep(2 * time.Second)
+		return run()
+	}
+	var before, pruned, counts, after float64
+	for i := 0; i < b.N; i++ {
+		before += run()
+		pruned += traced(false)
+		counts += traced(true)
+		after += run()
+	}
+	n := float64(b.N)
+	b.ReportMetric(before/n, "untraced-before-rounds/s")
+	b.ReportMetric(after/n, "untraced-after-rounds/s")
+	b.ReportMetric(pruned/n, "pruned-rounds/s")
+	b.ReportMetric(counts/n, "counts-rounds/s")
+	untraced := (before + after) / 2
+	b.ReportMetric(pruned/untraced, "pruned/untraced")
+	b.ReportMetric(counts/untraced, "counts/untraced")
+}
