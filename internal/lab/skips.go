@@ -22,6 +22,10 @@ var AllowedSkips = []AllowedSkip{
 		"traces one execution with kprobe.multi and ftrace at once; kprobe.multi needs CONFIG_FPROBE, off in 6.1: 6.12 only"},
 	{"BenchmarkLabKprobeMultiAttach", "6.1",
 		"benchmarks kprobe.multi attach; kprobe.multi needs CONFIG_FPROBE, off in 6.1: 6.12 only"},
+	{"BenchmarkLabModuleAttach", "6.1",
+		"benchmarks kprobe.multi attach over vmlinux and modules; kprobe.multi needs CONFIG_FPROBE, off in 6.1: 6.12 only"},
+	{"BenchmarkLabNetPathThroughput", "6.1",
+		"measures the netpath under kprobe.multi over the whole catalogue; kprobe.multi needs CONFIG_FPROBE, off in 6.1: 6.12 only"},
 }
 
 // Skip is a test that skipped in the lab.
