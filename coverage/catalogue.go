@@ -1,6 +1,7 @@
 package coverage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -226,6 +227,12 @@ func allZero(s []kallsyms.Symbol) bool {
 // readFilterFunctions prefers available_filter_functions_addrs (6.5+), which
 // tells which of several same-named functions is traceable.
 func readFilterFunctions() ([]traceable, bool, error) {
+	return readFilterFunctionsOf("")
+}
+
+// readFilterFunctionsOf is readFilterFunctions over the lines that end with
+// suffix (" [module]"), or all with "".
+func readFilterFunctionsOf(suffix string) ([]traceable, bool, error) {
 	var errs []error
 	for _, dir := range []string{tracefsDefault, tracefsDebug} {
 		for _, withAddrs := range []bool{true, false} {
@@ -233,15 +240,28 @@ func readFilterFunctions() ([]traceable, bool, error) {
 			if withAddrs {
 				name += "_addrs"
 			}
-			f, err := os.Open(name)
-			if err != nil {
-				if !errors.Is(err, os.ErrNotExist) {
-					errs = append(errs, err)
+			var r io.Reader
+			if suffix == "" {
+				f, err := os.Open(name)
+				if err != nil {
+					if !errors.Is(err, os.ErrNotExist) {
+						errs = append(errs, err)
+					}
+					continue
 				}
-				continue
+				defer f.Close()
+				r = f
+			} else {
+				b, err := moduleLines(name, suffix)
+				if err != nil {
+					if !errors.Is(err, os.ErrNotExist) {
+						errs = append(errs, err)
+					}
+					continue
+				}
+				r = bytes.NewReader(b)
 			}
-			t, err := parseFilterFunctions(f, withAddrs)
-			f.Close()
+			t, err := parseFilterFunctions(r, withAddrs)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -265,6 +285,10 @@ type fkey struct{ module, name string }
 type btfInfo struct {
 	funcs   map[fkey]Reason
 	objects map[string]int
+	// names, when set, counts the kallsyms text symbols of each name in
+	// objects whose symbols are not passed to buildCatalogue (a late
+	// module's catalogue is built from its own symbols only).
+	names map[string]int
 }
 
 // btfFuncs adds the BTF FUNCs of spec, the BTF of module ("" for vmlinux),
@@ -444,7 +468,7 @@ func buildCatalogueOf(syms []kallsyms.Symbol, bi *btfInfo, trace []traceable, wi
 		switch {
 		case !inBTF:
 			fr = NotInBTF
-		case nameCount[fk.name] > 1 || bi.objects[fk.name] > 1:
+		case nameCount[fk.name]+bi.names[fk.name] > 1 || bi.objects[fk.name] > 1:
 			fr = NotUnique
 		case strings.Contains(fk.name, "___"):
 			// cilium/ebpf looks BTF names up without a CO-RE flavour

@@ -1,6 +1,8 @@
 package coverage
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +43,7 @@ type ModuleLoad struct {
 	// (module_load to its init returning): the tracer attaches only then,
 	// to the module's code that stays.
 	Init time.Duration
-	Err     error // why some or all of its functions are not probed
+	Err  error // why some or all of its functions are not probed
 }
 
 // pendingWait bounds how long a window waits for module attaches.
@@ -63,6 +65,9 @@ type moduleWatch struct {
 	vmlinuxOnce sync.Once
 	vmlinux     *btfInfo
 	vmlinuxErr  error
+	// names counts the kallsyms text symbols of each name when the watch
+	// started (fentry only, read with vmlinux's BTF).
+	names map[string]int
 }
 
 // watchModules starts the listener, then attaches the modules loaded since
@@ -312,6 +317,21 @@ func (mw *moduleWatch) vmlinuxBTF() (*btfInfo, error) {
 			return
 		}
 		mw.vmlinux = btfFuncs(spec, "", nil)
+		f, err := os.Open(kallsymsPath)
+		if err != nil {
+			mw.vmlinuxErr = err
+			return
+		}
+		defer f.Close()
+		syms, err := kallsyms.Parse(f, func(typ byte, _ string) bool { return kallsyms.IsText(typ) })
+		if err != nil {
+			mw.vmlinuxErr = err
+			return
+		}
+		mw.names = map[string]int{}
+		for _, s := range syms {
+			mw.names[s.Name]++
+		}
 	})
 	return mw.vmlinux, mw.vmlinuxErr
 }
@@ -321,12 +341,13 @@ func (mw *moduleWatch) vmlinuxBTF() (*btfInfo, error) {
 // name (it attaches by name); the other backends attach by address.
 func (t *Tracer) moduleFunctions(name string) ([]Function, map[Reason]int, error) {
 	byName := t.backend == Fentry
-	f, err := os.Open(kallsymsPath)
+	// The module's lines only: parsing all of /proc/kallsyms and
+	// available_filter_functions takes seconds under emulation.
+	ktext, err := moduleLines(kallsymsPath, "\t["+name+"]")
 	if err != nil {
 		return nil, nil, err
 	}
-	syms, err := kallsyms.Parse(f, func(typ byte, mod string) bool { return kallsyms.IsText(typ) && (byName || mod == name) })
-	f.Close()
+	syms, err := kallsyms.Parse(bytes.NewReader(ktext), func(typ byte, _ string) bool { return kallsyms.IsText(typ) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -342,21 +363,16 @@ func (t *Tracer) moduleFunctions(name string) ([]Function, map[Reason]int, error
 		for k, n := range v.objects {
 			bi.objects[k] = n
 		}
+		bi.names = t.mods.names
 		if base, err := btf.LoadKernelSpec(); err == nil {
 			if ms, err := loadModuleBTF(name, base); err == nil {
 				btfFuncs(ms, name, bi)
 			}
 		}
 	}
-	trace, withAddrs, err := readFilterFunctions()
+	mine, withAddrs, err := readFilterFunctionsOf(" [" + name + "]")
 	if err != nil {
 		return nil, nil, fmt.Errorf("traceable functions: %w", err)
-	}
-	var mine []traceable
-	for _, tr := range trace {
-		if tr.module == name {
-			mine = append(mine, tr)
-		}
 	}
 	// Other objects' symbols count for the names fentry can take, but
 	// only this module's become functions.
@@ -383,4 +399,22 @@ func parseProcModules(s string) []string {
 		}
 	}
 	return out
+}
+
+// moduleLines returns the lines of file that end with suffix.
+func moduleLines(file, suffix string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []byte
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if l := sc.Bytes(); bytes.HasSuffix(l, []byte(suffix)) {
+			out = append(append(out, l...), '\n')
+		}
+	}
+	return out, sc.Err()
 }
