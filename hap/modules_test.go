@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/symbolize"
 )
 
@@ -246,7 +247,7 @@ func TestFromSnapshotModules(t *testing.T) {
 // with advice, or is estimated from kallsyms when allowed.
 func TestModuleSet(t *testing.T) {
 	const release = "6.12.118+deb13-cloud-amd64"
-	ko := testModuleDebug(t, release, "drivers/net/veth.ko")[0]
+	ko := labtest.ModuleDebugFiles(t, release, "drivers/net/veth.ko")[0]
 	t.Setenv("DEBUGINFOD_URLS", "")
 	secs := func(base uint64) map[string]uint64 {
 		return map[string]uint64{".text": base, ".text.unlikely": base + 0x100000, ".init.text": base + 0x200000, ".exit.text": base + 0x300000}
@@ -321,7 +322,7 @@ func testProfileRealModules(t *testing.T, release string) {
 	for _, m := range mods {
 		rels = append(rels, m.ko)
 	}
-	kos := testModuleDebug(t, release, rels...)
+	kos := labtest.ModuleDebugFiles(t, release, rels...)
 	cache := t.TempDir()
 	// vmlinux has a function named as a module's (here): two functions.
 	vm, err := symbolize.Estimate([]symbolize.Symbol{{Addr: 0x1000, Name: "_text"}, {Addr: 0x1000, Name: "vfs_read"}, {Addr: 0x1100, Name: "veth_xmit"}, {Addr: 0x1200, Name: "_etext"}})

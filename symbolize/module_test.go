@@ -15,64 +15,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hapscope/hapscope/internal/labtest"
 )
 
 // labReleases are the Debian kernel releases of the lab (6.12, gcc 14;
 // 6.1, gcc 12).
 var labReleases = []string{"6.12.118+deb13-cloud-amd64", "6.1.0-57-cloud-amd64"}
-
-// testModuleDebug returns the .ko with DWARF of each module (paths below
-// kernel/, e.g. "drivers/net/veth.ko") of a Debian kernel release, from
-// <lab cache>/dbg-modules/<release>/, extracting the missing ones there from
-// the lab's cached -dbg package. It skips when neither is there; under
-// HAPSCOPE_REQUIRE_LAB=1 (make test) that fails the test.
-func testModuleDebug(t testing.TB, release string, rels ...string) []string {
-	t.Helper()
-	cache := os.Getenv("HAPSCOPE_LAB_CACHE")
-	if cache == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache = filepath.Join(d, "hapscope-lab")
-	}
-	dst := filepath.Join(cache, "dbg-modules", release)
-	inTree := func(rel string) string {
-		return filepath.Join(dst, "usr/lib/debug/lib/modules", release, "kernel", rel)
-	}
-	var missing []string
-	for _, r := range rels {
-		if _, err := os.Stat(inTree(r)); err != nil {
-			missing = append(missing, "./usr/lib/debug/lib/modules/"+release+"/kernel/"+r)
-		}
-	}
-	fail := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("HAPSCOPE_REQUIRE_LAB") == "1" {
-			t.Fatalf(format+" (HAPSCOPE_REQUIRE_LAB=1)", args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if len(missing) > 0 {
-		debs, _ := filepath.Glob(filepath.Join(cache, "debs", "linux-image-"+release+"-dbg_*.deb"))
-		if len(debs) == 0 {
-			fail("no module debug files of %s in %s and no linux-image-%s-dbg package in %s/debs: run `make fetch` (lab tooling)", release, dst, release, cache)
-		}
-		if err := os.MkdirAll(dst, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("extracting %d modules from %s", len(missing), debs[0])
-		cmd := exec.Command("sh", append([]string{"-c", `deb=$1 dst=$2; shift 2; dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dst" "$@"`, "sh", debs[0], dst}, missing...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fail("extract module debug files from %s: %v: %s", debs[0], err, out)
-		}
-	}
-	var out []string
-	for _, r := range rels {
-		out = append(out, inTree(r))
-	}
-	return out
-}
 
 // runtimeLayout gives every executable section of a .ko a runtime-like
 // address (kernel module space, in reverse section order, so that the
@@ -160,7 +109,7 @@ func testModuleLines(t *testing.T, labRelease string) {
 	for _, n := range names {
 		rels = append(rels, mods[n])
 	}
-	kos := testModuleDebug(t, labRelease, rels...)
+	kos := labtest.ModuleDebugFiles(t, labRelease, rels...)
 	if _, err := exec.LookPath("llvm-symbolizer"); err != nil {
 		t.Fatal("llvm-symbolizer not found: apt-get install llvm")
 	}

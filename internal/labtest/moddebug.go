@@ -1,4 +1,4 @@
-package hap
+package labtest
 
 import (
 	"os"
@@ -7,14 +7,13 @@ import (
 	"testing"
 )
 
-// testModuleDebug returns the .ko with DWARF of each module (paths below
-// kernel/, e.g. "drivers/net/veth.ko") of a Debian kernel release, from
-// <lab cache>/dbg-modules/<release>/, extracting the missing ones there from
-// the lab's cached -dbg package: the place and the way symbolize's
-// TestModuleLines gets them (a copy of its helper: test helpers do not
-// cross packages). It skips when neither is there; under
-// HAPSCOPE_REQUIRE_LAB=1 (make test) that fails the test.
-func testModuleDebug(t testing.TB, release string, rels ...string) []string {
+// ModuleDebugFiles returns, for host tests, the .ko with DWARF of each
+// module (paths below kernel/, e.g. "drivers/net/veth.ko") of a Debian lab
+// kernel release, from <lab cache>/dbg-modules/<release>/ (where lab fetch
+// -dbg extracts them), extracting the missing ones there from the lab's
+// cached -dbg package. It skips t when neither is there; under
+// HAPSCOPE_REQUIRE_LAB=1 (make test) that fails t.
+func ModuleDebugFiles(t testing.TB, release string, rels ...string) []string {
 	t.Helper()
 	cache := os.Getenv("HAPSCOPE_LAB_CACHE")
 	if cache == "" {
