@@ -1,7 +1,6 @@
 package coverage
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -135,22 +134,7 @@ func TestLabModules(t *testing.T) {
 			rmmod(t, testModule, "after Close")
 
 			labtest.LoadModule(t, testModule)
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=hold", "HAPSCOPE_BACKEND="+string(b), "HAPSCOPE_MODULE="+testModule)
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			if !strings.HasPrefix(line, "ready") {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("holder did not open a tracer: %q", line)
-			}
+			cmd, _ := startHolder(t, "HAPSCOPE_BACKEND="+string(b), "HAPSCOPE_MODULE="+testModule)
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
 			waitGone(t, "after SIGKILL")

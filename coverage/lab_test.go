@@ -299,6 +299,29 @@ func waitGone(t *testing.T, what string) {
 	}
 }
 
+// startHolder starts a process that opens a tracer (helper "hold", with
+// env added) and returns once it has: the process, and its ready line.
+func startHolder(t *testing.T, env ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), helperEnv+"=hold"), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("holder did not open a tracer: %q", line)
+	}
+	return cmd, line
+}
+
 // TestLabCleanup is acceptance item 5: after Close, and after SIGKILL of the
 // process holding a tracer, no hapscope BPF program or link remains.
 func TestLabCleanup(t *testing.T) {
@@ -324,22 +347,7 @@ func TestLabCleanup(t *testing.T) {
 			}
 			waitGone(t, "after Close")
 
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=hold", "HAPSCOPE_BACKEND="+string(b))
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			if !strings.HasPrefix(line, "ready") {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("holder did not open a tracer: %q", line)
-			}
+			cmd, line := startHolder(t, "HAPSCOPE_BACKEND="+string(b))
 			progs, links = hapObjects(t)
 			t.Logf("holder %s: %d programs, %d links", strings.TrimSpace(line), len(progs), links)
 			if links == 0 {
