@@ -331,6 +331,34 @@ func groundTruth(t *testing.T, env *truthEnv, countsMode bool, w string) {
 	t.Logf("%s", r)
 	t.Logf("window's recursion misses: %s (tracer lifetime %d; interrupt events skipped %d)", missed, missedAfter.Total(), snap.Skipped)
 
+	// The attribution rule against ftrace: soft-IRQ work ftrace recorded
+	// in the traced tasks (at an interrupt's exit or in their own
+	// do_softirq) vs what hapscope counted as the tasks' own.
+	ftSoft := map[uint64]bool{}
+	for f, seen := range win.Funcs {
+		if seen.ByContext[ftrace.SoftIRQ] > 0 {
+			ftSoft[f.Addr] = true
+		}
+	}
+	own, shared := 0, 0
+	var notRecorded []string
+	for _, h := range snap.Hits {
+		if h.Context&Softirq == 0 {
+			continue
+		}
+		own++
+		if ftSoft[h.Addr] {
+			shared++
+		} else {
+			notRecorded = append(notRecorded, h.String())
+		}
+	}
+	t.Logf("soft IRQ: ftrace recorded %d functions in the traced tasks' soft-IRQ context; hapscope counted %d as the tasks' own (do_softirq): %d of them recorded by ftrace, %d not (%v); %d left out by the rule (soft IRQs served at an interrupt's exit, or functions the window's pruning had removed)",
+		len(ftSoft), own, shared, len(notRecorded), notRecorded[:min(len(notRecorded), 10)], len(ftSoft)-shared)
+	if w == "netpath" && own == 0 {
+		t.Errorf("netpath: no function counted as the task's own soft-IRQ work: the receive side of its own sends runs there")
+	}
+
 	if len(r.Shared) < 50 {
 		t.Fatalf("only %d shared functions: the workload was not traced", len(r.Shared))
 	}
