@@ -51,7 +51,7 @@ func (f *ScoreFlags) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.Counts, "counts", f.Counts, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
 	fs.BoolVar(&f.Estimate, "estimate", f.Estimate, "when no DWARF is found for the kernel or a module, estimate lines from function sizes (marked estimated); other debug-info errors still fail")
 	fs.StringVar(&f.VMLinux, "vmlinux", f.VMLinux, "vmlinux with DWARF (default: distro locations, then debuginfod)")
-	fs.StringVar(&f.ModuleDebug, "module-debug", f.ModuleDebug, "`DIR` tree of kernel module .ko files with DWARF, e.g. an unpacked linux-image-<release>-dbg (default: /usr/lib/debug/lib/modules/<release>, then debuginfod)")
+	fs.StringVar(&f.ModuleDebug, "module-debug", cmp.Or(f.ModuleDebug, os.Getenv(labtest.EnvModuleDebug)), "`DIR` tree of kernel module .ko files with DWARF, e.g. an unpacked linux-image-<release>-dbg (default: /usr/lib/debug/lib/modules/<release>, then debuginfod; in the lab, the tree the host extracted)")
 	fs.StringVar(&f.IndexCache, "index-cache", cmp.Or(f.IndexCache, os.Getenv(labtest.EnvIndexCache)), "directory of cached line indexes (default: the user cache; in the lab, the one the host prebuilt)")
 	fs.Float64Var(&f.Density, "density", f.Density, fmt.Sprintf("bug density, defects per 1,000 lines (0: %.2f)", hap.DefaultDensity))
 	fs.BoolVar(&f.Quiet, "q", f.Quiet, "no progress output")
