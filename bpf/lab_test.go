@@ -306,11 +306,14 @@ func TestLabSoftirq(t *testing.T) {
 		}
 		// With the guard the receive path is the sender's own soft IRQ,
 		// never interrupt context; without it, it is interrupt context.
-		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < udpPackets) {
-			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], udpPackets, slack)
+		// Either way up to slack datagrams may be received by ksoftirqd
+		// (the kernel defers soft IRQs to it under load), in no context
+		// of the sender's: one in 300 was, once, in the 6.12 lab.
+		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < udpPackets-slack) {
+			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], udpPackets-slack, slack)
 		}
-		if interrupts && !guard && irq[fnIPRcv] < udpPackets {
-			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], udpPackets)
+		if interrupts && !guard && irq[fnIPRcv] < udpPackets-slack {
+			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], udpPackets-slack)
 		}
 	}
 	checkIdle := func(t *testing.T, o *Objects) {
