@@ -63,6 +63,9 @@ func TestLabScore(t *testing.T) {
 		t.Fatal("the lab runner exported no line index: both lab kernels have DWARF (lab fetch -dbg), so every lab profile has exact lines")
 	}
 	opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
+	// Module code (the lab's /tmp is on overlayfs) is symbolized from the
+	// module debug files the host extracted.
+	opt.ModuleDebug = labtest.ModuleDebug()
 	if labtest.Kernel() != "6.12" {
 		// fentry on 6.1 attaches one program per function (and detaches
 		// slowly under emulation): probe a bounded set that includes the
