@@ -52,6 +52,7 @@ func TestLabMatrixSmoke(t *testing.T) {
 		t.Fatal("the lab runner exported no line index: both lab kernels have DWARF (lab fetch -dbg)")
 	}
 	opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
+	opt.ModuleDebug = labtest.ModuleDebug() // runc's rootfs and the lab's /tmp are on overlayfs
 	if labtest.Kernel() != "6.12" {
 		// Without kprobe.multi (6.1), fentry attaches one program per
 		// function: probe a bounded set on the paths a TCP server drives.
