@@ -32,6 +32,13 @@ const udpPackets = 300
 // exit rather than in its own do_softirq() (see checkSend).
 const slack = udpPackets / 20
 
+// minOwn is how many of the sender's datagrams must be received in its own
+// do_softirq(). The others go to ksoftirqd, in no context of the sender's:
+// __do_softirq hands what is left to ksoftirqd after 2 ms or 10 rounds, and
+// under emulation on a loaded machine that budget runs out (259 of 300 were
+// the sender's in one CI run on 6.1, 300 of 300 when the machine was idle).
+const minOwn = udpPackets / 2
+
 func TestMain(m *testing.M) {
 	if port := os.Getenv(envUDP); port != "" {
 		os.Exit(udpHelper(port))
@@ -292,8 +299,8 @@ func TestLabSoftirq(t *testing.T) {
 			// dropping the BH count and the guard's kprobe on do_softirq
 			// makes the task's own pending NET_RX run at that IRQ's exit
 			// instead: interrupt context by the rule (0-2 in 300 under TCG).
-			if own[fnIPRcv] < udpPackets-slack || own[fnLate] < udpPackets-slack || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
-				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), udpPackets-slack)
+			if own[fnIPRcv] < minOwn || own[fnLate] < minOwn || own[fnNetRx] == 0 || own[fnBacklog] == 0 {
+				t.Errorf("own soft IRQ:%s; want ip_rcv and udp_rcv >= %d, net_rx_action and process_backlog > 0", named(own), minOwn)
 			}
 			if own[fnSendto] != 0 || own[fnUDPSendmsg] != 0 {
 				t.Errorf("own soft IRQ counted the task's own send")
@@ -306,14 +313,12 @@ func TestLabSoftirq(t *testing.T) {
 		}
 		// With the guard the receive path is the sender's own soft IRQ,
 		// never interrupt context; without it, it is interrupt context.
-		// Either way up to slack datagrams may be received by ksoftirqd
-		// (the kernel defers soft IRQs to it under load), in no context
-		// of the sender's: one in 300 was, once, in the 6.12 lab.
-		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < udpPackets-slack) {
-			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], udpPackets-slack, slack)
+		// Either way some may be received by ksoftirqd (see minOwn).
+		if interrupts && guard && (irq[fnIPRcv] > slack || own[fnIPRcv]+irq[fnIPRcv] < minOwn) {
+			t.Errorf("guard attached: ip_rcv own soft IRQ %d + interrupt %d, want >= %d, at most %d of them interrupt", own[fnIPRcv], irq[fnIPRcv], minOwn, slack)
 		}
-		if interrupts && !guard && irq[fnIPRcv] < udpPackets-slack {
-			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], udpPackets-slack)
+		if interrupts && !guard && irq[fnIPRcv] < minOwn {
+			t.Errorf("interrupt context without the guard: ip_rcv %d, want >= %d", irq[fnIPRcv], minOwn)
 		}
 	}
 	checkIdle := func(t *testing.T, o *Objects) {
