@@ -67,8 +67,8 @@ func rmmod(t *testing.T, m, when string) {
 	t.Errorf("rmmod %s %s: %v", m, when, err)
 }
 
-// TestLabModules: module functions attached by each backend of the lab
-// kernel (kprobe.multi by address; fentry through the module's BTF, with
+// TestLabModules: module functions attached by the lab kernel's backend
+// (6.12: kprobe.multi by address; 6.1: fentry through the module's BTF, with
 // kprobes beside it for what fentry cannot take), counted under the
 // module's name; after Close and after SIGKILL of the process holding the
 // tracer, no program or link is left and the module unloads.
