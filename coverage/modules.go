@@ -72,7 +72,7 @@ type moduleWatch struct {
 
 // watchModules starts the listener, then attaches the modules loaded since
 // the catalogue was read.
-func (t *Tracer) watchModules(ctx context.Context) error {
+func (t *Tracer) watchModules() error {
 	w, err := bpf.WatchModules()
 	if err != nil {
 		return err
@@ -169,10 +169,11 @@ func (t *Tracer) lateModule(ev bpf.ModuleLoad) {
 		mw.loads = append(mw.loads, ml)
 	}
 	mw.mu.Unlock()
+	// No longer pending before the callback: it may start a window.
+	mw.add(-1)
 	if t.opts.ModuleLoaded != nil && (n > 0 || err != nil) {
 		t.opts.ModuleLoaded(ml)
 	}
-	mw.add(-1)
 }
 
 // attachModule waits for module name to finish its init, finds its

@@ -369,7 +369,7 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	}
 	copy(t.attachable, t.armed)
 	if cat.loaded != nil {
-		if err := t.watchModules(ctx); err != nil {
+		if err := t.watchModules(); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("open tracer (%s): watch module loads: %w (to probe a fixed set of functions instead, open a Subset of the catalogue)", b, err)
 		}
