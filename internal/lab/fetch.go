@@ -508,6 +508,27 @@ func unpack(ctx context.Context, deb, dir string) error {
 	return os.Rename(tmp, dir)
 }
 
+// debugKernel fetches the newest lab kernel called name, which must have a
+// -dbg package in the lab, and returns it with the lab's cache directory.
+func debugKernel(ctx context.Context, name string, log io.Writer) (*Kernel, string, error) {
+	spec, err := Spec(name)
+	if err != nil {
+		return nil, "", err
+	}
+	if !spec.Debug {
+		return nil, "", fmt.Errorf("lab kernel %s has no -dbg package in the lab", name)
+	}
+	k, err := Fetch(ctx, spec, FetchOptions{Log: log})
+	if err != nil {
+		return nil, "", err
+	}
+	cache, err := CacheDir()
+	if err != nil {
+		return nil, "", err
+	}
+	return k, cache, nil
+}
+
 // DebugVmlinux returns the path of the vmlinux with DWARF that matches the
 // newest lab kernel called name (Debian's -dbg package of the same version),
 // fetching it and extracting only the vmlinux on first use.
@@ -515,18 +536,7 @@ func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, erro
 	if log == nil {
 		log = io.Discard
 	}
-	spec, err := Spec(name)
-	if err != nil {
-		return "", err
-	}
-	if !spec.Debug {
-		return "", fmt.Errorf("lab kernel %s has no -dbg package in the lab", name)
-	}
-	k, err := Fetch(ctx, spec, FetchOptions{Log: log})
-	if err != nil {
-		return "", err
-	}
-	cache, err := CacheDir()
+	k, cache, err := debugKernel(ctx, name, log)
 	if err != nil {
 		return "", err
 	}
@@ -591,18 +601,7 @@ func DebugModules(ctx context.Context, name string, log io.Writer) (string, erro
 	if log == nil {
 		log = io.Discard
 	}
-	spec, err := Spec(name)
-	if err != nil {
-		return "", err
-	}
-	if !spec.Debug {
-		return "", fmt.Errorf("lab kernel %s has no -dbg package in the lab", name)
-	}
-	k, err := Fetch(ctx, spec, FetchOptions{Log: log})
-	if err != nil {
-		return "", err
-	}
-	cache, err := CacheDir()
+	k, cache, err := debugKernel(ctx, name, log)
 	if err != nil {
 		return "", err
 	}
