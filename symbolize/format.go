@@ -380,8 +380,8 @@ func (ix *Index) raw() *rawIndex {
 			rf.ranges = append(rf.ranges, [2]uint64{r.Lo, r.Hi})
 		}
 		b := ix.lines[f.linesOff : f.linesOff+f.linesLen]
-		rf.own, b = decodeKeys(b, int(f.nOwn))
-		rf.inl, _ = decodeKeys(b, int(f.nInl))
+		rf.own, b = decodeKeys(b, int(f.nOwn), len(ix.strs))
+		rf.inl, _ = decodeKeys(b, int(f.nInl), len(ix.strs))
 		raw.funcs = append(raw.funcs, rf)
 	}
 	for _, n := range ix.byName {
@@ -392,7 +392,10 @@ func (ix *Index) raw() *rawIndex {
 	return raw
 }
 
-func decodeKeys(b []byte, n int) ([]uint64, []byte) {
+// decodeKeys reads n delta-encoded line keys (file string << 32 | line) of
+// a string table of nstr; like decodeLines, it stops early on corrupt input,
+// a key whose file is not in the table included.
+func decodeKeys(b []byte, n, nstr int) ([]uint64, []byte) {
 	out := make([]uint64, 0, min(n, len(b)))
 	var k uint64
 	for range n {
@@ -401,6 +404,9 @@ func decodeKeys(b []byte, n int) ([]uint64, []byte) {
 			return out, nil
 		}
 		b, k = b[m:], k+d
+		if k>>32 >= uint64(nstr) {
+			return out, nil
+		}
 		out = append(out, k)
 	}
 	return out, b
