@@ -29,8 +29,10 @@ const envUDP = "HAPSCOPE_BPFTEST_UDP_PORT"
 const udpPackets = 300
 
 // slack is how many of the sender's datagrams may be received at a hard-IRQ
-// exit rather than in its own do_softirq() (see checkSend).
-const slack = udpPackets / 20
+// exit rather than in its own do_softirq() (see checkSend): a timing race,
+// 0-2 of 300 on an idle machine, 16 of 300 once on 6.1 while the host was
+// busy (emulation stretches the window).
+const slack = udpPackets / 10
 
 // minOwn is how many of the sender's datagrams must be received in its own
 // do_softirq(). The others go to ksoftirqd, in no context of the sender's:
