@@ -304,6 +304,7 @@ func writeGuestEnv(ctx context.Context, sb *strings.Builder, k *Kernel, runDir s
 	if out {
 		fmt.Fprintf(sb, "export %s=/out\n", labtest.EnvOut)
 	}
+	fmt.Fprintf(sb, "export %s=%s %s=%s\n", labtest.EnvScratch, ScratchDir, labtest.EnvAddr, Addr)
 	fmt.Fprintf(sb, "echo \"lab: kernel $(uname -r) (expected %s), accel %s\"\n", k.Release, accelName(single))
 	return nil
 }

@@ -254,6 +254,49 @@ func closure(mods map[string]*modEntry, names []string) []string {
 	return order
 }
 
+// decompressModules turns every compressed module file below root
+// (Debian's 6.12 ships .ko.xz) into a plain .ko, once, and reports
+// whether it changed any. busybox modprobe, the guest's request_module
+// helper, hands a module's bytes to init_module as they are, and the
+// kernel takes compressed modules only through finit_module with a flag
+// kmod sets: an .xz handed to it fails with "Invalid ELF header magic".
+func decompressModules(root string) (bool, error) {
+	byTool := map[string][]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+		case strings.HasSuffix(p, ".ko.xz"):
+			byTool["xz"] = append(byTool["xz"], p)
+		case strings.HasSuffix(p, ".ko.zst"):
+			byTool["zstd"] = append(byTool["zstd"], p)
+		case strings.HasSuffix(p, ".ko.gz"):
+			byTool["gzip"] = append(byTool["gzip"], p)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for tool, files := range byTool {
+		for len(files) > 0 {
+			n := min(len(files), 200)
+			args := []string{"-d", "-q", "-f"}
+			if tool == "zstd" {
+				args = append(args, "--rm")
+			}
+			if out, err := exec.Command(tool, append(args, files[:n]...)...).CombinedOutput(); err != nil {
+				return changed, fmt.Errorf("%s -d: %v: %s", tool, err, bytes.TrimSpace(out))
+			}
+			files, changed = files[n:], true
+		}
+	}
+	return changed, nil
+}
+
 // formatModuleIndex renders modules.dep (kmod's format: every dependency,
 // transitively, the one to load last first) and modules.alias.
 func formatModuleIndex(mods map[string]*modEntry) (dep, alias []byte) {
@@ -282,7 +325,11 @@ func formatModuleIndex(mods map[string]*modEntry) (dep, alias []byte) {
 // modules tree unless they are there.
 func (k *Kernel) writeModuleIndex() error {
 	root := k.modulesDir()
-	if _, err := os.Stat(filepath.Join(root, moduleIndexFile)); err == nil {
+	changed, err := decompressModules(root)
+	if err != nil {
+		return fmt.Errorf("decompress the modules of %s: %w", k.Release, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, moduleIndexFile)); err == nil && !changed {
 		return nil
 	}
 	mods, err := scanModules(root)

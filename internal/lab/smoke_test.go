@@ -3,6 +3,7 @@ package lab_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/hapscope/hapscope/internal/lab"
 	"github.com/hapscope/hapscope/internal/labtest"
 )
 
@@ -197,5 +199,57 @@ func TestLabSmoke(t *testing.T) {
 	t.Logf("vfs_read hits from the cgroup: %d for %d reads of /dev/zero", got, n)
 	if got < n || got > n+200 {
 		t.Fatalf("vfs_read hits = %d, want between %d and %d", got, n, n+200)
+	}
+}
+
+// TestLabGuestDisk checks what the guest offers workloads besides the
+// host's read-only root: an ext4 scratch disk on a virtio block device
+// (seen at the same path from inside the host root, where chrooted
+// programs run) and a non-loopback address.
+func TestLabGuestDisk(t *testing.T) {
+	labtest.Require(t)
+	dir := os.Getenv(labtest.EnvScratch)
+	if dir != lab.ScratchDir {
+		t.Fatalf("%s = %q, want %s", labtest.EnvScratch, dir, lab.ScratchDir)
+	}
+	for _, d := range []string{dir, labtest.Host(dir)} {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(d, &fs); err != nil {
+			t.Fatal(err)
+		}
+		if fs.Type != unix.EXT4_SUPER_MAGIC || fs.Flags&unix.ST_RDONLY != 0 {
+			t.Errorf("%s: file system 0x%x, flags 0x%x: want ext4 (0x%x), writable", d, fs.Type, fs.Flags, unix.EXT4_SUPER_MAGIC)
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mounts), "/dev/vda "+dir+" ext4 ") {
+		t.Errorf("no /dev/vda (virtio-blk) ext4 mount at %s:\n%s", dir, mounts)
+	}
+	f := filepath.Join(labtest.Host(dir), "probe")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatalf("write through the host root's view of the scratch disk: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "probe")); err != nil || string(b) != "x" {
+		t.Errorf("the two views of the scratch disk differ: %q %v", b, err)
+	}
+	os.Remove(f)
+	if a := os.Getenv(labtest.EnvAddr); a != lab.Addr {
+		t.Fatalf("%s = %q, want %s", labtest.EnvAddr, a, lab.Addr)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.String() == lab.Addr {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the guest has no address %s: %v", lab.Addr, addrs)
 	}
 }

@@ -61,7 +61,24 @@ type Config struct {
 	OutDir string
 	// Files are extra initramfs files (guest path → content, mode 0755).
 	Files map[string][]byte
+	// ScratchMiB sizes the guest's scratch disk (default 4096): a sparse
+	// file on the host, formatted ext4, attached as virtio-blk and mounted
+	// at ScratchDir. It is a real block device with a real file system, as
+	// a host's /var/lib/docker is, where the host's root (virtiofs, FUSE)
+	// and /tmp (tmpfs, overlayfs) are not. It is discarded with the run.
+	ScratchMiB int
 }
+
+// ScratchDir is where the guest mounts its scratch disk (Config.ScratchMiB).
+// /run is bound into /host, so chrooted programs see it at the same path.
+const ScratchDir = "/run/scratch"
+
+// Addr is a non-loopback address of the guest (on lo, as a host's own
+// address on its NIC is local too): a client that connects to it goes
+// through the nat table's OUTPUT DNAT to published container ports, as a
+// remote client's connection does through PREROUTING, where one to
+// 127.0.0.1 is carried by Docker's userland proxy.
+const Addr = "10.0.2.15"
 
 // Result is what a boot produced.
 type Result struct {
@@ -124,10 +141,14 @@ fi
 mods=/lib/modules/$(uname -r)
 mkdir -p $mods
 mount --bind "$(cat /lab/modules-tree)" $mods || echo "lab: binding the kernel's modules tree at $mods failed"
+# The scratch disk (virtio-blk, ext4), before /run is bound into /host.
+mkdir -p ` + ScratchDir + `
+if [ -b /dev/vda ]; then mount -t ext4 /dev/vda ` + ScratchDir + ` || echo "lab: mounting the scratch disk failed" >&3; fi
 for d in proc sys dev run; do mount --rbind /$d /host/$d 2>/dev/null; done
 if [ -f /lab/out ]; then mount -t virtiofs out /out || echo "lab: mounting /out failed"; fi
 hostname lab
 ip link set lo up 2>/dev/null
+ip addr add ` + Addr + `/32 dev lo 2>/dev/null
 echo "hapscope-lab: script starting at guest uptime $(cut -d' ' -f1 /proc/uptime)s" >&3
 echo "ready" >&3
 # The script's output reaches the console through a pipe, as in CI: programs
@@ -157,7 +178,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Console == nil {
 		cfg.Console = io.Discard
 	}
-	for _, tool := range []string{"qemu-system-x86_64", virtiofsd} {
+	if cfg.ScratchMiB == 0 {
+		cfg.ScratchMiB = 4096
+	}
+	for _, tool := range []string{"qemu-system-x86_64", virtiofsd, "mkfs.ext4"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("lab: %s not found: install Debian's qemu-system-x86 (make deps does)", tool)
 		}
@@ -216,6 +240,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
+	scratch, err := makeScratch(ctx, work, cfg.ScratchMiB)
+	if err != nil {
+		return nil, err
+	}
 	rootSock, err := startFS("hostroot", "/", true)
 	if err != nil {
 		return nil, err
@@ -237,6 +265,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		"-numa", "node,memdev=mem",
 		"-chardev", "socket,id=fs0,path=" + rootSock,
 		"-device", "vhost-user-fs-pci,chardev=fs0,tag=hostroot",
+		"-drive", "file=" + scratch + ",if=none,id=scratch,format=raw,cache=unsafe",
+		"-device", "virtio-blk-pci,drive=scratch",
 	}
 	if cfg.OutDir != "" {
 		abs, err := filepath.Abs(cfg.OutDir)
@@ -339,6 +369,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 const virtiofsd = "/usr/lib/qemu/virtiofsd"
 
+// makeScratch creates the scratch disk image in dir: a sparse file of mib
+// MiB formatted ext4 (Config.ScratchMiB).
+func makeScratch(ctx context.Context, dir string, mib int) (string, error) {
+	p := filepath.Join(dir, "scratch.img")
+	f, err := os.Create(p)
+	if err != nil {
+		return "", err
+	}
+	err = f.Truncate(int64(mib) << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("lab: scratch disk: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "scratch",
+		"-N", "65536", "-J", "size=16", "-E", "lazy_itable_init=0,lazy_journal_init=0", p).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("lab: mkfs.ext4 on the scratch disk (Debian's e2fsprogs): %v: %s", err, bytes.TrimSpace(out))
+	}
+	return p, nil
+}
+
 // startReadOnly starts cmd in a private mount namespace in which mnt is a
 // recursive bind of source made read-only (mount_setattr MOUNT_ATTR_RDONLY,
 // AT_RECURSIVE) on every mount of the tree. virtiofsd has no read-only
@@ -401,7 +454,7 @@ func buildInitramfs(k *Kernel, cfg Config, out string) error {
 	}
 	a.file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n"))
 	a.file("etc/group", 0o644, []byte("root:x:0:\n"))
-	mods, err := k.resolveModules(append([]string{"virtio_pci", "virtiofs", "overlay"}, cfg.Modules...))
+	mods, err := k.resolveModules(append([]string{"virtio_pci", "virtiofs", "virtio_blk", "overlay"}, cfg.Modules...))
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}

@@ -34,6 +34,11 @@ const (
 	// EnvLabCache is the guest path of the host's lab cache (kernels, and
 	// the userland `make lab-prep` builds there: runsc, express).
 	EnvLabCache = "HAPSCOPE_LAB_CACHE_DIR"
+	// EnvScratch is the guest path of the scratch disk (virtio-blk, ext4),
+	// seen at the same path from inside the host root (chrooted programs).
+	EnvScratch = "HAPSCOPE_LAB_SCRATCH"
+	// EnvAddr is a non-loopback address of the guest (lab.Addr).
+	EnvAddr = "HAPSCOPE_LAB_ADDR"
 )
 
 // HostRoot is where the host's root file system is mounted, read-only, in the

@@ -6,7 +6,7 @@
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
 //	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] [-cpus N] SCRIPT  run a shell script in the guest
-//	lab run     -kernel K [-out DIR] [-timeout D] -- PROGRAM ARGS...
+//	lab run     -kernel K [-out DIR] [-timeout D] [-cpus N] [-single-thread] -- PROGRAM ARGS...
 //	                                             run a host program in the guest (lab env exported)
 //
 // lab test ends with a summary per kernel: tests run, passed, failed and
@@ -266,6 +266,7 @@ func run(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 15*time.Minute, "limit for the boot")
 	single := fs.Bool("single-thread", false, "run QEMU's TCG on one thread")
 	out := fs.String("out", "", "host directory shared read-write at /out")
+	cpus := fs.Int("cpus", 0, "guest vCPUs (default: the lab's, 1)")
 	fs.Parse(args)
 	if fs.NArg() == 0 {
 		return fmt.Errorf("run: no program given")
@@ -275,7 +276,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "lab: booting %s (QEMU software emulation) to run %s\n", k.Release, strings.Join(fs.Args(), " "))
-	res, err := lab.Command(ctx, k, fs.Args(), lab.Config{Timeout: *timeout, Console: os.Stdout, SingleThread: *single, OutDir: *out})
+	res, err := lab.Command(ctx, k, fs.Args(), lab.Config{Timeout: *timeout, Console: os.Stdout, SingleThread: *single, OutDir: *out, CPUs: *cpus})
 	return exitWith(res, err)
 }
 
