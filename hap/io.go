@@ -111,10 +111,17 @@ func (p *Profile) checkModules() error {
 func (p *Profile) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, p.Summary())
-	fmt.Fprintf(w, "kernel %s (build-id %s), window %s after %s warm-up; misses %d, drops %d in the window (all tasks)\n",
-		cmp.Or(p.Release, "unknown"), short(p.BuildID), p.Window, p.Warmup, p.Misses, p.Drops)
+	cpus := ""
+	if p.CPUs > 0 {
+		cpus = fmt.Sprintf(", %d CPUs", p.CPUs)
+	}
+	fmt.Fprintf(w, "kernel %s (build-id %s%s), window %s after %s warm-up; misses %d, drops %d in the window (all tasks)\n",
+		cmp.Or(p.Release, "unknown"), short(p.BuildID), cpus, p.Window, p.Warmup, p.Misses, p.Drops)
 	if p.Workload != nil {
 		fmt.Fprintf(w, "workload: %s (exit %d)\n", strings.Join(p.Workload.Command, " "), p.Workload.ExitCode)
+		if p.Workload.Runtime != "" {
+			fmt.Fprintf(w, "runtime: %s\n", p.Workload.Runtime)
+		}
 	}
 	fmt.Fprintln(tw, "subsystem\tfunctions\tlines\testimated\tshare")
 	for _, s := range p.Subsystems {

@@ -106,6 +106,11 @@ type Meta struct {
 	// applied (coverage.Snapshot.Softirq): soft IRQs a scope's task runs
 	// itself on its own path (do_softirq) count, in context "softirq".
 	Softirq string `json:"softirq_rule,omitempty"`
+	// CPUs is how many CPUs the measured kernel had online: function sets
+	// differ between one CPU and several (IPIs, per-CPU work, lock
+	// contention paths), so profiles compare only at equal counts. 0 in
+	// profiles written before it was recorded.
+	CPUs int `json:"cpus,omitempty"`
 	// Convergence is the number of unique functions seen at points of the
 	// window; a flat tail means steady state was reached.
 	Convergence []Point `json:"convergence,omitempty"`
@@ -116,6 +121,11 @@ type Workload struct {
 	Command  []string `json:"command"`
 	ExitCode int      `json:"exit_code"` // -1 while still running at the end of the window
 	Error    string   `json:"error,omitempty"`
+	// Runtime is what ran the command, with its version and the
+	// configuration that decides which kernel code it drives (network,
+	// storage, seccomp, LSM), e.g. "Docker 20.10.24 …"; empty for a
+	// command run directly.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Point is one sample of a convergence series.

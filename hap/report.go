@@ -259,8 +259,8 @@ svg text{font-size:12px;fill:#222}
 </style></head><body>
 <h1>Horizontal Attack Profile</h1>
 <p class="note">Generated {{.Generated}} by hapscope. Lines are distinct kernel source lines (DWARF) of the functions a workload drove; latent bugs = lines × density.</p>
-<table id="summary"><tr><th>profile</th><th>kernel</th><th>backend</th><th>mode</th><th>functions</th><th>lines</th><th>own</th><th>inlined</th><th>estimated</th><th>latent bugs</th><th title="probe hits lost during the window, over all tasks">misses (window, all tasks)</th></tr>
-{{range .Profiles}}<tr><td>{{.Label}}</td><td>{{.Release}}</td><td>{{.Backend}}</td><td>{{.Mode}}</td><td>{{len .Functions}}</td><td>{{.Lines.Total}}</td><td>{{.Lines.Own}}</td><td>{{.Lines.Inlined}}</td><td>{{.Lines.Estimated}}</td><td>{{printf "%.2f" .Bugs}}</td><td>{{.Misses}}</td></tr>
+<table id="summary"><tr><th>profile</th><th>kernel</th><th>CPUs</th><th>backend</th><th>mode</th><th>functions</th><th>lines</th><th>own</th><th>inlined</th><th>estimated</th><th>latent bugs</th><th title="probe hits lost during the window, over all tasks">misses (window, all tasks)</th></tr>
+{{range .Profiles}}<tr><td>{{.Label}}</td><td>{{.Release}}</td><td>{{if .CPUs}}{{.CPUs}}{{else}}?{{end}}</td><td>{{.Backend}}</td><td>{{.Mode}}</td><td>{{len .Functions}}</td><td>{{.Lines.Total}}</td><td>{{.Lines.Own}}</td><td>{{.Lines.Inlined}}</td><td>{{.Lines.Estimated}}</td><td>{{printf "%.2f" .Bugs}}</td><td>{{.Misses}}</td></tr>
 {{end}}</table>
 
 <h2>Lines by subsystem</h2>

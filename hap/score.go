@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -157,7 +158,7 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 	meta := Meta{
 		Label: opt.Label, Release: kern.Release, BuildID: cmp.Or(kern.BuildID, ix.BuildID()), Backend: string(t.Backend()),
 		Start: start.UTC(), Warmup: opt.Warmup, Window: opt.Window,
-		Interrupt: opt.Coverage.Interrupts, Workload: opt.Workload,
+		Interrupt: opt.Coverage.Interrupts, Workload: opt.Workload, CPUs: onlineCPUs(),
 	}
 	total := 0
 	for i, n := range newPer {
@@ -372,4 +373,35 @@ func WithScoreTrace(ctx context.Context, t *ScoreTrace) context.Context {
 func ContextScoreTrace(ctx context.Context) *ScoreTrace {
 	t, _ := ctx.Value(scoreTraceKey{}).(*ScoreTrace)
 	return t
+}
+
+// onlineCPUs counts the CPUs in /sys/devices/system/cpu/online ("0-3,5"),
+// or returns 0 when it cannot be read.
+func onlineCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return 0
+	}
+	return countCPUList(strings.TrimSpace(string(b)))
+}
+
+// countCPUList counts the CPUs of a kernel CPU list ("0-3,5"); 0 for a
+// malformed one.
+func countCPUList(s string) int {
+	n := 0
+	for _, r := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return 0
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a || b-a > 1<<16 {
+				return 0
+			}
+		}
+		n += b - a + 1
+	}
+	return n
 }

@@ -157,3 +157,26 @@ func TestEstimateRefusesMismatchedVmlinux(t *testing.T) {
 		t.Errorf("error does not name the build-id mismatch: %v", err)
 	}
 }
+
+func TestCountCPUList(t *testing.T) {
+	for in, want := range map[string]int{"0": 1, "0-3": 4, "0-3,5": 5, "0,2,4-5": 4, "": 0, "3-1": 0, "x": 0, "0-": 0, "0-99999999": 0} {
+		if got := countCPUList(in); got != want {
+			t.Errorf("countCPUList(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func FuzzCountCPUList(f *testing.F) {
+	for _, s := range []string{"0", "0-3", "0-3,5", "", "1-0", "0-65535"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n := countCPUList(s)
+		if n < 0 || n > len(s)*(1<<16+1) {
+			t.Fatalf("countCPUList(%q) = %d", s, n)
+		}
+		if n > 0 && countCPUList(s+","+s) != 2*n {
+			t.Fatalf("countCPUList(%q) = %d but twice the list counts %d", s, n, countCPUList(s+","+s))
+		}
+	})
+}
