@@ -11,7 +11,7 @@ LAB := $(GO) run ./internal/cmd/lab
 LAB_FLAGS ?=
 export HAPSCOPE_REQUIRE_LAB := 1
 
-APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap nftables
+APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap nftables docker.io iptables e2fsprogs
 
 .PHONY: all build deps fetch lab-prep matrix overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 
@@ -131,16 +131,21 @@ lab-prep: deps
 		mkdir -p $(LAB_CACHE)/express && cd $(LAB_CACHE)/express && npm install --no-audit --no-fund express@5; \
 	fi
 
-# Reproduces the 2018 HAP study (issue 6): redis SET/GET, python-tornado and
-# node-express under native, runc (Docker's seccomp profile and none),
-# bubblewrap and gVisor (systrap, ptrace), RUNS times per cell, in the lab's
-# Debian 6.12. Profiles, matrix.json and report.html land in out/matrix/.
+# Reproduces the 2018 HAP study: redis SET/GET, python-tornado and
+# node-express under native, Docker (docker.io, bridge + published port,
+# overlay2 on the lab's ext4 disk), gVisor under Docker (netstack; systrap,
+# ptrace), bubblewrap, and the labelled variants, RUNS times per cell, in
+# the lab's Debian 6.12. Profiles, matrix.json and report.html land in out/matrix/.
+# The study runs on an SMP guest (real hosts are SMP; one and two vCPUs
+# drive different function sets): MATRIX_CPUS vCPUs on single-threaded TCG
+# (multi-threaded TCG with two vCPUs oopses under text patching).
 RUNS ?= 5
 MATRIX_FLAGS ?=
+MATRIX_CPUS ?= 2
 matrix: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
 	@mkdir -p out/matrix
-	$(LAB) run -kernel 6.12 -timeout 150m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
+	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout 300m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
 		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
 

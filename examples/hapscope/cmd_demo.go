@@ -54,7 +54,7 @@ func cmdDemo(args []string) int {
 	start := time.Now()
 	plan := matrix.Plan{
 		Workloads: []matrix.Workload{matrix.Redis("set"), matrix.Redis("get")},
-		Runtimes:  []matrix.Runtime{matrix.Native(), matrix.Runc("runc-noseccomp", nil)},
+		Runtimes:  []matrix.Runtime{matrix.Native(), matrix.Docker("docker", matrix.DockerOptions{})},
 	}
 	o, err := sf.options()
 	if err != nil {
@@ -104,11 +104,14 @@ func writeCells(cells []matrix.Cell, out string, took time.Duration) int {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\tok (%s, %s)\n", c.Workload, c.Runtime, len(p.Functions), p.Lines.Total,
 				p.Lines.Own, p.Lines.Inlined, p.Bugs, c.Load.RPS(), p.Backend, p.Mode)
 			name := filepath.Join(out, c.Workload+"-"+c.Runtime+".json")
-			if f, err := os.Create(name); err == nil {
-				p.WriteJSON(f)
-				f.Close()
-			} else {
+			if err := writeProfile(name, p); err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
+			}
+			for part, pp := range c.Parts {
+				if err := writeProfile(filepath.Join(out, c.Workload+"-"+c.Runtime+"-"+part+".json"), pp); err != nil {
+					fmt.Fprintln(os.Stderr, "hapscope:", err)
+				}
+				fmt.Fprintf(tw, "\t  %s part\t%d\t%d\t%d\t%d\t%.2f\t\t\n", part, len(pp.Functions), pp.Lines.Total, pp.Lines.Own, pp.Lines.Inlined, pp.Bugs)
 			}
 		}
 	}

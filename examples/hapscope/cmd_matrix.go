@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,7 +32,7 @@ func cmdMatrix(args []string) int {
 	runs := fs.Int("runs", 5, "measurements per cell (with --overhead: rounds of untraced, counts, pruned; default 3)")
 	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root); `make runsc` builds it")
 	express := fs.String("express", defaultLabCache("express/node_modules/express"), "express package directory (inside --root); `make matrix` installs it with npm")
-	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express", "comma-separated workloads")
+	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express,idle", "comma-separated workloads (idle: the runtime's baseline, a sleeping service under no load)")
 	overhead := fs.Bool("overhead", false, "instead of the matrix: what measuring costs for redis-set and node-express natively — untraced, hapscope counts, hapscope pruned, ftrace function_graph (the 2018 way) — and the Jaccard of hapscope's and ftrace's function sets")
 	prune := fs.Bool("prune", false, "let the tracer remove a function's probe once the scope has entered it (faster; patches kernel text while workloads run, which has crashed the 6.12 lab guest under multi-threaded QEMU)")
 	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
@@ -70,8 +71,10 @@ func cmdMatrix(args []string) int {
 			plan.Workloads = append(plan.Workloads, matrix.Tornado())
 		case "node-express":
 			plan.Workloads = append(plan.Workloads, matrix.Express(*express))
+		case "idle":
+			plan.Workloads = append(plan.Workloads, matrix.Idle())
 		default:
-			return usageError(fmt.Errorf("unknown workload %q (have redis-set, redis-get, python-tornado, node-express)", name))
+			return usageError(fmt.Errorf("unknown workload %q (have redis-set, redis-get, python-tornado, node-express, idle)", name))
 		}
 	}
 	all := matrix.Study2018(*runsc)
@@ -136,6 +139,12 @@ func writeMatrix(cells []matrix.Cell, out string, took time.Duration) int {
 		if err := writeProfile(name, c.Profile); err != nil {
 			fmt.Fprintln(os.Stderr, "hapscope:", err)
 		}
+		for part, p := range c.Parts {
+			name := filepath.Join(out, fmt.Sprintf("%s-%s-run%d-%s.json", c.Workload, c.Runtime, c.Run+1, part))
+			if err := writeProfile(name, p); err != nil {
+				fmt.Fprintln(os.Stderr, "hapscope:", err)
+			}
+		}
 	}
 	rows := matrix.Summarize(cells)
 	if err := matrix.WriteTable(os.Stdout, rows); err != nil {
@@ -192,23 +201,35 @@ func summaryJSON(rows []matrix.Row, took time.Duration) any {
 		SD   float64 `json:"sd"`
 	}
 	type row struct {
-		Workload  string          `json:"workload"`
-		Runtime   string          `json:"runtime"`
-		OK        int             `json:"runs_ok"`
-		Failed    int             `json:"runs_failed"`
-		Skipped   string          `json:"skipped,omitempty"`
-		Errors    []string        `json:"errors,omitempty"`
-		Stats     map[string]stat `json:"stats,omitempty"`
-		Study2018 float64         `json:"study2018_functions,omitempty"`
+		Workload  string `json:"workload"`
+		Runtime   string `json:"runtime"`
+		Variant   string `json:"variant,omitempty"`
+		OK        int    `json:"runs_ok"`
+		Unsettled int    `json:"runs_unsettled,omitempty"`
+		// Lines over the native row's mean; absent without one.
+		OverNative *float64        `json:"lines_over_native,omitempty"`
+		Failed     int             `json:"runs_failed"`
+		Skipped    string          `json:"skipped,omitempty"`
+		Errors     []string        `json:"errors,omitempty"`
+		Stats      map[string]stat `json:"stats,omitempty"`
+		Study2018  float64         `json:"study2018_functions,omitempty"`
 	}
 	var out []row
 	for _, r := range rows {
-		x := row{Workload: r.Workload, Runtime: r.Runtime, OK: r.OK, Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, Study2018: r.Study2018}
+		x := row{Workload: r.Workload, Runtime: r.Runtime, Variant: r.Variant, OK: r.OK, Unsettled: r.Unsettled,
+			Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, Study2018: r.Study2018}
+		if !math.IsNaN(r.OverNative) && r.Runtime != "native" {
+			v := r.OverNative
+			x.OverNative = &v
+		}
 		if r.OK > 0 {
 			x.Stats = map[string]stat{}
 			for k, s := range map[string]matrix.Stat{"functions": r.Functions, "lines": r.Lines, "lines_own": r.Own,
-				"lines_inlined": r.Inlined, "estimated_bugs": r.Bugs, "requests_per_second": r.RPS} {
-				x.Stats[k] = stat{s.N, s.Mean, s.SD}
+				"lines_inlined": r.Inlined, "estimated_bugs": r.Bugs, "requests_per_second": r.RPS,
+				"container_lines": r.ContainerLines, "runtime_process_lines": r.RuntimeLines} {
+				if s.N > 0 {
+					x.Stats[k] = stat{s.N, s.Mean, s.SD}
+				}
 			}
 		}
 		out = append(out, x)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/labtest"
 	"github.com/hapscope/hapscope/internal/matrix"
 )
 
@@ -302,7 +303,9 @@ func planEnv(name, root string) (*matrix.Env, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	env := &matrix.Env{Root: root, Cgroup: filepath.Join(cgRoot, name), Log: os.Stderr, Work: "/tmp/" + name}
+	env := &matrix.Env{Root: root, Cgroup: filepath.Join(cgRoot, name), Log: os.Stderr, Work: "/tmp/" + name,
+		// In the lab: its scratch disk (ext4) and its non-loopback address.
+		Data: os.Getenv(labtest.EnvScratch), Host: os.Getenv(labtest.EnvAddr)}
 	if err := os.MkdirAll(filepath.Join(root, env.Work), 0o755); err != nil {
 		return nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ class Hello(tornado.web.RequestHandler):
     def get(self):
         self.write("Hello, world")
 app = tornado.web.Application([(r"/", Hello)])
-app.listen(%d, address="127.0.0.1")
+app.listen(%d, address="0.0.0.0")
 tornado.ioloop.IOLoop.current().start()
 `
 
@@ -33,7 +34,7 @@ tornado.ioloop.IOLoop.current().start()
 const expressApp = `const express = require(%q);
 const app = express();
 app.get("/", (req, res) => res.send("Hello, world"));
-app.listen(%d, "127.0.0.1");
+app.listen(%d, "0.0.0.0");
 `
 
 // Tornado is a python3-tornado hello world (Debian's python3-tornado, run by
@@ -43,8 +44,10 @@ func Tornado() Workload {
 	return Workload{
 		Name: "python-tornado",
 		Service: Service{
-			Argv:  []string{"/usr/bin/python3", "-c", fmt.Sprintf(tornadoApp, tornadoPort)},
-			Port:  tornadoPort,
+			Argv: []string{"/usr/bin/python3", "-c", fmt.Sprintf(tornadoApp, tornadoPort)},
+			Port: tornadoPort,
+			// Debian's python3.11 standard library and tornado, for an image.
+			Files: []string{"/usr/lib/python3.11", "/usr/lib/python3/dist-packages/tornado"},
 			Ready: httpReady,
 		},
 		Load: wrkLoad,
@@ -59,8 +62,10 @@ func Express(dir string) Workload {
 	return Workload{
 		Name: "node-express",
 		Service: Service{
-			Argv:  []string{"/usr/bin/node", "-e", fmt.Sprintf(expressApp, dir, expressPort)},
-			Port:  expressPort,
+			Argv: []string{"/usr/bin/node", "-e", fmt.Sprintf(expressApp, dir, expressPort)},
+			Port: expressPort,
+			// express and the packages beside it that it requires.
+			Files: []string{filepath.Dir(dir)},
 			Ready: httpReady,
 		},
 		Load: wrkLoad,
@@ -68,18 +73,18 @@ func Express(dir string) Workload {
 }
 
 // httpReady expects a 200 answer to GET /.
-func httpReady(ctx context.Context, port int) error {
-	return tcpCheck(ctx, port, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", "HTTP/1.")
+func httpReady(ctx context.Context, addr string) error {
+	return tcpCheck(ctx, addr, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n", "HTTP/1.")
 }
 
 // wrkLoad runs Debian's wrk against port until ctx ends, outside the
 // measured cgroup, then stops it with SIGINT (wrk then prints its totals)
 // and parses what it achieved.
-func wrkLoad(ctx context.Context, e *Env, port int) (LoadResult, error) {
+func wrkLoad(ctx context.Context, e *Env, addr string) (LoadResult, error) {
 	// The command's own context outlives ctx: wrk must be interrupted, not
 	// killed, to print its report.
 	c := e.command(context.Background(), -1, "wrk", "-t1", "-c4", "-d1h", "--timeout", "10s",
-		fmt.Sprintf("http://127.0.0.1:%d/", port))
+		"http://"+addr+"/")
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"syscall"
 	"time"
@@ -38,6 +39,36 @@ type Env struct {
 	// Work is a writable scratch directory, as a path inside Root (e.g.
 	// /tmp/hapscope-demo).
 	Work string
+	// Data is a directory on a block-device file system (ext4, as a host's
+	// /var/lib is), as a path inside Root, for what a runtime stores (Docker's
+	// data root); "" means Work. In the lab: lab.ScratchDir.
+	Data string
+	// Host is the address the load client and the readiness checks connect
+	// to; "" means 127.0.0.1. A non-loopback address of this machine makes
+	// clients connect as remote ones do: to a published container port
+	// through the nat table's DNAT (127.0.0.1 goes through Docker's
+	// userland proxy instead). In the lab: lab.Addr.
+	Host string
+
+	docker         *dockerd                 // the plan's Docker daemon, once started
+	dockerRuntimes map[string]DockerOptions // the OCI runtimes of the plan's Docker rows
+}
+
+// addr is where a service on port answers.
+func (e *Env) addr(port int) string {
+	h := e.Host
+	if h == "" {
+		h = "127.0.0.1"
+	}
+	return net.JoinHostPort(h, strconv.Itoa(port))
+}
+
+// data is Env.Data or, unset, Env.Work.
+func (e *Env) data() string {
+	if e.Data != "" {
+		return e.Data
+	}
+	return e.Work
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -71,9 +102,16 @@ func (e *Env) command(ctx context.Context, cgroupFD int, argv ...string) *exec.C
 // Service is a long-running server a workload drives.
 type Service struct {
 	Argv []string // started in the scope
-	Port int      // TCP port on 127.0.0.1 it answers on
-	// Ready reports whether the service answers; polled after start.
-	Ready func(ctx context.Context, port int) error
+	Port int      // TCP port it listens on, on every address
+	// Files are what the service needs besides Argv[0] and the shared
+	// libraries it and they link (found from their ELF headers), as paths
+	// inside Env.Root: files or whole directories (an interpreter's
+	// library). A runtime that runs images (Docker) builds the service's
+	// image from them.
+	Files []string
+	// Ready reports whether the service answers at addr (host:port);
+	// polled after start.
+	Ready func(ctx context.Context, addr string) error
 }
 
 // LoadResult is what a load client achieved.
@@ -97,12 +135,31 @@ type Workload struct {
 	Service Service
 	// Load drives the service at port until ctx ends and reports what it
 	// achieved. It runs outside the measured cgroup.
-	Load func(ctx context.Context, e *Env, port int) (LoadResult, error)
+	Load func(ctx context.Context, e *Env, addr string) (LoadResult, error)
 	// Served, when set, reads a counter of requests the service has
 	// served. The warm-up starts only once it grows by loadStarted: load
 	// clients can take seconds to start under emulation, and a warm-up
 	// spent waiting for them would put start-up into the window.
-	Served func(ctx context.Context, port int) (int, error)
+	Served func(ctx context.Context, addr string) (int, error)
+	// Idle marks a workload without load (Load only waits): its service
+	// is not asked whether it is ready, and no request is expected.
+	Idle bool
+}
+
+// Idle is the runtime's baseline: a service that does nothing (sleep),
+// under no load. Under Docker its profile is what a container costs by
+// just existing, and its runtime part what the daemons cost, idle.
+func Idle() Workload {
+	return Workload{
+		Name:    "idle",
+		Service: Service{Argv: []string{"/usr/bin/sleep", "infinity"}},
+		Idle:    true,
+		Load: func(ctx context.Context, e *Env, addr string) (LoadResult, error) {
+			start := time.Now()
+			<-ctx.Done()
+			return LoadResult{Elapsed: time.Since(start)}, nil
+		},
+	}
 }
 
 // loadStarted is how many served requests mean the load is flowing.
@@ -111,10 +168,14 @@ const loadStarted = 100
 // Runtime starts a service in a scope.
 type Runtime struct {
 	Name string
+	// Variant, when set, says how this row differs from the way the
+	// runtime is deployed: a labelled extra row, not a headline one.
+	Variant string
+	docker  *DockerOptions // a Docker row's, for the plan's daemon
 	// Check says why the runtime cannot run here (nil: it can).
 	Check func(e *Env) error
-	// Start runs argv inside the cgroup dir (the scope).
-	Start func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error)
+	// Start runs the service inside the cgroup dir (the scope).
+	Start func(ctx context.Context, e *Env, name, dir string, svc Service) (*Instance, error)
 }
 
 // Instance is a started service.
@@ -124,6 +185,13 @@ type Instance struct {
 	// Exited returns nil while the launched process runs, else how it
 	// ended with what it printed.
 	Exited func() error
+	// Runtime describes what ran the service (hap.Workload.Runtime); ""
+	// for a service started directly.
+	Runtime string
+	// Parts are cgroups inside the scope that hold one part of it each,
+	// by name: "container" (the service), "runtime" (the runtime's own
+	// processes). Each is scored over the same window as the scope.
+	Parts map[string]string
 }
 
 // lr is a load's outcome.
@@ -135,11 +203,15 @@ type lr struct {
 // Cell is the result of one workload under one runtime.
 type Cell struct {
 	Workload, Runtime string
+	Variant           string       // Runtime.Variant
 	Run               int          // 0-based index of the run (Plan.Runs)
 	Profile           *hap.Profile // nil when the cell failed or was skipped
-	Load              LoadResult
-	Skipped           string // why the runtime could not run here
-	Err               error  // why the cell failed
+	// Parts are the profiles of the runtime's parts of the scope
+	// (Instance.Parts), over the same window; nil for runtimes without.
+	Parts   map[string]*hap.Profile
+	Load    LoadResult
+	Skipped string // why the runtime could not run here
+	Err     error  // why the cell failed
 }
 
 // Plan is a set of cells to run with one tracer.
@@ -148,7 +220,8 @@ type Plan struct {
 	Runtimes  []Runtime
 	// Runs is how many times each cell is measured (0 means 1). Runs are
 	// interleaved: every cell once, then every cell again, so that drift
-	// over the session spreads over all cells.
+	// over the session spreads over all cells; but the Docker rows come
+	// after all runs of the others (see Run).
 	Runs int
 }
 
@@ -164,6 +237,17 @@ type preparer interface {
 	Prepare(ctx context.Context, cgroup string) error
 }
 
+// registerDocker records the OCI runtimes the plan's Docker rows use, for
+// the plan's Docker daemon.
+func (p Plan) registerDocker(e *Env) {
+	e.dockerRuntimes = map[string]DockerOptions{}
+	for _, rt := range p.Runtimes {
+		if rt.docker != nil && rt.docker.Runtime == "runsc" {
+			e.dockerRuntimes[runscRuntime(*rt.docker)] = *rt.docker
+		}
+	}
+}
+
 // Run measures every workload under every runtime, one cell after another,
 // with s (a tracer attached once). It returns every cell, failed and
 // skipped ones included; err is only for errors that stop the whole run.
@@ -171,54 +255,93 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", e.Cgroup, err)
 	}
+	p.registerDocker(e)
+	defer func() {
+		if err := e.stopDocker(); err != nil {
+			e.logf("matrix: stop Docker: %v", err)
+		}
+	}()
 	runs := max(p.Runs, 1)
 	var cells []Cell
-	for run := range runs {
-		for _, w := range p.Workloads {
-			for _, rt := range p.Runtimes {
-				c := Cell{Workload: w.Name, Runtime: rt.Name, Run: run}
-				if err := rt.Check(e); err != nil {
-					c.Skipped = err.Error()
-					if run == 0 {
-						e.logf("matrix: %s/%s skipped: %s", w.Name, rt.Name, c.Skipped)
+	// Rows without Docker run first, all their runs, then the Docker rows:
+	// once dockerd has set up its NAT chains, every connection on this
+	// machine passes conntrack and NAT hooks, and a native row measured
+	// after it would be "native on a Docker host", not native.
+	var plain, docker []Runtime
+	for _, rt := range p.Runtimes {
+		if rt.docker != nil {
+			docker = append(docker, rt)
+		} else {
+			plain = append(plain, rt)
+		}
+	}
+	for _, phase := range [][]Runtime{plain, docker} {
+		for run := range runs {
+			for _, w := range p.Workloads {
+				for _, rt := range phase {
+					c := Cell{Workload: w.Name, Runtime: rt.Name, Variant: rt.Variant, Run: run}
+					if err := rt.Check(e); err != nil {
+						c.Skipped = err.Error()
+						if run == 0 {
+							e.logf("matrix: %s/%s skipped: %s", w.Name, rt.Name, c.Skipped)
+						}
+						cells = append(cells, c)
+						continue
+					}
+					tag := fmt.Sprintf("%s/%s", w.Name, rt.Name)
+					if runs > 1 {
+						tag += fmt.Sprintf(" run %d/%d", run+1, runs)
+					}
+					e.logf("matrix: %s …", tag)
+					c.Profile, c.Parts, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
+					if ctx.Err() != nil {
+						return cells, ctx.Err()
+					}
+					if c.Err != nil {
+						e.logf("matrix: %s FAILED: %v", tag, c.Err)
+						c.Profile = nil
+					} else {
+						e.logf("matrix: %s: %s; load %d requests, %.0f req/s", tag, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
 					}
 					cells = append(cells, c)
-					continue
 				}
-				tag := fmt.Sprintf("%s/%s", w.Name, rt.Name)
-				if runs > 1 {
-					tag += fmt.Sprintf(" run %d/%d", run+1, runs)
-				}
-				e.logf("matrix: %s …", tag)
-				c.Profile, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
-				if ctx.Err() != nil {
-					return cells, ctx.Err()
-				}
-				if c.Err != nil {
-					e.logf("matrix: %s FAILED: %v", tag, c.Err)
-					c.Profile = nil
-				} else {
-					e.logf("matrix: %s: %s; load %d requests, %.0f req/s", tag, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
-				}
-				cells = append(cells, c)
 			}
 		}
 	}
+	// Back into the plan's order: run, workload, runtime.
+	wi, ri := map[string]int{}, map[string]int{}
+	for i, w := range p.Workloads {
+		wi[w.Name] = i
+	}
+	for i, rt := range p.Runtimes {
+		ri[rt.Name] = i
+	}
+	sort.SliceStable(cells, func(a, b int) bool {
+		x, y := cells[a], cells[b]
+		if x.Run != y.Run {
+			return x.Run < y.Run
+		}
+		if wi[x.Workload] != wi[y.Workload] {
+			return wi[x.Workload] < wi[y.Workload]
+		}
+		return ri[x.Runtime] < ri[y.Runtime]
+	})
 	return cells, nil
 }
 
-func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runtime) (*hap.Profile, LoadResult, error) {
+func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runtime) (*hap.Profile, map[string]*hap.Profile, LoadResult, error) {
 	var load LoadResult
 	dir := filepath.Join(e.Cgroup, w.Name+"-"+rt.Name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return nil, load, err
+		return nil, nil, load, err
 	}
 	defer RemoveCgroup(dir)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	inst, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service.Argv)
+	addr := e.addr(w.Service.Port)
+	inst, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service)
 	if err != nil {
-		return nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
+		return nil, nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
 	}
 	defer inst.Stop()
 	// Under emulation with every kernel function traced, an interpreter
@@ -228,18 +351,21 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		if err := inst.Exited(); err != nil {
 			return stopPoll{err}
 		}
-		return w.Service.Ready(readyCtx, w.Service.Port)
+		if w.Idle {
+			return nil // nothing to ask: it runs
+		}
+		return w.Service.Ready(readyCtx, addr)
 	})
 	readyCancel()
 	if err != nil {
-		return nil, load, fmt.Errorf("%s under %s never answered on port %d: %w", w.Name, rt.Name, w.Service.Port, err)
+		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
 
 	// A scorer that sets up per service (ftrace's pid list) does so before
 	// the load starts, as an attached tracer is in place before it.
 	if pr, ok := s.(preparer); ok {
 		if err := pr.Prepare(ctx, dir); err != nil {
-			return nil, load, err
+			return nil, nil, load, err
 		}
 	}
 
@@ -248,50 +374,85 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	defer stopLoad()
 	loadDone := make(chan lr, 1)
 	go func() {
-		r, err := w.Load(loadCtx, e, w.Service.Port)
+		r, err := w.Load(loadCtx, e, addr)
 		loadDone <- lr{r, err}
 	}()
 	if w.Served != nil {
-		if err := waitFlowing(ctx, w, loadDone); err != nil {
+		if err := waitFlowing(ctx, w, addr, loadDone); err != nil {
 			stopLoad()
 			<-loadDone
-			return nil, load, err
+			return nil, nil, load, err
 		}
 	}
 	// The load stops when the scorer's window closes (hap.ScoreTrace), or
 	// when Score returns for scorers without that hook: never inside the
 	// window, where its teardown (connections closed, the server's final
 	// statistics query) would be measured as the workload's.
+	// The runtime's parts are scored over the same window, each on its own.
+	type partResult struct {
+		name string
+		prof *hap.Profile
+		err  error
+	}
+	partc := make(chan partResult, len(inst.Parts))
+	if _, ok := s.(preparer); !ok {
+		for name, pdir := range inst.Parts {
+			go func() {
+				pp, err := s.Score(ctx, pdir)
+				partc <- partResult{name, pp, err}
+			}()
+		}
+	}
 	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: stopLoad}), dir)
 	stopLoad()
+	var parts map[string]*hap.Profile
+	if _, ok := s.(preparer); !ok {
+		for range inst.Parts {
+			r := <-partc
+			if r.err != nil && serr == nil {
+				serr = fmt.Errorf("score the %s part (%s): %w", r.name, inst.Parts[r.name], r.err)
+			}
+			if r.prof != nil {
+				if parts == nil {
+					parts = map[string]*hap.Profile{}
+				}
+				r.prof.Label = w.Name + "/" + rt.Name + "/" + r.name
+				parts[r.name] = r.prof
+			}
+		}
+	}
 	res := <-loadDone
 	load = res.r
 	switch {
 	case serr != nil:
-		return nil, load, serr
+		return nil, nil, load, serr
 	case res.err != nil:
-		return nil, load, fmt.Errorf("load: %w", res.err)
+		return nil, nil, load, fmt.Errorf("load: %w", res.err)
+	case w.Idle:
 	case load.Requests == 0:
-		return nil, load, errors.New("load completed no request: the workload did not run, so its HAP is not scored")
+		return nil, nil, load, errors.New("load completed no request: the workload did not run, so its HAP is not scored")
 	case load.Errors > 0:
-		return nil, load, fmt.Errorf("load had %d errors in %d requests: not scored", load.Errors, load.Requests)
+		return nil, nil, load, fmt.Errorf("load had %d errors in %d requests: not scored", load.Errors, load.Requests)
 	}
 	prof.Label = w.Name + "/" + rt.Name
-	prof.Workload = &hap.Workload{Command: w.Service.Argv, ExitCode: -1, Error: "service; stopped after the window"}
-	return prof, load, nil
+	prof.Workload = &hap.Workload{Command: w.Service.Argv, ExitCode: -1, Error: "service; stopped after the window", Runtime: inst.Runtime}
+	for _, pp := range parts {
+		pp.Workload = prof.Workload
+	}
+	return prof, parts, load, nil
 }
 
 // waitFlowing waits until the service has served loadStarted requests of
 // the load (at most a minute), or the load ended early.
-func waitFlowing(ctx context.Context, w Workload, loadDone <-chan lr) error {
+func waitFlowing(ctx context.Context, w Workload, addr string, loadDone <-chan lr) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	first, err := w.Served(ctx, w.Service.Port)
+	first, err := w.Served(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("read served requests: %w", err)
 	}
 	for {
-		n, err := w.Served(ctx, w.Service.Port)
+		n, err := w.Served(ctx, addr)
 		if err != nil {
 			return fmt.Errorf("read served requests: %w", err)
 		}
@@ -336,10 +497,10 @@ func poll(ctx context.Context, f func() error) error {
 // says so when dir is still there after ten seconds (cgroupv2.Remove).
 func RemoveCgroup(dir string) error { return cgroupv2.Remove(dir) }
 
-// tcpCheck sends req to 127.0.0.1:port and expects a reply starting with want.
-func tcpCheck(ctx context.Context, port int, req, want string) error {
+// tcpCheck sends req to addr and expects a reply starting with want.
+func tcpCheck(ctx context.Context, addr, req, want string) error {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}

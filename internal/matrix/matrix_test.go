@@ -293,15 +293,15 @@ func TestStudy2018Functions(t *testing.T) {
 		w, r string
 		want bool
 	}{
-		{"redis-set", "runc", true}, {"redis-get", "gvisor-ptrace", true}, {"node-express", "nabla", true},
-		{"python-tornado", "kata-qemu", true}, {"redis-set", "native", false}, {"redis-set", "runc-noseccomp", false},
-		{"redis-set", "gvisor-systrap", false}, {"bogus", "runc", false},
+		{"redis-set", "docker", true}, {"redis-get", "docker-gvisor-ptrace", true}, {"node-express", "nabla", true},
+		{"python-tornado", "kata-qemu", true}, {"redis-set", "native", false}, {"redis-set", "runc-direct", false},
+		{"redis-set", "docker-gvisor-systrap", false}, {"redis-set", "gvisor-ptrace", false}, {"bogus", "docker", false},
 	} {
 		if got := Study2018Functions(c.w, c.r); (got > 0) != c.want {
 			t.Errorf("Study2018Functions(%s, %s) = %v, want present=%v", c.w, c.r, got, c.want)
 		}
 	}
-	if Study2018Functions("redis-set", "runc") != Study2018Functions("redis-get", "runc") {
+	if Study2018Functions("redis-set", "docker") != Study2018Functions("redis-get", "docker") {
 		t.Error("both redis tests must map to the study's one redis row")
 	}
 }
@@ -372,7 +372,7 @@ func TestStatCV(t *testing.T) {
 
 func TestWriteReport(t *testing.T) {
 	cells := []Cell{
-		{Workload: "redis-set", Runtime: "runc", Profile: testProfile(400, 20000), Load: LoadResult{Requests: 10, Elapsed: time.Second}},
+		{Workload: "redis-set", Runtime: "docker", Profile: testProfile(400, 20000), Load: LoadResult{Requests: 10, Elapsed: time.Second}},
 		{Workload: "redis-set", Runtime: "nabla", Skipped: "not installable here"},
 	}
 	var buf bytes.Buffer
@@ -462,5 +462,117 @@ func TestOverheadRatios(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestSummaryPartsAndVariants(t *testing.T) {
+	ok := LoadResult{Requests: 10, Elapsed: time.Second}
+	cells := []Cell{
+		{Workload: "redis-set", Runtime: "native", Profile: testProfile(300, 10000), Load: ok},
+		{Workload: "redis-set", Runtime: "docker", Profile: testProfile(400, 12500), Load: ok,
+			Parts: map[string]*hap.Profile{"container": testProfile(350, 11000), "runtime": testProfile(90, 2000)}},
+		{Workload: "redis-set", Runtime: "docker-noseccomp", Variant: "without seccomp", Profile: testProfile(400, 12400), Load: ok},
+	}
+	rows := Summarize(cells)
+	if rows[1].OverNative != 2500 || rows[1].ContainerLines.Mean != 11000 || rows[1].RuntimeLines.Mean != 2000 {
+		t.Errorf("docker row: over native %v, container %v, runtime %v; want 2500, 11000, 2000", rows[1].OverNative, rows[1].ContainerLines, rows[1].RuntimeLines)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"docker-noseccomp (variant)", "+2400", "+2500", "variant docker-noseccomp: without seccomp"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "docker (variant)") {
+		t.Errorf("the deployed docker row is marked a variant:\n%s", b.String())
+	}
+}
+
+func TestSettled(t *testing.T) {
+	curve := func(fs ...int) *hap.Profile {
+		p := &hap.Profile{}
+		for i, f := range fs {
+			p.Convergence = append(p.Convergence, hap.Point{At: time.Duration(i+1) * time.Second, Functions: f})
+		}
+		return p
+	}
+	for _, c := range []struct {
+		p    *hap.Profile
+		want bool
+	}{
+		{curve(100, 400, 500, 500, 500, 501), true},  // flat over the last third
+		{curve(100, 400, 450, 480, 495, 520), false}, // +25 over the last third
+		{curve(100, 1000, 1000, 1000, 1005, 1009), true},
+		{curve(100, 200), true}, // too short to tell
+		{&hap.Profile{}, true},
+	} {
+		if got := Settled(c.p); got != c.want {
+			t.Errorf("Settled(%v) = %v, want %v", c.p.Convergence, got, c.want)
+		}
+	}
+	rows := Summarize([]Cell{
+		{Workload: "w", Runtime: "r", Profile: withCurve(testProfile(10, 100), 100, 400, 450, 480, 495, 520), Load: LoadResult{Requests: 1, Elapsed: time.Second}},
+	})
+	var b bytes.Buffer
+	WriteTable(&b, rows)
+	if !strings.Contains(b.String(), "1 of 1 runs not settled") {
+		t.Errorf("table does not flag the unsettled run:\n%s", b.String())
+	}
+}
+
+func withCurve(p *hap.Profile, fs ...int) *hap.Profile {
+	for i, f := range fs {
+		p.Convergence = append(p.Convergence, hap.Point{At: time.Duration(i+1) * time.Second, Functions: f})
+	}
+	return p
+}
+
+type fakeScorer struct{}
+
+func (fakeScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
+	if tr := hap.ContextScoreTrace(ctx); tr != nil && tr.WindowEnd != nil {
+		tr.WindowEnd()
+	}
+	return &hap.Profile{}, nil
+}
+
+// TestRunDockerRowsLast: the Docker rows run after every run of the other
+// rows (their NAT chains would make a later native row "native on a Docker
+// host"), and the cells come back in the plan's order.
+func TestRunDockerRowsLast(t *testing.T) {
+	var started []string
+	fake := func(name string, docker bool) Runtime {
+		rt := Runtime{Name: name, Check: func(*Env) error { return nil },
+			Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+				started = append(started, name)
+				return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil }}, nil
+			}}
+		if docker {
+			rt.docker = &DockerOptions{}
+		}
+		return rt
+	}
+	w := Idle()
+	p := Plan{Workloads: []Workload{w}, Runtimes: []Runtime{fake("native", false), fake("docker", true), fake("bwrap", false)}, Runs: 2}
+	e := &Env{Cgroup: t.TempDir()}
+	cells, err := p.Run(context.Background(), e, fakeScorer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(started, " "), "native bwrap native bwrap docker docker"; got != want {
+		t.Errorf("started %s, want %s", got, want)
+	}
+	var order []string
+	for _, c := range cells {
+		if c.Err != nil {
+			t.Errorf("%s: %v", c.Runtime, c.Err)
+		}
+		order = append(order, fmt.Sprintf("%s/%d", c.Runtime, c.Run))
+	}
+	if got, want := strings.Join(order, " "), "native/0 docker/0 bwrap/0 native/1 docker/1 bwrap/1"; got != want {
+		t.Errorf("cells %s, want %s", got, want)
 	}
 }

@@ -110,7 +110,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 	}
 	for r := 1; r <= max(rounds, 1); r++ {
 		e.logf("overhead: %s round %d/%d untraced …", w.Name, r, rounds)
-		_, load, err := plan.runCell(ctx, e, nullScorer{warmup + window}, w, Native())
+		_, _, load, err := plan.runCell(ctx, e, nullScorer{warmup + window}, w, Native())
 		if err != nil {
 			return nil, fmt.Errorf("untraced (round %d): %w", r, err)
 		}
@@ -123,7 +123,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 				return nil, fmt.Errorf("%s (round %d): %w", tr.Name, r, err)
 			}
 			ts := &timedScorer{s: sc}
-			prof, load, err := plan.runCell(ctx, e, ts, w, Native())
+			prof, _, load, err := plan.runCell(ctx, e, ts, w, Native())
 			if cerr := closeSc(); err == nil && cerr != nil {
 				err = cerr
 			}
@@ -144,7 +144,7 @@ func MeasureOverhead(ctx context.Context, e *Env, w Workload, warmup, window tim
 
 	e.logf("overhead: %s traced by ftrace function_graph …", w.Name)
 	fs := &ftraceScorer{window: window, warmup: warmup, bufferKB: traceKB}
-	_, load, err := plan.runCell(ctx, e, fs, w, Native())
+	_, _, load, err := plan.runCell(ctx, e, fs, w, Native())
 	if fs.session != nil {
 		fs.session.Close() // the one place ftrace is put back, whatever step failed
 	}

@@ -34,7 +34,12 @@ func (e *Env) lookPath(bin string) (string, error) {
 	}
 	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
 		p := filepath.Join(d, bin)
-		if st, err := os.Stat(e.inRoot(p)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		// Symlinks resolve inside the root (/etc/alternatives/… is absolute).
+		real, err := resolveIn(e.inRoot("/"), p)
+		if err != nil {
+			continue
+		}
+		if st, err := os.Stat(e.inRoot(real)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
@@ -72,7 +77,7 @@ func (e *Env) startIn(ctx context.Context, dir string, argv []string) (*processH
 	if err := c.Start(); err != nil {
 		return nil, err
 	}
-	h := &processHandle{out: &out, done: make(chan struct{})}
+	h := &processHandle{out: &out, done: make(chan struct{}), proc: c.Process}
 	go func() { h.err = c.Wait(); close(h.done) }()
 	h.kill = func() { syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	return h, nil
@@ -83,7 +88,10 @@ type processHandle struct {
 	done chan struct{}
 	err  error
 	kill func()
+	proc *os.Process
 }
+
+func (h *processHandle) pid() int { return h.proc.Pid }
 
 // earlyExit waits a moment and reports what the process said if it has
 // already exited (a runtime that cannot start the service exits at once).
@@ -128,7 +136,8 @@ func Native() Runtime {
 	return Runtime{
 		Name:  "native",
 		Check: func(e *Env) error { return nil },
-		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error) {
+		Start: func(ctx context.Context, e *Env, name, dir string, svc Service) (*Instance, error) {
+			argv := svc.Argv
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
@@ -151,7 +160,8 @@ func Runc(name string, seccomp *specs.LinuxSeccomp) Runtime {
 	return Runtime{
 		Name:  name,
 		Check: func(e *Env) error { return e.have("runc") },
-		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (*Instance, error) {
+		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+			argv := svc.Argv
 			return startOCI(ctx, e, ociRuntime{bin: "runc"}, id, dir, argv, seccomp)
 		},
 	}

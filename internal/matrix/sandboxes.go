@@ -16,7 +16,11 @@ import (
 //
 //   - native: the service is started directly in the scope (clone into the
 //     cgroup via CLONE_INTO_CGROUP).
-//   - runc, runc-noseccomp: `runc run` is started in <scope>/launcher and
+//   - docker and the docker-* rows: the plan's one dockerd and containerd
+//     (and the shims and docker-proxy they start) are moved into
+//     <scope>/runtime for the cell, the container runs in
+//     <scope>/<container id> (--cgroup-parent); see Docker.
+//   - runc-direct, runc-direct-noseccomp: `runc run` is started in <scope>/launcher and
 //     the container's linux.cgroupsPath is <scope>/ctr. runc moves the
 //     container's init into its own cgroup, which is why that cgroup is
 //     placed inside the scope; runc itself (and any shim it leaves) stays in
@@ -72,7 +76,8 @@ func Bubblewrap() Runtime {
 	return Runtime{
 		Name:  "bubblewrap",
 		Check: func(e *Env) error { return e.have("bwrap") },
-		Start: func(ctx context.Context, e *Env, name, dir string, argv []string) (*Instance, error) {
+		Start: func(ctx context.Context, e *Env, name, dir string, svc Service) (*Instance, error) {
+			argv := svc.Argv
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
@@ -116,7 +121,8 @@ func Runsc(platform, path string) Runtime {
 			}
 			return nil
 		},
-		Start: func(ctx context.Context, e *Env, id, dir string, argv []string) (*Instance, error) {
+		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+			argv := svc.Argv
 			// runsc derives its cgroup from the launcher's; its overlay of
 			// the root would need a writable medium: the root is read-only
 			// and /tmp, /run are tmpfs mounts anyway.
@@ -132,7 +138,7 @@ func Unavailable(name, why string) Runtime {
 	return Runtime{
 		Name:  name,
 		Check: func(*Env) error { return errors.New(why) },
-		Start: func(context.Context, *Env, string, string, []string) (*Instance, error) {
+		Start: func(context.Context, *Env, string, string, Service) (*Instance, error) {
 			return nil, errors.New(why)
 		},
 	}
@@ -170,18 +176,36 @@ func haveKVM() bool {
 	return false
 }
 
-// Study2018 is the runtime set of the 2018 HAP study as rows of this
-// machine: runc with Docker's default seccomp stands for Docker; runsc is
-// the runsc binary (inside Env.Root) for the gVisor rows, "" if there is
-// none.
+// Study2018 is the runtime set of the 2018 HAP study as it is deployed
+// today, on this machine: Docker (Debian's docker.io: bridge network with
+// the port published, overlay2, its default seccomp profile), gVisor under
+// Docker (docker run --runtime=runsc, as the study ran it) with its own
+// network stack on the systrap and ptrace platforms, native, bubblewrap;
+// then variants, labelled, that explain differences (Docker without
+// seccomp, gVisor on the host's network, runc and runsc started directly
+// with the host's network and a read-only bind of / as root); then rows
+// that cannot run here, with the reason. runsc is the runsc binary (inside
+// Env.Root) for the gVisor rows, "" if there is none.
 func Study2018(runsc string) []Runtime {
+	gvisor := func(platform string, hostNet bool) DockerOptions {
+		flags := []string{"--platform=" + platform}
+		if hostNet {
+			flags = append(flags, "--network=host")
+		}
+		return DockerOptions{Runtime: "runsc", Runsc: runsc, RunscFlags: flags, HostNetwork: hostNet}
+	}
 	return []Runtime{
 		Native(),
-		dockerRunc(),
-		Runc("runc-noseccomp", nil),
+		Docker("docker", DockerOptions{}),
+		Docker("docker-gvisor-systrap", gvisor("systrap", false)),
+		Docker("docker-gvisor-ptrace", gvisor("ptrace", false)),
 		Bubblewrap(),
-		Runsc("systrap", runsc),
-		Runsc("ptrace", runsc),
+		variant(Docker("docker-noseccomp", DockerOptions{SecurityOpt: []string{"seccomp=unconfined"}}), "Docker with --security-opt seccomp=unconfined"),
+		variant(Docker("docker-gvisor-systrap-hostnet", gvisor("systrap", true)), "gVisor systrap on the host's network (--network=host for docker and runsc): the host's TCP stack serves the sandbox's sockets"),
+		variant(dockerRunc(), "runc started directly: host network, read-only bind of / as root, Docker's seccomp profile; no dockerd, bridge, NAT or overlay"),
+		variant(Runc("runc-direct-noseccomp", nil), "runc started directly as above, without seccomp"),
+		variant(Runsc("systrap", runsc), "runsc started directly: --network=host --overlay2=none, systrap"),
+		variant(Runsc("ptrace", runsc), "runsc started directly: --network=host --overlay2=none, ptrace"),
 		Runsc("kvm", runsc),
 		Unavailable("kata-qemu", needsKVM("Kata Containers with QEMU")),
 		Unavailable("kata-firecracker", needsKVM("Kata Containers with Firecracker")),
@@ -189,12 +213,19 @@ func Study2018(runsc string) []Runtime {
 	}
 }
 
-// dockerRunc is the study's Docker row: runc with Docker's default seccomp
-// profile, or a row that says why that profile could not be had.
+// variant labels a runtime as a variant: a row that helps explain a
+// deployed row's result, never the headline.
+func variant(rt Runtime, label string) Runtime {
+	rt.Variant = label
+	return rt
+}
+
+// dockerRunc is runc with Docker's default seccomp profile, started
+// directly, or a row that says why that profile could not be had.
 func dockerRunc() Runtime {
 	p, err := DockerSeccomp()
 	if err != nil {
-		return Unavailable("runc", err.Error())
+		return Unavailable("runc-direct", err.Error())
 	}
-	return Runc("runc", p)
+	return Runc("runc-direct", p)
 }

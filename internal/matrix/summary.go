@@ -61,11 +61,24 @@ func (s Stat) format(decimals int) string {
 // Row is one workload × runtime over all its runs.
 type Row struct {
 	Workload, Runtime string
+	Variant           string // Runtime.Variant: "" for a deployed row
 	OK, Failed        int
 	Skipped           string   // why the runtime cannot run here
 	Errors            []string // distinct failure reasons
 	// Over the successful runs.
 	Functions, Lines, Own, Inlined, Bugs, RPS Stat
+	// ContainerLines and RuntimeLines are the lines of the cell's parts
+	// (Cell.Parts): the container's own tasks, and the runtime's
+	// processes (dockerd, containerd, shim, docker-proxy); N is 0 for
+	// runtimes without parts.
+	ContainerLines, RuntimeLines Stat
+	// Unsettled counts the successful runs whose convergence curve still
+	// rose in the last third of the window (Settled): steady state was
+	// not reached, so more window would have found more.
+	Unsettled int
+	// OverNative is Lines' mean minus the native row's of the same
+	// workload: the lines the runtime adds (NaN without a native row).
+	OverNative float64
 	// Median is the successful run whose line count is the median (the
 	// one shown in the report), nil when none succeeded.
 	Median *hap.Profile
@@ -81,6 +94,7 @@ func Summarize(cells []Cell) []Row {
 	idx := map[key]int{}
 	var rows []Row
 	var profs [][]*hap.Profile
+	var parts []map[string][]float64
 	var rps [][]float64
 	for _, c := range cells {
 		k := key{c.Workload, c.Runtime}
@@ -88,8 +102,9 @@ func Summarize(cells []Cell) []Row {
 		if !ok {
 			i = len(rows)
 			idx[k] = i
-			rows = append(rows, Row{Workload: c.Workload, Runtime: c.Runtime, Study2018: Study2018Functions(c.Workload, c.Runtime)})
+			rows = append(rows, Row{Workload: c.Workload, Runtime: c.Runtime, Variant: c.Variant, Study2018: Study2018Functions(c.Workload, c.Runtime)})
 			profs = append(profs, nil)
+			parts = append(parts, map[string][]float64{})
 			rps = append(rps, nil)
 		}
 		r := &rows[i]
@@ -107,7 +122,13 @@ func Summarize(cells []Cell) []Row {
 			}
 		default:
 			r.OK++
+			if !Settled(c.Profile) {
+				r.Unsettled++
+			}
 			profs[i] = append(profs[i], c.Profile)
+			for name, p := range c.Parts {
+				parts[i][name] = append(parts[i][name], float64(p.Lines.Total))
+			}
 			rps[i] = append(rps[i], c.Load.RPS())
 		}
 	}
@@ -127,13 +148,84 @@ func Summarize(cells []Cell) []Row {
 		r.Inlined = col(func(p *hap.Profile) float64 { return float64(p.Lines.Inlined) })
 		r.Bugs = col(func(p *hap.Profile) float64 { return p.Bugs })
 		r.RPS = newStat(rps[i])
+		r.ContainerLines = newStat(parts[i]["container"])
+		r.RuntimeLines = newStat(parts[i]["runtime"])
 		if len(ps) > 0 {
 			sorted := append([]*hap.Profile(nil), ps...)
 			sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Lines.Total < sorted[b].Lines.Total })
 			r.Median = sorted[(len(sorted)-1)/2]
 		}
 	}
+	native := map[string]float64{}
+	for _, r := range rows {
+		if r.Runtime == "native" && r.Lines.N > 0 {
+			native[r.Workload] = r.Lines.Mean
+		}
+	}
+	for i := range rows {
+		rows[i].OverNative = math.NaN()
+		if n, ok := native[rows[i].Workload]; ok && rows[i].Lines.N > 0 {
+			rows[i].OverNative = rows[i].Lines.Mean - n
+		}
+	}
 	return rows
+}
+
+// Settled reports whether p's convergence curve was flat over the last
+// third of its window: at most 1 % more functions (and at most 2) at the
+// end than at two thirds. A profile without a curve counts as settled.
+func Settled(p *hap.Profile) bool {
+	c := p.Convergence
+	if len(c) < 3 {
+		return true
+	}
+	end := c[len(c)-1]
+	at := end.At * 2 / 3
+	before := 0
+	for _, pt := range c {
+		if pt.At <= at {
+			before = pt.Functions
+		}
+	}
+	grew := end.Functions - before
+	return grew <= 2 || float64(grew) <= 0.01*float64(end.Functions)
+}
+
+// status is the row's status column: ok, or what is wrong with it.
+func (r Row) status() string {
+	switch {
+	case r.Skipped != "":
+		return "not run: " + r.Skipped
+	case r.Failed > 0:
+		return fmt.Sprintf("%d FAILED: %s", r.Failed, strings.Join(r.Errors, "; "))
+	}
+	var notes []string
+	if r.Unsettled > 0 {
+		notes = append(notes, fmt.Sprintf("%d of %d runs not settled (functions still rising at the window's end)", r.Unsettled, r.OK))
+	}
+	if r.Lines.N > 1 && r.Lines.CV() > 0.03 {
+		notes = append(notes, fmt.Sprintf("lines CV %.1f %% > 3 %%", 100*r.Lines.CV()))
+	}
+	if len(notes) == 0 {
+		return "ok"
+	}
+	return "ok; " + strings.Join(notes, "; ")
+}
+
+// runtimeLabel is the row's runtime name, marked when it is a variant.
+func (r Row) runtimeLabel() string {
+	if r.Variant != "" {
+		return r.Runtime + " (variant)"
+	}
+	return r.Runtime
+}
+
+// overNative formats OverNative.
+func (r Row) overNative() string {
+	if math.IsNaN(r.OverNative) || r.Runtime == "native" {
+		return "-"
+	}
+	return fmt.Sprintf("%+.0f", r.OverNative)
 }
 
 // Runs is the number of runs that were attempted (succeeded or failed).
@@ -166,16 +258,17 @@ var study2018 = map[string]map[string]float64{
 }
 
 // Study2018Functions returns the 2018 study's unique-function count for a
-// matrix workload and runtime, or 0 when the study had no such row. runc
-// with Docker's seccomp profile stands for Docker; both redis workloads
-// map to the study's one redis row.
+// matrix workload and runtime, or 0 when the study had no such row. The
+// study ran gVisor under Docker (--runtime=runsc) with its own network
+// stack, as the docker-gvisor rows do; both redis workloads map to the
+// study's one redis row.
 func Study2018Functions(workload, runtime string) float64 {
 	w := workload
 	if strings.HasPrefix(w, "redis-") {
 		w = "redis"
 	}
 	r := map[string]string{
-		"runc": "Docker", "gvisor-ptrace": "gVisor-ptrace", "gvisor-kvm": "gVisor-KVM",
+		"docker": "Docker", "docker-gvisor-ptrace": "gVisor-ptrace", "gvisor-kvm": "gVisor-KVM",
 		"kata-qemu": "Kata-QEMU", "kata-firecracker": "Kata-Firecracker", "nabla": "Nabla",
 	}[runtime]
 	return study2018[w][r]
@@ -184,27 +277,34 @@ func Study2018Functions(workload, runtime string) float64 {
 // WriteTable prints rows as a plain-text table.
 func WriteTable(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
 	for _, r := range rows {
 		study := "-"
 		if r.Study2018 > 0 {
 			study = fmt.Sprintf("%.0f", r.Study2018)
 		}
-		status := "ok"
-		switch {
-		case r.Skipped != "":
-			status = "not run: " + r.Skipped
-		case r.Failed > 0:
-			status = fmt.Sprintf("%d FAILED: %s", r.Failed, strings.Join(r.Errors, "; "))
-		}
+		status := r.status()
 		cv := "-"
 		if r.Lines.N > 1 {
 			cv = fmt.Sprintf("%.1f%%", 100*r.Lines.CV())
 		}
-		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.Runtime, r.OK, r.Runs(),
-			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
+		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
+			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.overNative(),
+			r.ContainerLines.format(0), r.RuntimeLines.format(0), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
 	}
-	return writeTabbed(w, b.String())
+	if err := writeTabbed(w, b.String()); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if r.Variant != "" && !seen[r.Runtime] {
+			seen[r.Runtime] = true
+			if _, err := fmt.Fprintf(w, "variant %s: %s\n", r.Runtime, r.Variant); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // WriteReport writes one self-contained HTML report: the summary table
@@ -250,7 +350,10 @@ var summaryHTML = template.Must(template.New("summary").Funcs(template.FuncMap{
 		}
 		return fmt.Sprintf("%.1f %%", 100*s.CV())
 	},
-	"join": strings.Join,
+	"join":   strings.Join,
+	"label":  Row.runtimeLabel,
+	"status": Row.status,
+	"over":   Row.overNative,
 }).Parse(`<section id="matrix-summary" style="font-family:sans-serif">
 <h1>{{.Title}}</h1>
 <p>Each cell: mean ± sample standard deviation over its successful runs. Lines are distinct kernel source lines
@@ -259,13 +362,13 @@ unique-function count (ftrace function_graph, read off its graphs); runc with Do
 for its Docker row and both redis tests for its single redis row.</p>
 <table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
 <thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
-<th>own</th><th>inlined</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
 <tbody>
 {{- range .Rows}}
-<tr><td>{{.Workload}}</td><td>{{.Runtime}}</td><td>{{.OK}}/{{.Runs}}</td>
+<tr><td>{{.Workload}}</td><td{{if .Variant}} title="{{.Variant}}"{{end}}>{{label .}}</td><td>{{.OK}}/{{.Runs}}</td>
 <td>{{stat .Functions 0}}</td><td>{{if .Study2018}}{{printf "%.0f" .Study2018}}{{else}}-{{end}}</td>
-<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
-<td>{{if .Skipped}}not run: {{.Skipped}}{{else if .Failed}}{{.Failed}} failed: {{join .Errors "; "}}{{else}}ok{{end}}</td></tr>
+<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
+<td>{{status .}}</td></tr>
 {{- end}}
 </tbody></table>
 </section>

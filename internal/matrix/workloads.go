@@ -23,13 +23,13 @@ func Redis(test string) Workload {
 		Service: Service{
 			Argv:  []string{"redis-server", "--port", strconv.Itoa(redisPort), "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", "/tmp"},
 			Port:  redisPort,
-			Ready: func(ctx context.Context, port int) error { return tcpCheck(ctx, port, "PING\r\n", "+PONG") },
+			Ready: func(ctx context.Context, addr string) error { return tcpCheck(ctx, addr, "PING\r\n", "+PONG") },
 		},
-		Load: func(ctx context.Context, e *Env, port int) (LoadResult, error) {
-			return redisLoad(ctx, e, port, test)
+		Load: func(ctx context.Context, e *Env, addr string) (LoadResult, error) {
+			return redisLoad(ctx, e, addr, test)
 		},
-		Served: func(ctx context.Context, port int) (int, error) {
-			c, err := redisStats(ctx, port)
+		Served: func(ctx context.Context, addr string) (int, error) {
+			c, err := redisStats(ctx, addr)
 			return c.commands, err
 		},
 	}
@@ -39,14 +39,18 @@ func Redis(test string) Workload {
 // measured cgroup. The requests it completed are counted by the server
 // itself (INFO stats before and after), so a load cut off at the end of the
 // window is still counted exactly; error replies count as errors.
-func redisLoad(ctx context.Context, e *Env, port int, test string) (LoadResult, error) {
+func redisLoad(ctx context.Context, e *Env, addr, test string) (LoadResult, error) {
 	var r LoadResult
-	before, err := redisStats(ctx, port)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return r, err
+	}
+	before, err := redisStats(ctx, addr)
 	if err != nil {
 		return r, err
 	}
 	start := time.Now()
-	c := e.command(ctx, -1, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port),
+	c := e.command(ctx, -1, "redis-benchmark", "-h", host, "-p", port,
 		"-t", test, "-n", "1000000000", "-c", "4", "-q")
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
@@ -57,7 +61,7 @@ func redisLoad(ctx context.Context, e *Env, port int, test string) (LoadResult, 
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	after, err := redisStats(sctx, port)
+	after, err := redisStats(sctx, addr)
 	if err != nil {
 		return r, fmt.Errorf("after the load: %w", err)
 	}
@@ -70,9 +74,9 @@ func redisLoad(ctx context.Context, e *Env, port int, test string) (LoadResult, 
 type redisCounters struct{ commands, errors int }
 
 // redisStats reads the server's command and error-reply counters.
-func redisStats(ctx context.Context, port int) (redisCounters, error) {
+func redisStats(ctx context.Context, addr string) (redisCounters, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return redisCounters{}, err
 	}

@@ -1,0 +1,623 @@
+package matrix
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DockerOptions are how a Docker row runs its container, beyond Docker's
+// defaults (bridge network with the port published, overlay2 on Env.Data,
+// Docker's default seccomp profile, runc).
+type DockerOptions struct {
+	// Runtime is the OCI runtime (docker run --runtime): "" for Docker's
+	// default, runc; "runsc" for gVisor.
+	Runtime string
+	// Runsc is runsc's path inside Env.Root, and RunscFlags its flags
+	// (--platform=systrap, --network=host …), when Runtime is "runsc".
+	Runsc      string
+	RunscFlags []string
+	// SecurityOpt are docker run --security-opt values, such as
+	// "seccomp=unconfined".
+	SecurityOpt []string
+	// HostNetwork runs the container in the host's network namespace
+	// (--network=host) instead of Docker's default bridge.
+	HostNetwork bool
+}
+
+// Docker runs the service the way Docker runs containers by default, with
+// Debian's docker.io: one dockerd and containerd for the whole Plan.Run,
+// started at its first Docker cell (containerd as its own service, as
+// Debian's containerd.service runs it), every OCI runtime the plan's
+// Docker rows use registered with it. During a cell the daemons' processes
+// (and the shim and docker-proxy they start) are moved into
+// <scope>/runtime and the container runs in <scope>/<container id>
+// (--cgroup-parent): both inside the measured subtree, so the runtime's
+// processes are accounted as the runtime's, and scored apart as the cell's
+// "runtime" and "container" parts; between cells they wait in
+// <Env.Cgroup>/docker-daemons. The image is the service's program and the
+// files it needs (imported once per data root), its root file system
+// overlay2 on Env.Data; the service's port is published on every address
+// (-p), so a client reaches it through DNAT, bridge and veth.
+func Docker(name string, opt DockerOptions) Runtime {
+	return Runtime{
+		Name:   name,
+		docker: &opt,
+		Check: func(e *Env) error {
+			for _, bin := range []string{"dockerd", "containerd", "docker-proxy", "iptables"} {
+				if err := e.have(bin); err != nil {
+					return err
+				}
+			}
+			if pid := otherDockerd(); pid != 0 {
+				return fmt.Errorf("another Docker engine runs here (dockerd, pid %d): each Docker cell starts its own dockerd, whose bridge and NAT chains would clash with it; stop it (systemctl stop docker docker.socket) or measure in the lab (make demo does when this kernel cannot be traced)", pid)
+			}
+			if opt.Runtime == "runsc" {
+				if opt.Runsc == "" {
+					return errors.New("no runsc given: build it with `make lab-prep` and pass --runsc")
+				}
+				if _, err := os.Stat(e.inRoot(opt.Runsc)); err != nil {
+					return fmt.Errorf("runsc not found at %s: build it with `make lab-prep`", opt.Runsc)
+				}
+			}
+			return nil
+		},
+		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+			return startDocker(ctx, e, opt, id, dir, svc)
+		},
+	}
+}
+
+// otherDockerd returns the pid of a dockerd this process did not start
+// (one whose parent is not this process), or 0.
+func otherDockerd() int {
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+				continue
+			}
+		}
+		return pid
+	}
+	return 0
+}
+
+// DockerVersion reports the version of the dockerd in Env.Root ("Docker
+// version 20.10.24+dfsg1, build …"), or why it cannot.
+func DockerVersion(ctx context.Context, e *Env) (string, error) {
+	out, err := e.command(ctx, -1, "dockerd", "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("dockerd --version: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// writableDockerConf makes /etc/docker in Env.Root writable where it is
+// not (the lab's read-only host root): dockerd writes its key.json there,
+// whatever its flags say. A tmpfs goes over it, holding copies of the
+// files it had.
+func (e *Env) writableDockerConf() error {
+	dir := e.inRoot("/etc/docker")
+	if err := os.MkdirAll(dir, 0o755); err != nil && !errors.Is(err, syscall.EROFS) {
+		return err
+	}
+	if unix.Access(dir, unix.W_OK) == nil {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_RDONLY == 0 {
+			return nil
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	saved := map[string][]byte{}
+	for _, ent := range ents {
+		if ent.Type().IsRegular() {
+			if b, err := os.ReadFile(filepath.Join(dir, ent.Name())); err == nil {
+				saved[ent.Name()] = b
+			}
+		}
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("%s is read-only and a tmpfs could not go over it (dockerd writes key.json there): %w", dir, err)
+	}
+	for name, b := range saved {
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	return nil
+}
+
+// dockerd is a running Docker daemon and its containerd.
+type dockerd struct {
+	e      *Env
+	h      *processHandle
+	ctrd   *processHandle
+	cgroup string // where its processes wait between cells
+	sock   string // the API socket, as a path here
+	client *http.Client
+}
+
+// runscRuntime is the name a runsc configuration is registered under
+// with dockerd: "runsc" and its flags, e.g. runsc--platform=systrap.
+func runscRuntime(opt DockerOptions) string {
+	return "runsc" + strings.ReplaceAll(strings.Join(opt.RunscFlags, ""), "=", "-")
+}
+
+// dockerd returns the plan's Docker daemon, starting it if it is not
+// running.
+func (e *Env) dockerd(ctx context.Context) (*dockerd, error) {
+	if e.docker != nil && e.docker.h.exited() == nil && e.docker.ctrd.exited() == nil {
+		return e.docker, nil
+	}
+	if e.docker != nil {
+		e.docker.stop()
+		e.docker = nil
+	}
+	d, err := startDockerd(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	e.docker = d
+	return d, nil
+}
+
+// stopDocker stops the plan's Docker daemon, if it runs, and removes the
+// cgroup its processes waited in.
+func (e *Env) stopDocker() error {
+	if e.docker == nil {
+		return nil
+	}
+	err := e.docker.stop()
+	e.docker = nil
+	return errors.Join(err, RemoveCgroup(filepath.Join(e.Cgroup, "docker-daemons")))
+}
+
+func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
+	runtimeDir := filepath.Join(e.Cgroup, "docker-daemons")
+	if err := os.MkdirAll(runtimeDir, 0o755); err != nil {
+		return nil, err
+	}
+	base := filepath.Join(e.Work, "docker")
+	if err := os.MkdirAll(e.inRoot(base), 0o755); err != nil {
+		return nil, err
+	}
+	cfg := map[string]any{}
+	runtimes := map[string]any{}
+	for _, opt := range e.dockerRuntimes {
+		if opt.Runtime == "runsc" {
+			runtimes[runscRuntime(opt)] = map[string]any{"path": opt.Runsc, "runtimeArgs": opt.RunscFlags}
+		}
+	}
+	if len(runtimes) > 0 {
+		cfg["runtimes"] = runtimes
+	}
+	data, _ := json.Marshal(cfg)
+	if err := os.WriteFile(e.inRoot(filepath.Join(base, "daemon.json")), data, 0o644); err != nil {
+		return nil, err
+	}
+	if err := e.writableDockerConf(); err != nil {
+		return nil, err
+	}
+	// containerd runs as its own service, as Debian's containerd.service
+	// runs it, rather than supervised by dockerd: dockerd gives its own
+	// containerd a fixed time to start, which a containerd starting with
+	// every kernel function traced under emulation does not meet.
+	ctrdSock := filepath.Join(base, "ctrd.sock")
+	os.Remove(e.inRoot(ctrdSock))
+	ctrdConf := fmt.Sprintf("version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = %q\n",
+		filepath.Join(e.data(), "containerd-opt"))
+	if err := os.WriteFile(e.inRoot(filepath.Join(base, "containerd.toml")), []byte(ctrdConf), 0o644); err != nil {
+		return nil, err
+	}
+	ctrd, err := e.startIn(ctx, runtimeDir, []string{"containerd",
+		"--config", filepath.Join(base, "containerd.toml"),
+		"--address", ctrdSock,
+		"--root", filepath.Join(e.data(), "containerd"),
+		"--state", filepath.Join(base, "containerd-state"),
+		"--log-level", "warn",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	err = poll(wctx, func() error {
+		if err := ctrd.exited(); err != nil {
+			return stopPoll{fmt.Errorf("containerd: %w", err)}
+		}
+		c, err := net.Dial("unix", e.inRoot(ctrdSock))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err != nil {
+		ctrd.stop()
+		return nil, fmt.Errorf("containerd did not listen: %w; its log: %s", err, tail(ctrd.out.String(), 2000))
+	}
+	// A short socket path: sun_path holds 108 bytes.
+	sock := filepath.Join(base, "d.sock")
+	os.Remove(e.inRoot(sock))
+	argv := []string{"dockerd",
+		"--containerd", ctrdSock,
+		"--data-root", filepath.Join(e.data(), "docker"),
+		"--exec-root", filepath.Join(base, "exec"),
+		"--pidfile", filepath.Join(base, "dockerd.pid"),
+		"--config-file", filepath.Join(base, "daemon.json"),
+		"-H", "unix://" + sock,
+		"--log-level", "warn",
+	}
+	h, err := e.startIn(ctx, runtimeDir, argv)
+	if err != nil {
+		ctrd.stop()
+		return nil, fmt.Errorf("start dockerd: %w", err)
+	}
+	d := &dockerd{e: e, h: h, ctrd: ctrd, sock: e.inRoot(sock), cgroup: runtimeDir}
+	d.client = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var nd net.Dialer
+			return nd.DialContext(ctx, "unix", d.sock)
+		},
+	}}
+	// dockerd sets up its bridge and NAT chains: tens of seconds under
+	// emulation with every kernel function traced.
+	err = poll(wctx, func() error {
+		if err := h.exited(); err != nil {
+			return stopPoll{fmt.Errorf("dockerd: %w", err)}
+		}
+		_, err := d.call(wctx, "GET", "/_ping", nil, nil)
+		return err
+	})
+	if err != nil {
+		d.stop()
+		return nil, fmt.Errorf("dockerd did not answer: %w; its log: %s", err, tail(h.out.String(), 2000))
+	}
+	return d, nil
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// call makes one Engine API request; body is JSON-encoded unless it is an
+// io.Reader. It returns the response body, or an error with the daemon's
+// message for a status ≥ 300.
+func (d *dockerd) call(ctx context.Context, method, path string, query url.Values, body any) ([]byte, error) {
+	var rd io.Reader
+	ctype := "application/json"
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd, ctype = b, "application/x-tar"
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(data)
+	}
+	u := "http://docker/v1.41" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var m struct{ Message string }
+		if json.Unmarshal(out, &m) == nil && m.Message != "" {
+			return out, &dockerError{resp.StatusCode, m.Message}
+		}
+		return out, &dockerError{resp.StatusCode, strings.TrimSpace(string(out))}
+	}
+	return out, nil
+}
+
+type dockerError struct {
+	Status  int
+	Message string
+}
+
+func (e *dockerError) Error() string { return fmt.Sprintf("docker API %d: %s", e.Status, e.Message) }
+
+// image makes sure the daemon has the service's image, importing it from
+// the service's files when not, and returns its reference.
+func (d *dockerd) image(ctx context.Context, name string, svc Service) (string, error) {
+	ref := "hapscope/" + name + ":latest"
+	if _, err := d.call(ctx, "GET", "/images/"+ref+"/json", nil, nil); err == nil {
+		return ref, nil
+	}
+	files, err := imageFiles(d.e.inRoot("/"), svc)
+	if err != nil {
+		return "", fmt.Errorf("image of %s: %w", name, err)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeImage(pw, d.e.inRoot("/"), files)) }()
+	q := url.Values{"fromSrc": {"-"}, "repo": {"hapscope/" + name}, "tag": {"latest"}}
+	out, err := d.call(ctx, "POST", "/images/create", q, pr)
+	pr.Close()
+	if err != nil {
+		return "", fmt.Errorf("docker import of %s (%d files): %w", name, len(files), err)
+	}
+	// The import streams JSON progress; an error arrives as a message in it.
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var m struct{ Error string }
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Error != "" {
+			return "", fmt.Errorf("docker import of %s: %s", name, m.Error)
+		}
+	}
+	d.e.logf("matrix: docker: imported %s (%d files)", ref, len(files))
+	return ref, nil
+}
+
+// stop stops dockerd, then containerd: SIGTERM, SIGKILL after 30 s.
+func (d *dockerd) stop() error {
+	return errors.Join(terminate(d.h), terminate(d.ctrd))
+}
+
+func terminate(h *processHandle) error {
+	syscall.Kill(-h.pid(), syscall.SIGTERM)
+	select {
+	case <-h.done:
+		return nil
+	case <-time.After(30 * time.Second):
+	}
+	return h.stop()
+}
+
+func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string, svc Service) (*Instance, error) {
+	if opt.Runtime == "runsc" {
+		if _, ok := e.dockerRuntimes[runscRuntime(opt)]; !ok {
+			return nil, fmt.Errorf("runtime %s is not registered with dockerd: Docker rows run through Plan.Run", runscRuntime(opt))
+		}
+	}
+	d, err := e.dockerd(ctx)
+	if err != nil {
+		return nil, err
+	}
+	runtimeDir := filepath.Join(dir, "runtime")
+	if err := os.Mkdir(runtimeDir, 0o755); err != nil && !os.IsExist(err) {
+		return nil, err
+	}
+	// The daemons join the cell; they go back when it stops.
+	if err := moveProcs(d.cgroup, runtimeDir); err != nil {
+		return nil, fmt.Errorf("move the Docker daemons into %s: %w", runtimeDir, err)
+	}
+	fail := func(err error) (*Instance, error) {
+		moveProcs(runtimeDir, d.cgroup)
+		return nil, err
+	}
+	prog, err := e.lookPath(svc.Argv[0])
+	if err != nil {
+		return fail(err)
+	}
+	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
+	ref, err := d.image(ctx, svcImageName(svc), svc)
+	if err != nil {
+		return fail(err)
+	}
+	parent, err := e.cgroupPath(dir)
+	if err != nil {
+		return fail(err)
+	}
+	port := strconv.Itoa(svc.Port) + "/tcp"
+	host := map[string]any{
+		"CgroupParent": parent,
+		"SecurityOpt":  opt.SecurityOpt,
+	}
+	exposed := map[string]any{}
+	if svc.Port != 0 {
+		host["PortBindings"] = map[string]any{port: []map[string]string{{"HostPort": strconv.Itoa(svc.Port)}}}
+		exposed[port] = map[string]any{}
+	}
+	if opt.Runtime == "runsc" {
+		host["Runtime"] = runscRuntime(opt)
+	} else if opt.Runtime != "" {
+		host["Runtime"] = opt.Runtime
+	}
+	if opt.HostNetwork {
+		host["NetworkMode"] = "host"
+		delete(host, "PortBindings")
+	}
+	create := map[string]any{
+		"Image":        ref,
+		"Entrypoint":   svc.Argv[:1],
+		"Cmd":          svc.Argv[1:],
+		"WorkingDir":   "/tmp",
+		"ExposedPorts": exposed,
+		"HostConfig":   host,
+	}
+	cname := fmt.Sprintf("%s-%d", id, time.Now().UnixNano())
+	out, err := d.call(ctx, "POST", "/containers/create", url.Values{"name": {cname}}, create)
+	if err != nil {
+		return fail(fmt.Errorf("docker create: %w", err))
+	}
+	var created struct{ Id string }
+	if err := json.Unmarshal(out, &created); err != nil || created.Id == "" {
+		return fail(fmt.Errorf("docker create answered %s", out))
+	}
+	if _, err := d.call(ctx, "POST", "/containers/"+created.Id+"/start", nil, nil); err != nil {
+		d.remove(created.Id)
+		return fail(fmt.Errorf("docker start: %w", err))
+	}
+	desc := d.describe(ctx, created.Id, opt)
+	e.logf("matrix: %s: %s", id, desc)
+	exited := func() error {
+		if err := d.h.exited(); err != nil {
+			return fmt.Errorf("dockerd: %w", err)
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := d.call(cctx, "GET", "/containers/"+created.Id+"/json", nil, nil)
+		if err != nil {
+			return nil // the daemon is busy: not an exit
+		}
+		var st struct {
+			State struct {
+				Running  bool
+				ExitCode int
+				Error    string
+			}
+		}
+		if json.Unmarshal(out, &st) == nil && !st.State.Running {
+			logs, _ := d.call(cctx, "GET", "/containers/"+created.Id+"/logs", url.Values{"stdout": {"1"}, "stderr": {"1"}, "tail": {"20"}}, nil)
+			return fmt.Errorf("the container exited (code %d) %s: %s", st.State.ExitCode, st.State.Error, tail(string(logs), 2000))
+		}
+		return nil
+	}
+	return &Instance{
+		Exited: exited,
+		Stop: func() error {
+			d.remove(created.Id)
+			return moveProcs(runtimeDir, d.cgroup)
+		},
+		Runtime: desc,
+		Parts: map[string]string{
+			"container": filepath.Join(dir, created.Id),
+			"runtime":   filepath.Join(dir, "runtime"),
+		},
+	}, nil
+}
+
+// moveProcs moves every process of cgroup from into cgroup to, until from
+// is empty (a process may fork while it moves).
+func moveProcs(from, to string) error {
+	for range 10 {
+		b, err := os.ReadFile(filepath.Join(from, "cgroup.procs"))
+		if err != nil {
+			return err
+		}
+		pids := strings.Fields(string(b))
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(pid), 0o644); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("move pid %s to %s: %w", pid, to, err)
+			}
+		}
+	}
+	return fmt.Errorf("%s did not empty: its processes keep forking", from)
+}
+
+// remove force-removes a container, bounded in time.
+func (d *dockerd) remove(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d.call(ctx, "DELETE", "/containers/"+id, url.Values{"force": {"1"}}, nil)
+}
+
+// svcImageName names a service's image after its program.
+func svcImageName(svc Service) string {
+	return strings.ToLower(filepath.Base(svc.Argv[0]))
+}
+
+// describe says which Docker ran a container and how: version, OCI
+// runtime, network, storage and its backing file system, seccomp and
+// AppArmor as the daemon and the container report them.
+func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions) string {
+	var info struct {
+		ServerVersion   string
+		Driver          string
+		DriverStatus    [][2]string
+		CgroupDriver    string
+		CgroupVersion   string
+		SecurityOptions []string
+	}
+	var ctr struct {
+		State           struct{ Pid int }
+		AppArmorProfile string
+		HostConfig      struct {
+			Runtime     string
+			NetworkMode string
+			SecurityOpt []string
+		}
+	}
+	if out, err := d.call(ctx, "GET", "/info", nil, nil); err == nil {
+		json.Unmarshal(out, &info)
+	}
+	if out, err := d.call(ctx, "GET", "/containers/"+id+"/json", nil, nil); err == nil {
+		json.Unmarshal(out, &ctr)
+	}
+	backing := ""
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "Backing Filesystem" {
+			backing = " on " + kv[1]
+		}
+	}
+	runtime := cmp.Or(ctr.HostConfig.Runtime, "runc")
+	if opt.Runtime == "runsc" {
+		runtime += " " + strings.Join(opt.RunscFlags, " ")
+	}
+	network := ctr.HostConfig.NetworkMode
+	if !opt.HostNetwork {
+		network += " network, port published (-p)"
+	}
+	seccomp := "default profile"
+	for _, o := range ctr.HostConfig.SecurityOpt {
+		if strings.HasPrefix(o, "seccomp") {
+			seccomp = o
+		}
+	}
+	// What the kernel says confines the container's first process, not
+	// what Docker asked for: without apparmor_parser the profile Docker
+	// names is never loaded.
+	apparmor := "unknown (" + cmp.Or(ctr.AppArmorProfile, "none") + " requested)"
+	if ctr.State.Pid > 0 {
+		for _, f := range []string{"attr/apparmor/current", "attr/current"} {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", ctr.State.Pid, f)); err == nil {
+				apparmor = fmt.Sprintf("%s (%s requested)", strings.TrimSpace(strings.TrimRight(string(b), "\x00")), cmp.Or(ctr.AppArmorProfile, "none"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("Docker %s (Debian docker.io), runtime %s, %s, storage %s%s, seccomp %s, AppArmor %s, cgroup v%s %s driver; daemon security options %s",
+		cmp.Or(info.ServerVersion, "unknown"), runtime, network, info.Driver, backing, seccomp, apparmor,
+		info.CgroupVersion, info.CgroupDriver, strings.Join(info.SecurityOptions, " "))
+}
