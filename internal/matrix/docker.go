@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -155,6 +156,45 @@ func (e *Env) writableDockerConf() error {
 	return nil
 }
 
+// startDaemon starts a daemon of Env.Root (containerd, dockerd) in cgroup
+// dir. Where Env.Root is a chroot (the lab's host root), the daemon gets
+// it as the root of its own mount namespace instead (mount --move onto /,
+// then chroot into it, as switch_root does): the kernel refuses a user
+// namespace to a chrooted process, and gVisor's gofer, which runsc starts
+// under containerd, needs one ("gofer: fork/exec /proc/self/exe:
+// operation not permitted"). It takes the guest's busybox.
+//
+// With join set (a daemon started so), the daemon joins that one's mount
+// namespace instead: dockerd mounts each container's overlay2 root where
+// containerd's runc must see it.
+func (e *Env) startDaemon(ctx context.Context, dir string, join *processHandle, argv []string) (*processHandle, error) {
+	if e.Root == "" || e.Root == "/" {
+		return e.startIn(ctx, dir, argv)
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		return nil, fmt.Errorf("start %s with %s as its root: needs /bin/busybox here (the lab guest has it): %w", argv[0], e.Root, err)
+	}
+	prog, err := e.lookPath(argv[0])
+	if err != nil {
+		return nil, err
+	}
+	script := `mount --make-rprivate / && cd "$0" && mount --move . / && exec chroot . "$@"`
+	wrapped := append([]string{"/bin/busybox", "unshare", "-m", "/bin/busybox", "sh", "-c", script, e.Root, prog}, argv[1:]...)
+	if join != nil {
+		// Joining a mount namespace makes its root (the moved host root)
+		// this process's root, as the kernel's setns does.
+		wrapped = append([]string{"/bin/busybox", "nsenter", "-t", strconv.Itoa(join.pid()), "-m", "--", prog}, argv[1:]...)
+	}
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	c := e.commandIn(ctx, "/", fd, wrapped...)
+	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C"}
+	return startHandle(c)
+}
+
 // dockerd is a running Docker daemon and its containerd.
 type dockerd struct {
 	e      *Env
@@ -178,6 +218,8 @@ func (e *Env) dockerd(ctx context.Context) (*dockerd, error) {
 		return e.docker, nil
 	}
 	if e.docker != nil {
+		e.logf("matrix: the Docker daemon is gone (dockerd: %v; containerd: %v); starting it again. dockerd's last words: %s",
+			e.docker.h.exited(), e.docker.ctrd.exited(), tail(e.docker.h.out.String(), 1500))
 		e.docker.stop()
 		e.docker = nil
 	}
@@ -237,7 +279,10 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	if err := os.WriteFile(e.inRoot(filepath.Join(base, "containerd.toml")), []byte(ctrdConf), 0o644); err != nil {
 		return nil, err
 	}
-	ctrd, err := e.startIn(ctx, runtimeDir, []string{"containerd",
+	// The daemons outlive the cell whose context started them (exec
+	// kills a command when its context ends): stopDocker stops them.
+	daemonCtx := context.WithoutCancel(ctx)
+	ctrd, err := e.startDaemon(daemonCtx, runtimeDir, nil, []string{"containerd",
 		"--config", filepath.Join(base, "containerd.toml"),
 		"--address", ctrdSock,
 		"--root", filepath.Join(e.data(), "containerd"),
@@ -275,7 +320,7 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 		"-H", "unix://" + sock,
 		"--log-level", "warn",
 	}
-	h, err := e.startIn(ctx, runtimeDir, argv)
+	h, err := e.startDaemon(daemonCtx, runtimeDir, ctrd, argv)
 	if err != nil {
 		ctrd.stop()
 		return nil, fmt.Errorf("start dockerd: %w", err)
@@ -526,24 +571,47 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 }
 
 // moveProcs moves every process of cgroup from into cgroup to, until from
-// is empty (a process may fork while it moves).
+// holds none but zombies (which run no kernel code and cannot move). A
+// process may fork while it moves, or be exiting: it tries for a few
+// seconds.
 func moveProcs(from, to string) error {
-	for range 10 {
+	var left []string
+	for range 50 {
 		b, err := os.ReadFile(filepath.Join(from, "cgroup.procs"))
 		if err != nil {
 			return err
 		}
-		pids := strings.Fields(string(b))
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
+		left = left[:0]
+		for _, pid := range strings.Fields(string(b)) {
+			if zombie(pid) {
+				continue
+			}
 			if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(pid), 0o644); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return fmt.Errorf("move pid %s to %s: %w", pid, to, err)
 			}
+			left = append(left, pid)
 		}
+		if len(left) == 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s did not empty: its processes keep forking", from)
+	var who []string
+	for _, pid := range left {
+		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+		who = append(who, pid+" "+strings.TrimSpace(string(comm)))
+	}
+	return fmt.Errorf("%s did not empty in 5 s: %s still there", from, strings.Join(who, ", "))
+}
+
+// zombie reports whether process pid has exited and waits to be reaped.
+func zombie(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return true // gone
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // remove force-removes a container, bounded in time.
@@ -604,6 +672,11 @@ func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions) st
 		if strings.HasPrefix(o, "seccomp") {
 			seccomp = o
 		}
+	}
+	if opt.Runtime == "runsc" && !slices.ContainsFunc(opt.RunscFlags, func(f string) bool { return strings.HasPrefix(f, "--oci-seccomp") }) {
+		// runsc applies the OCI spec's seccomp filter only with
+		// --oci-seccomp; its sentry runs under its own filter either way.
+		seccomp += " requested but not applied (runsc without --oci-seccomp; the sentry runs under gVisor's own filter)"
 	}
 	// What the kernel says confines the container's first process, not
 	// what Docker asked for: without apparmor_parser the profile Docker

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // libDirs are where the dynamic loader of a Debian amd64 userland finds
@@ -303,4 +305,100 @@ func writeImage(w io.Writer, root string, files []string) error {
 		}
 	}
 	return tw.Close()
+}
+
+// serviceRoot returns a directory on Env.Data (a path inside Env.Root)
+// holding the files svc's image holds (imageFiles), with /proc and /dev
+// mounted, made once per Plan.Run and image; and svc with Argv[0] as an
+// absolute path. It returns "" when Env.Data is not set.
+func (e *Env) serviceRoot(svc Service) (string, Service, error) {
+	if e.Data == "" {
+		return "", svc, nil
+	}
+	prog, err := e.lookPath(svc.Argv[0])
+	if err != nil {
+		return "", svc, err
+	}
+	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
+	name := svcImageName(svc)
+	if r, ok := e.roots[name]; ok {
+		return r, svc, nil
+	}
+	root := filepath.Join(e.Data, "roots", name)
+	here := e.inRoot(root)
+	os.RemoveAll(here)
+	if err := os.MkdirAll(here, 0o755); err != nil {
+		return "", svc, err
+	}
+	files, err := imageFiles(e.inRoot("/"), svc)
+	if err != nil {
+		return "", svc, fmt.Errorf("files of %s: %w", name, err)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeImage(pw, e.inRoot("/"), files)) }()
+	err = untar(pr, here)
+	pr.CloseWithError(err)
+	if err != nil {
+		return "", svc, fmt.Errorf("unpack the files of %s into %s: %w", name, root, err)
+	}
+	if err := unix.Mount("proc", filepath.Join(here, "proc"), "proc", 0, ""); err != nil {
+		return "", svc, fmt.Errorf("mount proc in %s: %w", root, err)
+	}
+	e.cleanups = append(e.cleanups, func() { unix.Unmount(filepath.Join(here, "proc"), unix.MNT_DETACH) })
+	if err := unix.Mount("/dev", filepath.Join(here, "dev"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", svc, fmt.Errorf("bind /dev in %s: %w", root, err)
+	}
+	e.cleanups = append(e.cleanups, func() { unix.Unmount(filepath.Join(here, "dev"), unix.MNT_DETACH) })
+	if e.roots == nil {
+		e.roots = map[string]string{}
+	}
+	e.roots[name] = root
+	e.logf("matrix: %s's files (%d) unpacked into %s", name, len(files), root)
+	return root, svc, nil
+}
+
+// untar unpacks the directories, regular files and symlinks of a tar
+// stream (writeImage's) into dir, refusing names that leave it.
+func untar(r io.Reader, dir string) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Clean("/" + h.Name)
+		p := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+			mode := os.FileMode(h.Mode & 0o777)
+			if h.Mode&0o1000 != 0 {
+				mode |= os.ModeSticky
+			}
+			if err := os.Chmod(p, mode); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode&0o777))
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
 }

@@ -1,9 +1,7 @@
 package matrix
 
 import (
-	"archive/tar"
 	"bytes"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +61,9 @@ int main(int argc, char **argv) {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	untar(t, &tarball, dst)
+	if err := untar(&tarball, dst); err != nil {
+		t.Fatal(err)
+	}
 	st, err := os.Stat(filepath.Join(dst, "tmp"))
 	if err != nil || st.Mode().Perm() != 0o777 || st.Mode()&os.ModeSticky == 0 {
 		t.Errorf("image /tmp: %v %v, want drwxrwxrwt", st.Mode(), err)
@@ -77,44 +77,3 @@ int main(int argc, char **argv) {
 	}
 }
 
-// untar unpacks the regular files, directories and symlinks of r into dir.
-func untar(t *testing.T, r io.Reader, dir string) {
-	t.Helper()
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, h.Name)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			os.Chmod(p, os.FileMode(h.Mode&0o777)|modeBits(h.Mode))
-		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				t.Fatal(err)
-			}
-		case tar.TypeReg:
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, b, os.FileMode(h.Mode&0o777)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
-func modeBits(m int64) os.FileMode {
-	if m&0o1000 != 0 {
-		return os.ModeSticky
-	}
-	return 0
-}

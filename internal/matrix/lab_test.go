@@ -99,9 +99,10 @@ func TestLabMatrixSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(env.Cgroup)
-	docker := dockerRunc()
+	docker, gvisor := dockerRunc(), Runsc("systrap", runsc)
 	if labtest.Kernel() == "6.12" {
 		docker = Docker("docker", DockerOptions{})
+		gvisor = Docker("gvisor-systrap", DockerOptions{Runtime: "runsc", Runsc: runsc, RunscFlags: []string{"--platform=systrap"}})
 		v, err := DockerVersion(ctx, env)
 		if err != nil {
 			t.Fatal(err)
@@ -110,7 +111,7 @@ func TestLabMatrixSmoke(t *testing.T) {
 	}
 	plan := Plan{
 		Workloads: []Workload{Redis("set")},
-		Runtimes:  []Runtime{Native(), docker, Runsc("systrap", runsc)},
+		Runtimes:  []Runtime{Native(), docker, gvisor},
 	}
 	sc, err := hap.NewScorer(ctx, opt)
 	if err != nil {
@@ -147,8 +148,20 @@ func TestLabMatrixSmoke(t *testing.T) {
 			t.Errorf("%s: lines %+v, bugs %.2f for %d functions: want functions ≤ lines ≤ own+inlined+estimated, bugs > 0", c.Runtime, p.Lines, p.Bugs, len(p.Functions))
 		}
 		set := map[string]bool{}
+		fuse := 0
 		for _, f := range p.Functions {
 			set[f.Name] = true
+			if strings.HasPrefix(f.File, "fs/fuse/") {
+				fuse++
+			}
+		}
+		// The lab's host root is virtiofs; the service's files are on the
+		// ext4 scratch disk (native chroots into them; Docker's container
+		// part is checked in checkDocker): native may not drive FUSE code,
+		// which no real host's server runs. (Docker's daemons, and runc
+		// and runsc started directly, run off the host root.)
+		if fuse > 0 && c.Runtime == "native" {
+			t.Errorf("%s: %d functions of fs/fuse (virtiofs): the service's files were not on the scratch disk", c.Runtime, fuse)
 		}
 		sets[c.Runtime] = set
 		byRuntime[c.Runtime] = c
@@ -208,6 +221,11 @@ func checkDocker(t *testing.T, byRuntime map[string]Cell) {
 	}
 	t.Logf("  docker runs as: %s", docker.Profile.Workload.Runtime)
 	t.Logf("  container part: %s", ctr.Summary())
+	for _, f := range ctr.Functions {
+		if strings.HasPrefix(f.File, "fs/fuse/") {
+			t.Errorf("container part: %s (%s): FUSE (virtiofs) code, but the container's files are overlay2 on ext4", f.Name, f.File)
+		}
+	}
 	t.Logf("  runtime part: %s", rt.Summary())
 	// What the container's own tasks drove of each module, and in which
 	// contexts (task: its system calls; softirq: the soft IRQs it ran

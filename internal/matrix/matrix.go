@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +54,8 @@ type Env struct {
 
 	docker         *dockerd                 // the plan's Docker daemon, once started
 	dockerRuntimes map[string]DockerOptions // the OCI runtimes of the plan's Docker rows
+	roots          map[string]string        // service roots on Env.Data, by image name
+	cleanups       []func()                 // run at the end of Plan.Run
 }
 
 // addr is where a service on port answers.
@@ -79,14 +83,23 @@ func (e *Env) logf(format string, args ...any) {
 
 // command builds a command that runs in e.Root, optionally inside cgroup dir.
 func (e *Env) command(ctx context.Context, cgroupFD int, argv ...string) *exec.Cmd {
+	return e.commandIn(ctx, e.Root, cgroupFD, argv...)
+}
+
+// commandIn is command chrooted into root (a path here) instead of e.Root;
+// argv[0] must then be an absolute path inside root, or a program in
+// e.Root's PATH when root is e.Root.
+func (e *Env) commandIn(ctx context.Context, root string, cgroupFD int, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if e.Root != "" && e.Root != "/" {
+	if root != "" && root != "/" {
 		// exec.Command looked argv[0] up here; look it up in the root.
-		if p, err := e.lookPath(argv[0]); err == nil {
+		if root != e.Root {
+			c.Path, c.Err = argv[0], nil
+		} else if p, err := e.lookPath(argv[0]); err == nil {
 			c.Path, c.Err = p, nil
 		}
-		c.SysProcAttr.Chroot = e.Root
+		c.SysProcAttr.Chroot = root
 		c.Dir = "/"
 		c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C"}
 	}
@@ -260,6 +273,10 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 		if err := e.stopDocker(); err != nil {
 			e.logf("matrix: stop Docker: %v", err)
 		}
+		for i := len(e.cleanups) - 1; i >= 0; i-- {
+			e.cleanups[i]()
+		}
+		e.cleanups, e.roots = nil, nil
 	}()
 	runs := max(p.Runs, 1)
 	var cells []Cell
@@ -343,7 +360,11 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	if err != nil {
 		return nil, nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
 	}
-	defer inst.Stop()
+	defer func() {
+		if err := inst.Stop(); err != nil {
+			e.logf("matrix: stop %s under %s: %v", w.Name, rt.Name, err)
+		}
+	}()
 	// Under emulation with every kernel function traced, an interpreter
 	// (python, node) inside a sandbox takes a long time to start.
 	readyCtx, readyCancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -389,38 +410,57 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	// window, where its teardown (connections closed, the server's final
 	// statistics query) would be measured as the workload's.
 	// The runtime's parts are scored over the same window, each on its own.
+	// The load stops when the last of the windows closes: a part whose
+	// window outlived the load's end would count the clients' teardown
+	// (and the final statistics query) as the service's.
 	type partResult struct {
 		name string
 		prof *hap.Profile
 		err  error
 	}
-	partc := make(chan partResult, len(inst.Parts))
-	if _, ok := s.(preparer); !ok {
-		for name, pdir := range inst.Parts {
-			go func() {
-				pp, err := s.Score(ctx, pdir)
-				partc <- partResult{name, pp, err}
-			}()
-		}
+	scoreParts := inst.Parts
+	if _, ok := s.(preparer); ok {
+		scoreParts = nil
 	}
-	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: stopLoad}), dir)
-	stopLoad()
-	var parts map[string]*hap.Profile
-	if _, ok := s.(preparer); !ok {
-		for range inst.Parts {
-			r := <-partc
-			if r.err != nil && serr == nil {
-				serr = fmt.Errorf("score the %s part (%s): %w", r.name, inst.Parts[r.name], r.err)
-			}
-			if r.prof != nil {
-				if parts == nil {
-					parts = map[string]*hap.Profile{}
+	var open atomic.Int32
+	open.Store(int32(1 + len(scoreParts)))
+	// windowEnd is one window's end, counted once even when called again.
+	windowEnd := func() func() {
+		var once sync.Once
+		return func() {
+			once.Do(func() {
+				if open.Add(-1) == 0 {
+					stopLoad()
 				}
-				r.prof.Label = w.Name + "/" + rt.Name + "/" + r.name
-				parts[r.name] = r.prof
-			}
+			})
 		}
 	}
+	partc := make(chan partResult, len(scoreParts))
+	for name, pdir := range scoreParts {
+		end := windowEnd()
+		go func() {
+			pp, err := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: end}), pdir)
+			end() // a failed score may not have ended its window
+			partc <- partResult{name, pp, err}
+		}()
+	}
+	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: windowEnd()}), dir)
+	var parts map[string]*hap.Profile
+	for range scoreParts {
+		r := <-partc
+		if r.err != nil && serr == nil {
+			serr = fmt.Errorf("score the %s part (%s): %w", r.name, scoreParts[r.name], r.err)
+		}
+		if r.prof != nil {
+			if parts == nil {
+				parts = map[string]*hap.Profile{}
+			}
+			r.prof.Label = w.Name + "/" + rt.Name + "/" + r.name
+			parts[r.name] = r.prof
+		}
+	}
+	// For scorers without the window hook, and after a failed score.
+	stopLoad()
 	res := <-loadDone
 	load = res.r
 	switch {

@@ -19,6 +19,9 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hapscope/hapscope/hap"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 )
 
 func TestParseRedisInfo(t *testing.T) {
@@ -574,5 +577,59 @@ func TestRunDockerRowsLast(t *testing.T) {
 	}
 	if got, want := strings.Join(order, " "), "native/0 docker/0 bwrap/0 native/1 docker/1 bwrap/1"; got != want {
 		t.Errorf("cells %s, want %s", got, want)
+	}
+}
+
+// slowPartScorer ends the window of cgroups named "*/slow" 100 ms after the
+// others, and records whether the load still ran when each window ended.
+type slowPartScorer struct {
+	loadStopped *atomic.Bool
+	mu          sync.Mutex
+	ranAtEnd    map[string]bool
+}
+
+func (s *slowPartScorer) Score(ctx context.Context, cgroup string) (*hap.Profile, error) {
+	if strings.HasSuffix(cgroup, "/slow") {
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.mu.Lock()
+	s.ranAtEnd[filepath.Base(cgroup)] = !s.loadStopped.Load()
+	s.mu.Unlock()
+	if tr := hap.ContextScoreTrace(ctx); tr != nil && tr.WindowEnd != nil {
+		tr.WindowEnd()
+	}
+	return &hap.Profile{}, nil
+}
+
+// TestPartsShareTheWindow: the load runs until the last of a cell's
+// windows (the scope's and its parts') has ended.
+func TestPartsShareTheWindow(t *testing.T) {
+	var stopped atomic.Bool
+	w := Idle()
+	w.Load = func(ctx context.Context, e *Env, addr string) (LoadResult, error) {
+		<-ctx.Done()
+		stopped.Store(true)
+		return LoadResult{}, nil
+	}
+	rt := Runtime{Name: "parted", Check: func(*Env) error { return nil },
+		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+			return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil },
+				Parts: map[string]string{"slow": filepath.Join(dir, "slow"), "fast": filepath.Join(dir, "fast")}}, nil
+		}}
+	s := &slowPartScorer{loadStopped: &stopped, ranAtEnd: map[string]bool{}}
+	cells, err := Plan{Workloads: []Workload{w}, Runtimes: []Runtime{rt}}.Run(context.Background(), &Env{Cgroup: t.TempDir()}, s)
+	if err != nil || cells[0].Err != nil {
+		t.Fatal(err, cells[0].Err)
+	}
+	if len(cells[0].Parts) != 2 {
+		t.Errorf("parts %v, want slow and fast", cells[0].Parts)
+	}
+	for name, ran := range s.ranAtEnd {
+		if !ran {
+			t.Errorf("window of %s ended after the load had stopped", name)
+		}
+	}
+	if len(s.ranAtEnd) != 3 || !stopped.Load() {
+		t.Errorf("windows %v, load stopped %v: want 3 windows and the load stopped", s.ranAtEnd, stopped.Load())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -66,12 +67,21 @@ func debPackage(bin string) string {
 // startIn runs argv inside cgroup dir and returns a stop function that
 // kills its process group.
 func (e *Env) startIn(ctx context.Context, dir string, argv []string) (*processHandle, error) {
+	return e.startInRoot(ctx, dir, e.Root, argv)
+}
+
+// startInRoot is startIn chrooted into root (a path here; see commandIn).
+func (e *Env) startInRoot(ctx context.Context, dir, root string, argv []string) (*processHandle, error) {
 	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer syscall.Close(fd)
-	c := e.command(ctx, fd, argv...)
+	return startHandle(e.commandIn(ctx, root, fd, argv...))
+}
+
+// startHandle starts c, its output collected, and returns its handle.
+func startHandle(c *exec.Cmd) (*processHandle, error) {
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
@@ -131,7 +141,12 @@ func (h *processHandle) stop() error {
 	return nil
 }
 
-// Native runs the service as a plain process in the scope.
+// Native runs the service as a plain process in the scope. With Env.Data
+// set, its files come from there, as a host's come from its disk: it runs
+// chrooted into a copy of the files its Docker image holds (serviceRoot),
+// with /proc and /dev mounted; a chroot contains nothing, it only decides
+// which file system serves the program (the lab's host root is virtiofs,
+// whose FUSE code no real host runs).
 func Native() Runtime {
 	return Runtime{
 		Name:  "native",
@@ -141,11 +156,24 @@ func Native() Runtime {
 			if err := e.have(argv[0]); err != nil {
 				return nil, err
 			}
-			h, err := e.startIn(ctx, dir, argv)
+			root, svc, err := e.serviceRoot(svc)
 			if err != nil {
 				return nil, err
 			}
-			return h.instance(), nil
+			var h *processHandle
+			if root == "" {
+				h, err = e.startIn(ctx, dir, argv)
+			} else {
+				h, err = e.startInRoot(ctx, dir, e.inRoot(root), svc.Argv)
+			}
+			if err != nil {
+				return nil, err
+			}
+			inst := h.instance()
+			if root != "" {
+				inst.Runtime = "native, files on " + root + " (ext4 scratch disk)"
+			}
+			return inst, nil
 		},
 	}
 }

@@ -68,8 +68,9 @@ var dockerCaps = []string{
 }
 
 // Bubblewrap runs the service under bwrap with every namespace but the
-// network one unshared (the load client must reach it), the userland root
-// bound read-only, fresh /proc, /dev and /tmp. In a chroot (Env.Root, the
+// network one unshared (the load client must reach it), the service's
+// files on Env.Data (see Native; else the userland root) bound read-only as
+// its root, fresh /proc, /dev and /tmp. In a chroot (Env.Root, the
 // lab) there is no user namespace: the kernel refuses one to a chrooted
 // process.
 func Bubblewrap() Runtime {
@@ -88,9 +89,17 @@ func Bubblewrap() Runtime {
 				// none: every other namespace but the network one.
 				unshare = []string{"--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"}
 			}
-			bw := append([]string{"bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"}, unshare...)
+			// Its root: the service's files on Env.Data (see Native), else /.
+			root, svc, err := e.serviceRoot(svc)
+			if err != nil {
+				return nil, err
+			}
+			if root == "" {
+				root = "/"
+			}
+			bw := append([]string{"bwrap", "--ro-bind", root, "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"}, unshare...)
 			bw = append(bw, "--die-with-parent", "--chdir", "/tmp", "--")
-			bw = append(bw, argv...)
+			bw = append(bw, svc.Argv...)
 			h, err := e.startIn(ctx, dir, bw)
 			if err != nil {
 				return nil, err
