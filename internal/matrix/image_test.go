@@ -76,4 +76,3 @@ int main(int argc, char **argv) {
 		t.Fatalf("the program in its image: %v: %q", err, out)
 	}
 }
-
