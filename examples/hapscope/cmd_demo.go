@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -107,7 +109,8 @@ func writeCells(cells []matrix.Cell, out string, took time.Duration) int {
 			if err := writeProfile(name, p); err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
 			}
-			for part, pp := range c.Parts {
+			for _, part := range slices.Sorted(maps.Keys(c.Parts)) {
+				pp := c.Parts[part]
 				if err := writeProfile(filepath.Join(out, c.Workload+"-"+c.Runtime+"-"+part+".json"), pp); err != nil {
 					fmt.Fprintln(os.Stderr, "hapscope:", err)
 				}
