@@ -66,7 +66,7 @@ func Docker(name string, opt DockerOptions) Runtime {
 					return err
 				}
 			}
-			if pid := otherDockerd(); pid != 0 {
+			if pid := e.otherDockerd(); pid != 0 {
 				return fmt.Errorf("another Docker engine runs here (dockerd, pid %d): each Docker cell starts its own dockerd, whose bridge and NAT chains would clash with it; stop it (systemctl stop docker docker.socket) or measure in the lab (make demo does when this kernel cannot be traced)", pid)
 			}
 			if opt.Runtime == "runsc" {
@@ -85,9 +85,13 @@ func Docker(name string, opt DockerOptions) Runtime {
 	}
 }
 
-// otherDockerd returns the pid of a dockerd this process did not start
-// (one whose parent is not this process), or 0.
-func otherDockerd() int {
+// otherDockerd returns the pid of a dockerd that is not the plan's own,
+// or 0.
+func (e *Env) otherDockerd() int {
+	own := -1
+	if e.docker != nil {
+		own = e.docker.h.pid()
+	}
 	ents, _ := os.ReadDir("/proc")
 	for _, ent := range ents {
 		pid, err := strconv.Atoi(ent.Name())
@@ -95,18 +99,8 @@ func otherDockerd() int {
 			continue
 		}
 		comm, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
+		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" || pid == own {
 			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
-				continue
-			}
 		}
 		return pid
 	}
@@ -206,7 +200,7 @@ type dockerd struct {
 }
 
 // runscRuntime is the name a runsc configuration is registered under
-// with dockerd: "runsc" and its flags, e.g. runsc--platform=systrap.
+// with dockerd: "runsc" and its flags, "=" made "-" (runsc--platform-systrap).
 func runscRuntime(opt DockerOptions) string {
 	return "runsc" + strings.ReplaceAll(strings.Join(opt.RunscFlags, ""), "=", "-")
 }

@@ -4,7 +4,11 @@
 // A cell is one workload (a service and the load that drives it) under one
 // runtime. The service runs inside a fresh cgroup v2 directory (the scope);
 // the load client runs outside it. A cell whose load did not succeed is
-// reported as failed and never scored as a small HAP.
+// reported as failed and never scored as a small HAP. A runtime with
+// processes of its own beside the service (Docker's daemons) names the
+// scope's parts (Instance.Parts), which are scored over the same window.
+// Docker rows run after all runs of the others: the NAT chains dockerd
+// sets up would change what every other row drives.
 package matrix
 
 import (
