@@ -119,11 +119,7 @@ func (h *processHandle) earlyExit(what string) error {
 func (h *processHandle) exited() error {
 	select {
 	case <-h.done:
-		out := strings.TrimSpace(h.out.String())
-		if len(out) > 2000 {
-			out = "…" + out[len(out)-2000:]
-		}
-		return fmt.Errorf("the service's process exited: %v: %s", h.err, out)
+		return fmt.Errorf("the service's process exited: %v: %s", h.err, tail(h.out.String(), 2000))
 	default:
 		return nil
 	}
@@ -265,7 +261,16 @@ func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv 
 		cleanup()
 		return nil, err
 	}
-	return &Instance{Exited: h.exited, Stop: func() error {
+	what := "runc run started directly: host network, the host root bound read-only as its root"
+	if oci.bin != "runc" {
+		what = "runsc " + strings.Join(oci.global, " ") + " run, started directly: the host root bound read-only as its root"
+	}
+	if seccomp == nil {
+		what += ", no seccomp filter"
+	} else {
+		what += ", Docker's default seccomp profile"
+	}
+	return &Instance{Exited: h.exited, Runtime: what, Stop: func() error {
 		// A runtime that hangs must not hang the matrix: bounded waits,
 		// and the scope's cgroup is emptied with SIGKILL afterwards anyway.
 		kctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

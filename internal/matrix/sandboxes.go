@@ -107,7 +107,9 @@ func Bubblewrap() Runtime {
 			if err := h.earlyExit("bwrap"); err != nil {
 				return nil, err
 			}
-			return h.instance(), nil
+			inst := h.instance()
+			inst.Runtime = "bubblewrap: " + strings.Join(unshare, " ") + ", host network, root " + root + " read-only"
+			return inst, nil
 		},
 	}
 }
