@@ -525,7 +525,7 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 		d.remove(created.Id)
 		return fail(fmt.Errorf("docker start: %w", err))
 	}
-	desc := d.describe(ctx, created.Id, opt)
+	desc := d.describe(ctx, created.Id, opt, svc.Port != 0)
 	e.logf("matrix: %s: %s", id, desc)
 	exited := func() error {
 		if err := d.h.exited(); err != nil {
@@ -623,7 +623,7 @@ func svcImageName(svc Service) string {
 // describe says which Docker ran a container and how: version, OCI
 // runtime, network, storage and its backing file system, seccomp and
 // AppArmor as the daemon and the container report them.
-func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions) string {
+func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions, published bool) string {
 	var info struct {
 		ServerVersion   string
 		Driver          string
@@ -658,8 +658,9 @@ func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions) st
 		runtime += " " + strings.Join(opt.RunscFlags, " ")
 	}
 	network := ctr.HostConfig.NetworkMode
-	if !opt.HostNetwork {
-		network += " network, port published (-p)"
+	network += " network"
+	if !opt.HostNetwork && published {
+		network += ", port published (-p)"
 	}
 	seccomp := "default profile"
 	for _, o := range ctr.HostConfig.SecurityOpt {

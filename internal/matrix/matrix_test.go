@@ -495,13 +495,7 @@ func TestSummaryPartsAndVariants(t *testing.T) {
 }
 
 func TestSettled(t *testing.T) {
-	curve := func(fs ...int) *hap.Profile {
-		p := &hap.Profile{}
-		for i, f := range fs {
-			p.Convergence = append(p.Convergence, hap.Point{At: time.Duration(i+1) * time.Second, Functions: f})
-		}
-		return p
-	}
+	curve := func(fs ...int) *hap.Profile { return withCurve(&hap.Profile{}, fs...) }
 	for _, c := range []struct {
 		p    *hap.Profile
 		want bool
