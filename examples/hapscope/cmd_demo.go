@@ -18,7 +18,7 @@ import (
 )
 
 func init() {
-	register("demo", "score built-in workloads (redis SET/GET, native and runc) on this kernel", cmdDemo)
+	register("demo", "score built-in workloads (redis SET/GET, native and under Docker) on this kernel", cmdDemo)
 }
 
 func cmdDemo(args []string) int {
@@ -29,7 +29,7 @@ func cmdDemo(args []string) int {
 	root := fs.String("root", "", "directory holding the userland the workloads run from (the lab passes /host)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope demo [--out DIR] [--window D] [flags]")
-		fmt.Fprintln(fs.Output(), "Needs root, redis-server, redis-tools and runc. `make demo` runs it in the lab where this kernel cannot be traced.")
+		fmt.Fprintln(fs.Output(), "Needs root, redis-server, redis-tools and Docker (docker.io). `make demo` runs it in the lab where this kernel cannot be traced.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args); !ok {

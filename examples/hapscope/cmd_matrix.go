@@ -119,7 +119,15 @@ func cmdMatrix(args []string) int {
 	fmt.Fprintf(os.Stderr, "matrix: %d workloads × %d runtimes × %d runs\n", len(plan.Workloads), len(plan.Runtimes), plan.Runs)
 	cells, err := runPlan(ctx, "matrix", env, o, plan)
 	if err != nil {
-		return fail(err)
+		// Interrupted (SIGINT, SIGTERM): hours of finished runs are not
+		// thrown away; the table holds them and says it is partial.
+		if ctx.Err() == nil || len(cells) == 0 {
+			return fail(err)
+		}
+		total := len(plan.Workloads) * len(plan.Runtimes) * plan.Runs
+		fmt.Fprintf(os.Stderr, "matrix: interrupted after %d of %d runs (%v); writing the table of those\n", len(cells), total, err)
+		writeMatrix(cells, *out, time.Since(start))
+		return 1
 	}
 	return writeMatrix(cells, *out, time.Since(start))
 }
@@ -226,7 +234,8 @@ func summaryJSON(rows []matrix.Row, took time.Duration) any {
 			x.Stats = map[string]stat{}
 			for k, s := range map[string]matrix.Stat{"functions": r.Functions, "lines": r.Lines, "lines_own": r.Own,
 				"lines_inlined": r.Inlined, "estimated_bugs": r.Bugs, "requests_per_second": r.RPS,
-				"container_lines": r.ContainerLines, "runtime_process_lines": r.RuntimeLines} {
+				"container_lines": r.ContainerLines, "runtime_process_lines": r.RuntimeLines,
+				"sentry_lines": r.SentryLines, "gofer_lines": r.GoferLines} {
 				if s.N > 0 {
 					x.Stats[k] = stat{s.N, s.Mean, s.SD}
 				}
