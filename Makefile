@@ -43,8 +43,10 @@ fetch: deps
 	$(LAB) fetch -kernel all -dbg
 
 # Everything: vet, host unit tests, short fuzz runs, lab tests on both kernels.
+# The two kernels boot at once where the machine has a CPU for each guest.
+LAB_PARALLEL := $(if $(filter 1,$(shell nproc)),,-parallel)
 test: deps lint build-min fetch lab-prep test-host fuzz
-	$(LAB) test -kernel 6.12,6.1 -run '$(RUN)' ./...
+	$(LAB) test -kernel 6.12,6.1 $(LAB_PARALLEL) -run '$(RUN)' ./...
 	@echo "make test: host tests, fuzz runs and lab tests on 6.12 and 6.1 passed"
 
 test-host:
@@ -102,7 +104,7 @@ lint:
 generate: deps
 	$(GO) generate ./bpf/...
 
-# The main job: score redis SET and GET, native and under runc. Runs on this
+# The main job: score redis SET and GET, native and under Docker. Runs on this
 # kernel when it can be traced (hapscope doctor), else in the lab's Debian 6.12
 # under QEMU. Profiles and the HTML report land in out/demo/.
 demo: deps

@@ -4,7 +4,7 @@
 //	lab fetch   [-kernel all|6.12|6.1] [-dbg [-dbg-modules PATTERNS]]
 //	                                             download and unpack kernels (and DWARF of vmlinux and modules)
 //	lab vmlinux [-kernel 6.12]                   print the path of the vmlinux with DWARF
-//	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-out DIR] PKG...
+//	lab test    -kernel K [-run RE] [-skip RE] [-bench RE] [-timeout D] [-single-thread] [-parallel] [-out DIR] PKG...
 //	lab sh      -kernel K [-timeout D] [-cpus N] SCRIPT  run a shell script in the guest
 //	lab run     -kernel K [-out DIR] [-timeout D] [-cpus N] [-single-thread] -- PROGRAM ARGS...
 //	                                             run a host program in the guest (lab env exported)
@@ -18,13 +18,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -126,6 +129,7 @@ func test(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "host directory shared read-write at /out ($HAPSCOPE_LAB_OUT)")
 	extra := fs.String("args", "", "extra flags for each test binary, space separated (e.g. -test.count=2)")
 	cpus := fs.Int("cpus", 0, "guest vCPUs (default: the lab's)")
+	parallel := fs.Bool("parallel", false, "boot the kernels at once, each guest's console lines prefixed with its kernel (a guest's TCG runs on one host CPU: two kernels on two CPUs take the longer one's time)")
 	var env envList
 	fs.Var(&env, "env", "KEY=VALUE exported to the test binaries (repeatable)")
 	fs.Parse(args)
@@ -137,24 +141,28 @@ func test(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var (
-		failed  []string
-		results []*lab.TestResult
-	)
-	defer func() { summary(os.Stdout, results) }()
+	var ks []*lab.Kernel
 	for _, s := range specs {
 		k, err := lab.Fetch(ctx, s, lab.FetchOptions{Log: os.Stderr})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("=== lab %s: %s, packages %s\n", s.Name, k.Release, strings.Join(pkgs, " "))
+		ks = append(ks, k)
+	}
+	type outcome struct {
+		res *lab.TestResult
+		err error
+	}
+	outs := make([]outcome, len(ks))
+	one := func(i int, console io.Writer) {
+		k := ks[i]
+		fmt.Fprintf(console, "=== lab %s: %s, packages %s\n", k.Spec.Name, k.Release, strings.Join(pkgs, " "))
 		res, err := lab.RunTests(ctx, lab.TestConfig{
 			Kernel: k, Packages: pkgs, Run: *run, Bench: *bench, Skip: *skip, Timeout: *timeout,
-			SingleThread: *single, Console: os.Stdout, OutDir: *out, Args: strings.Fields(*extra),
+			SingleThread: *single, Console: console, OutDir: *out, Args: strings.Fields(*extra),
 			CPUs: *cpus, Env: env,
 		})
 		if res != nil && res.Result != nil {
-			results = append(results, res)
 			passed, nfail := 0, 0
 			for _, p := range res.Packages {
 				if p.ExitCode == 0 {
@@ -163,20 +171,84 @@ func test(ctx context.Context, args []string) error {
 					nfail++
 				}
 			}
-			fmt.Printf("=== lab %s: %d packages passed, %d failed (boot %s, wall %s, %s); no lab tests in %d packages\n",
-				s.Name, passed, nfail, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel, len(res.Skipped))
+			fmt.Fprintf(console, "=== lab %s: %d packages passed, %d failed (boot %s, wall %s, %s); no lab tests in %d packages\n",
+				k.Spec.Name, passed, nfail, res.Boot.Round(10*time.Millisecond), res.Wall.Round(10*time.Millisecond), res.Accel, len(res.Skipped))
 		}
-		if err != nil {
-			return fmt.Errorf("kernel %s: %w", s.Name, err)
+		outs[i] = outcome{res, err}
+	}
+	if *parallel && len(ks) > 1 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i, k := range ks {
+			console := &prefixWriter{mu: &mu, w: os.Stdout, prefix: "[" + k.Spec.Name + "] "}
+			wg.Go(func() {
+				one(i, console)
+				console.Flush()
+			})
 		}
-		if res.Failed() {
-			failed = append(failed, s.Name)
+		wg.Wait()
+	} else {
+		for i := range ks {
+			one(i, os.Stdout)
+			if outs[i].err != nil {
+				break
+			}
 		}
 	}
+	var (
+		failed  []string
+		results []*lab.TestResult
+		errs    []error
+	)
+	for i, o := range outs {
+		if o.res != nil && o.res.Result != nil {
+			results = append(results, o.res)
+		}
+		switch {
+		case o.err != nil:
+			errs = append(errs, fmt.Errorf("kernel %s: %w", ks[i].Spec.Name, o.err))
+		case o.res != nil && o.res.Failed():
+			failed = append(failed, ks[i].Spec.Name)
+		}
+	}
+	summary(os.Stdout, results)
 	if len(failed) > 0 {
-		return fmt.Errorf("lab tests failed on kernel %s (see the summary above)", strings.Join(failed, ", "))
+		errs = append(errs, fmt.Errorf("lab tests failed on kernel %s (see the summary above)", strings.Join(failed, ", ")))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// prefixWriter writes whole lines to w, each after prefix, under mu: two
+// guests' consoles interleave line by line, never inside a line.
+type prefixWriter struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		_, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+		if err != nil {
+			return len(b), err
+		}
+	}
+}
+
+// Flush writes a last line without its newline.
+func (p *prefixWriter) Flush() {
+	if len(p.buf) > 0 {
+		p.Write([]byte("\n"))
+	}
 }
 
 // summary prints, per kernel, how many tests ran, passed, failed and
