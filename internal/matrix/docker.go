@@ -527,6 +527,21 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	}
 	desc := d.describe(ctx, created.Id, opt, svc.Port != 0)
 	e.logf("matrix: %s: %s", id, desc)
+	ctr := filepath.Join(dir, created.Id)
+	parts := map[string]string{"container": ctr, "runtime": runtimeDir}
+	var unsplit func() error
+	if opt.Runtime == "runsc" {
+		sp, undo, err := splitSandbox(ctr)
+		if err != nil {
+			d.remove(created.Id)
+			return fail(err)
+		}
+		e.logf("matrix: %s: %s", id, sp)
+		for k, v := range sp.parts() {
+			parts[k] = v
+		}
+		unsplit = undo
+	}
 	exited := func() error {
 		if err := d.h.exited(); err != nil {
 			return fmt.Errorf("dockerd: %w", err)
@@ -553,14 +568,15 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	return &Instance{
 		Exited: exited,
 		Stop: func() error {
+			var err error
+			if unsplit != nil {
+				err = unsplit() // before runsc removes the container's cgroup
+			}
 			d.remove(created.Id)
-			return moveProcs(runtimeDir, d.cgroup)
+			return errors.Join(err, moveProcs(runtimeDir, d.cgroup))
 		},
 		Runtime: desc,
-		Parts: map[string]string{
-			"container": filepath.Join(dir, created.Id),
-			"runtime":   filepath.Join(dir, "runtime"),
-		},
+		Parts:   parts,
 	}, nil
 }
 

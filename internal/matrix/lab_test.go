@@ -196,6 +196,46 @@ func TestLabMatrixSmoke(t *testing.T) {
 	if _, ok := byRuntime["docker"]; ok {
 		checkDocker(t, byRuntime)
 	}
+	if g, ok := byRuntime["gvisor-systrap"]; ok && labtest.Kernel() == "6.12" {
+		checkSandboxSplit(t, g)
+	}
+}
+
+// checkSandboxSplit checks gVisor under Docker's sentry and gofer parts
+// (splitSandbox): the sentry, which runs redis and its netstack, drove
+// kernel code in the window, and what each part drove the container's
+// part (their parent cgroup, scored over the same window) drove too.
+func checkSandboxSplit(t *testing.T, g Cell) {
+	ctr, sentry := g.Parts["container"], g.Parts["sentry"]
+	if ctr == nil || sentry == nil {
+		t.Fatalf("gvisor-systrap cell has parts %v, want container and sentry (and gofer)", g.Parts)
+	}
+	t.Logf("  gvisor-systrap sentry part: %s", sentry.Summary())
+	if len(sentry.Functions) < 20 {
+		t.Errorf("sentry part: %d functions, want ≥ 20: the sentry serves redis' requests through host system calls", len(sentry.Functions))
+	}
+	in := map[string]bool{}
+	for _, f := range ctr.Functions {
+		in[f.Name] = true
+	}
+	for name, p := range g.Parts {
+		if name != "sentry" && name != "gofer" {
+			continue
+		}
+		if name == "gofer" {
+			t.Logf("  gvisor-systrap gofer part: %s", p.Summary())
+		}
+		missing := 0
+		for _, f := range p.Functions {
+			if !in[f.Name] {
+				missing++
+			}
+		}
+		// The windows open a moment apart: allow a few.
+		if missing > len(p.Functions)/20+2 {
+			t.Errorf("%s part: %d of its %d functions not in the container's part, its parent cgroup", name, missing, len(p.Functions))
+		}
+	}
 }
 
 type testLog struct{ t *testing.T }

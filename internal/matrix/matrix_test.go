@@ -627,3 +627,24 @@ func TestPartsShareTheWindow(t *testing.T) {
 		t.Errorf("windows %v, load stopped %v: want 3 windows and the load stopped", s.ranAtEnd, stopped.Load())
 	}
 }
+
+func TestRunscRole(t *testing.T) {
+	for _, c := range []struct{ cmdline, want string }{
+		// As runsc v2025+ starts them (argv[0] set by runsc itself).
+		{"runsc-sandbox\x00--root=/var/run/docker/runtime-runc/moby\x00--platform=systrap\x00boot\x00--bundle=/run/x\x00abc\x00", "sentry"},
+		{"runsc-gofer\x00--root=/var/run/docker/runtime-runc/moby\x00gofer\x00--bundle=/run/x\x00", "gofer"},
+		// A runsc that keeps its own name.
+		{"/usr/local/bin/runsc\x00--debug\x00boot\x00--bundle\x00/b\x00", "sentry"},
+		// runsc re-executing itself through /proc/self/exe.
+		{"/proc/self/exe\x00gofer\x00", "gofer"},
+		{"redis-server\x00*:6379\x00", ""},
+		// A workload that names the subcommands is not runsc.
+		{"/bin/sh\x00-c\x00boot\x00", ""},
+		{"", ""},
+		{"\x00", ""},
+	} {
+		if got := runscRole([]byte(c.cmdline)); got != c.want {
+			t.Errorf("runscRole(%q) = %q, want %q", c.cmdline, got, c.want)
+		}
+	}
+}

@@ -72,6 +72,9 @@ type Row struct {
 	// processes (dockerd, containerd, shim, docker-proxy); N is 0 for
 	// runtimes without parts.
 	ContainerLines, RuntimeLines Stat
+	// SentryLines and GoferLines split a gVisor container's lines by
+	// its two host processes (see splitSandbox); N is 0 elsewhere.
+	SentryLines, GoferLines Stat
 	// Unsettled counts the successful runs whose convergence curve still
 	// rose in the last third of the window (Settled): steady state was
 	// not reached, so more window would have found more.
@@ -150,6 +153,8 @@ func Summarize(cells []Cell) []Row {
 		r.RPS = newStat(rps[i])
 		r.ContainerLines = newStat(parts[i]["container"])
 		r.RuntimeLines = newStat(parts[i]["runtime"])
+		r.SentryLines = newStat(parts[i]["sentry"])
+		r.GoferLines = newStat(parts[i]["gofer"])
 		if len(ps) > 0 {
 			sorted := append([]*hap.Profile(nil), ps...)
 			sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Lines.Total < sorted[b].Lines.Total })
@@ -274,10 +279,19 @@ func Study2018Functions(workload, runtime string) float64 {
 	return study2018[w][r]
 }
 
+// SandboxSplit formats SentryLines and GoferLines as "sentry / gofer"
+// ("-" for a row that is not a split gVisor container).
+func (r Row) SandboxSplit() string {
+	if r.SentryLines.N == 0 && r.GoferLines.N == 0 {
+		return "-"
+	}
+	return r.SentryLines.format(0) + " / " + r.GoferLines.format(0)
+}
+
 // WriteTable prints rows as a plain-text table.
 func WriteTable(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\tsentry / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
 	for _, r := range rows {
 		study := "-"
 		if r.Study2018 > 0 {
@@ -288,9 +302,9 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.Lines.N > 1 {
 			cv = fmt.Sprintf("%.1f%%", 100*r.Lines.CV())
 		}
-		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
+		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
 			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.overNative(),
-			r.ContainerLines.format(0), r.RuntimeLines.format(0), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
+			r.ContainerLines.format(0), r.RuntimeLines.format(0), r.SandboxSplit(), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
 	}
 	if err := writeTabbed(w, b.String()); err != nil {
 		return err
@@ -362,12 +376,12 @@ unique-function count (ftrace function_graph, read off its graphs); runc with Do
 for its Docker row and both redis tests for its single redis row.</p>
 <table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
 <thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
-<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>sentry / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
 <tbody>
 {{- range .Rows}}
 <tr><td>{{.Workload}}</td><td{{if .Variant}} title="{{.Variant}}"{{end}}>{{label .}}</td><td>{{.OK}}/{{.Runs}}</td>
 <td>{{stat .Functions 0}}</td><td>{{if .Study2018}}{{printf "%.0f" .Study2018}}{{else}}-{{end}}</td>
-<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
+<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{.SandboxSplit}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
 <td>{{status .}}</td></tr>
 {{- end}}
 </tbody></table>
