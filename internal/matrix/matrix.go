@@ -6,8 +6,9 @@
 // the load client runs outside it. A cell whose load did not succeed is
 // reported as failed and never scored as a small HAP. A runtime with
 // processes of its own beside the service (Docker's daemons) names the
-// scope's parts (Instance.Parts), which are scored over the same window.
-// Docker rows run after all runs of the others: the NAT chains dockerd
+// scope's parts (Instance.Parts), which are scored over the same window;
+// gVisor's sentry and gofer, which share the container's cgroup, get a
+// child cgroup each (splitSandbox) and are parts too. Docker rows run after all runs of the others: the NAT chains dockerd
 // sets up would change what every other row drives.
 package matrix
 
@@ -23,6 +24,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -207,7 +209,8 @@ type Instance struct {
 	Runtime string
 	// Parts are cgroups inside the scope that hold one part of it each,
 	// by name: "container" (the service), "runtime" (the runtime's own
-	// processes). Each is scored over the same window as the scope.
+	// processes), and for gVisor "sentry" and "gofer" (inside the
+	// container's). Each is scored over the same window as the scope.
 	Parts map[string]string
 }
 
@@ -385,6 +388,19 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	if err != nil {
 		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
+	// The runtime's and the service's start-up must be over (quiet.go).
+	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	unquiet := ""
+	switch {
+	case err != nil:
+		return nil, nil, load, fmt.Errorf("wait for %s under %s to go quiet: %w", w.Name, rt.Name, err)
+	case !quiet:
+		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU after %s without load (the window may hold start-up)",
+			100*share, waited.Round(time.Second))
+		e.logf("matrix: %s/%s: %s; measuring anyway", w.Name, rt.Name, unquiet)
+	case waited > 5*time.Second:
+		e.logf("matrix: %s/%s: quiet (%.1f %% of a CPU) after %s", w.Name, rt.Name, 100*share, waited.Round(100*time.Millisecond))
+	}
 
 	// A scorer that sets up per service (ftrace's pid list) does so before
 	// the load starts, as an attached tracer is in place before it.
@@ -480,6 +496,9 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	}
 	prof.Label = w.Name + "/" + rt.Name
 	prof.Workload = &hap.Workload{Command: w.Service.Argv, ExitCode: -1, Error: "service; stopped after the window", Runtime: inst.Runtime}
+	if unquiet != "" {
+		prof.Workload.Runtime = strings.TrimPrefix(prof.Workload.Runtime+"; "+unquiet, "; ")
+	}
 	for _, pp := range parts {
 		pp.Workload = prof.Workload
 	}

@@ -545,6 +545,7 @@ func TestRunDockerRowsLast(t *testing.T) {
 		rt := Runtime{Name: name, Check: func(*Env) error { return nil },
 			Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
 				started = append(started, name)
+				fakeCgroup(t, dir)
 				return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil }}, nil
 			}}
 		if docker {
@@ -607,6 +608,7 @@ func TestPartsShareTheWindow(t *testing.T) {
 	}
 	rt := Runtime{Name: "parted", Check: func(*Env) error { return nil },
 		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
+			fakeCgroup(t, dir)
 			return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil },
 				Parts: map[string]string{"slow": filepath.Join(dir, "slow"), "fast": filepath.Join(dir, "fast")}}, nil
 		}}
@@ -646,5 +648,16 @@ func TestRunscRole(t *testing.T) {
 		if got := runscRole([]byte(c.cmdline)); got != c.want {
 			t.Errorf("runscRole(%q) = %q, want %q", c.cmdline, got, c.want)
 		}
+	}
+}
+
+// fakeCgroup gives a test's cgroup directory the cpu.stat of an idle
+// cgroup, and makes the wait for quiet short.
+func fakeCgroup(t *testing.T, dir string) {
+	span := quietSpan
+	quietSpan = 20 * time.Millisecond
+	t.Cleanup(func() { quietSpan = span })
+	if err := os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 7\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,91 @@
+package matrix
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// A service that answers is not yet a runtime at rest: runc's and runsc's
+// start-up, dockerd's work after a container started, an interpreter's
+// imports can still be running. Measured in the window, they would pass
+// for the workload's steady state (an idle container under runc scored
+// 2,653 functions that way: its own start-up). So before the load starts,
+// the scope must go quiet: its CPU time (cgroup v2 cpu.stat, kept whether
+// or not the cpu controller is on) may grow by at most quietShare of one
+// CPU over quietSpan.
+var ( // variables for the host tests' fake cgroups
+	quietSpan  = 2 * time.Second
+	quietShare = 0.02
+	quietLimit = 90 * time.Second
+)
+
+// cpuUsage reads usage_usec from the cpu.stat of cgroup dir.
+func cpuUsage(dir string) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return 0, err
+	}
+	return parseCPUUsage(b)
+}
+
+// parseCPUUsage returns cpu.stat's usage_usec.
+func parseCPUUsage(b []byte) (time.Duration, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := bytes.Cut(sc.Bytes(), []byte(" "))
+		if !ok || string(k) != "usage_usec" {
+			continue
+		}
+		n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 63)
+		if err != nil {
+			return 0, fmt.Errorf("cpu.stat: usage_usec %q: %w", v, err)
+		}
+		return time.Duration(n) * time.Microsecond, nil
+	}
+	return 0, fmt.Errorf("cpu.stat has no usage_usec line")
+}
+
+// waitQuiet waits until cgroup dir used at most share of one CPU over the
+// last span, sampling every span/8. It returns the share over the last
+// span and how long it waited; at limit it stops waiting and returns the
+// share it saw, with ok false: the caller says so.
+func waitQuiet(ctx context.Context, dir string, span time.Duration, share float64, limit time.Duration) (last float64, waited time.Duration, ok bool, err error) {
+	type sample struct {
+		at    time.Time
+		usage time.Duration
+	}
+	start := time.Now()
+	var samples []sample
+	for {
+		u, err := cpuUsage(dir)
+		if err != nil {
+			return 0, time.Since(start), false, err
+		}
+		now := time.Now()
+		samples = append(samples, sample{now, u})
+		// The oldest sample at least span old, dropping older ones.
+		for len(samples) > 2 && now.Sub(samples[1].at) >= span {
+			samples = samples[1:]
+		}
+		if el := now.Sub(samples[0].at); el >= span {
+			last = float64(u-samples[0].usage) / float64(el)
+			if last <= share {
+				return last, now.Sub(start), true, nil
+			}
+		}
+		if now.Sub(start) >= limit {
+			return last, now.Sub(start), false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return last, time.Since(start), false, ctx.Err()
+		case <-time.After(span / 8):
+		}
+	}
+}
