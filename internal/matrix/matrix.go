@@ -389,7 +389,11 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
 	// The runtime's and the service's start-up must be over (quiet.go).
-	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	qdir := dir
+	if c, ok := inst.Parts["container"]; ok {
+		qdir = c
+	}
+	share, waited, quiet, err := waitQuiet(ctx, qdir, quietSpan, quietShare, quietLimit)
 	unquiet := ""
 	switch {
 	case err != nil:
@@ -398,7 +402,7 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU after %s without load (the window may hold start-up)",
 			100*share, waited.Round(time.Second))
 		e.logf("matrix: %s/%s: %s; measuring anyway", w.Name, rt.Name, unquiet)
-	case waited > 5*time.Second:
+	case waited > 3*time.Second:
 		e.logf("matrix: %s/%s: quiet (%.1f %% of a CPU) after %s", w.Name, rt.Name, 100*share, waited.Round(100*time.Millisecond))
 	}
 

@@ -545,8 +545,7 @@ func TestRunDockerRowsLast(t *testing.T) {
 		rt := Runtime{Name: name, Check: func(*Env) error { return nil },
 			Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
 				started = append(started, name)
-				fakeCgroup(t, dir)
-				return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil }}, nil
+				return &Instance{Stop: fakeCgroup(t, dir), Exited: func() error { return nil }}, nil
 			}}
 		if docker {
 			rt.docker = &DockerOptions{}
@@ -608,8 +607,7 @@ func TestPartsShareTheWindow(t *testing.T) {
 	}
 	rt := Runtime{Name: "parted", Check: func(*Env) error { return nil },
 		Start: func(ctx context.Context, e *Env, id, dir string, svc Service) (*Instance, error) {
-			fakeCgroup(t, dir)
-			return &Instance{Stop: func() error { return nil }, Exited: func() error { return nil },
+			return &Instance{Stop: fakeCgroup(t, dir), Exited: func() error { return nil },
 				Parts: map[string]string{"slow": filepath.Join(dir, "slow"), "fast": filepath.Join(dir, "fast")}}, nil
 		}}
 	s := &slowPartScorer{loadStopped: &stopped, ranAtEnd: map[string]bool{}}
@@ -652,12 +650,15 @@ func TestRunscRole(t *testing.T) {
 }
 
 // fakeCgroup gives a test's cgroup directory the cpu.stat of an idle
-// cgroup, and makes the wait for quiet short.
-func fakeCgroup(t *testing.T, dir string) {
+// cgroup, and makes the wait for quiet short. It returns the instance's
+// Stop, which removes the file again (RemoveCgroup only rmdirs).
+func fakeCgroup(t *testing.T, dir string) func() error {
 	span := quietSpan
 	quietSpan = 20 * time.Millisecond
 	t.Cleanup(func() { quietSpan = span })
-	if err := os.WriteFile(filepath.Join(dir, "cpu.stat"), []byte("usage_usec 7\n"), 0o644); err != nil {
+	stat := filepath.Join(dir, "cpu.stat")
+	if err := os.WriteFile(stat, []byte("usage_usec 7\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return func() error { return os.Remove(stat) }
 }
