@@ -460,6 +460,28 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	if err != nil {
 		return nil, err
 	}
+	prog, err := e.lookPath(svc.Argv[0])
+	if err != nil {
+		return nil, err
+	}
+	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
+	// The image is imported before the daemons join the cell, and the
+	// daemons' work after their start or an import (containerd's garbage
+	// collection, dockerd's bookkeeping) must be over: a deployed host's
+	// daemons have been up for hours.
+	ref, err := d.image(ctx, svcImageName(svc), svc)
+	if err != nil {
+		return nil, err
+	}
+	share, waited, quiet, err := waitQuiet(ctx, d.cgroup, quietSpan, quietShare, quietLimit)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("wait for the Docker daemons to go quiet: %w", err)
+	case !quiet:
+		e.logf("matrix: %s: the Docker daemons still use %.0f %% of a CPU after %s: starting the container anyway", id, 100*share, waited.Round(time.Second))
+	case waited > 3*time.Second:
+		e.logf("matrix: %s: the Docker daemons quiet (%.1f %% of a CPU) after %s", id, 100*share, waited.Round(100*time.Millisecond))
+	}
 	runtimeDir := filepath.Join(dir, "runtime")
 	if err := os.Mkdir(runtimeDir, 0o755); err != nil && !os.IsExist(err) {
 		return nil, err
@@ -471,15 +493,6 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	fail := func(err error) (*Instance, error) {
 		moveProcs(runtimeDir, d.cgroup)
 		return nil, err
-	}
-	prog, err := e.lookPath(svc.Argv[0])
-	if err != nil {
-		return fail(err)
-	}
-	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
-	ref, err := d.image(ctx, svcImageName(svc), svc)
-	if err != nil {
-		return fail(err)
 	}
 	parent, err := e.cgroupPath(dir)
 	if err != nil {
