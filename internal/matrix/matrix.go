@@ -389,11 +389,7 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
 	// The runtime's and the service's start-up must be over (quiet.go).
-	qdir := dir
-	if c, ok := inst.Parts["container"]; ok {
-		qdir = c
-	}
-	share, waited, quiet, err := waitQuiet(ctx, qdir, quietSpan, quietShare, quietLimit)
+	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
 	unquiet := ""
 	switch {
 	case err != nil:

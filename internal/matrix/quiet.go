@@ -12,20 +12,20 @@ import (
 )
 
 // A service that answers is not yet a runtime at rest: runc's and runsc's
-// start-up, an interpreter's imports can still be running. Measured in the
-// window, they would pass for the workload's steady state (an idle
-// container under runc scored 2,653 functions that way: its own
-// start-up). So before the load starts, the service's cgroup (the
-// container's part where the runtime names one: long-lived daemons are
-// never idle for long) must go quiet: its CPU time (cgroup v2 cpu.stat,
-// kept whether or not the cpu controller is on) may grow by at most
-// quietShare of one CPU over quietSpan. Start-up under emulation runs at
-// a whole CPU; an idle Go runtime's timers (runsc's sentry, runc's
-// launcher) at about a percent.
+// start-up, dockerd's and containerd's work after a container started (Go
+// garbage collection: thousands of mm lines), an interpreter's imports
+// can still be running. Measured in the window, they would pass for the
+// workload's steady state (an idle container under runc scored 2,653
+// functions that way: its own start-up). So before the load starts, the
+// scope must go quiet: its CPU time (cgroup v2 cpu.stat, kept whether or
+// not the cpu controller is on) may grow by at most quietShare of one CPU
+// over quietSpan. Start-up under emulation runs at a whole CPU; idle Go
+// runtimes (the daemons, runsc's sentry, runc's launcher) at a percent or
+// two.
 var ( // variables for the host tests' fake cgroups
 	quietSpan  = 2 * time.Second
 	quietShare = 0.05
-	quietLimit = 30 * time.Second
+	quietLimit = 20 * time.Second
 )
 
 // cpuUsage reads usage_usec from the cpu.stat of cgroup dir.
