@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -10,8 +11,9 @@ import (
 
 // gVisor runs a container as two host processes in the container's one
 // cgroup: the sentry (runsc's "boot": the sandbox's kernel, with the
-// platform's stub processes forked from it) and the gofer (runsc's
-// "gofer": the file proxy). To tell their host-kernel code apart, the
+// platform's stub processes, which run the application's threads and
+// whose system calls the sentry serves) and the gofer (runsc's "gofer":
+// the file proxy). To tell their host-kernel code apart, the
 // matrix moves each into a child cgroup of the container's: a cgroup is
 // already a scope of the tracer, so the split needs no per-process
 // dimension in the BPF counter (and no per-hit lookup), and the
@@ -20,13 +22,16 @@ import (
 
 // sandboxSplit is where a gVisor container's processes went.
 type sandboxSplit struct {
-	ctr                  string
-	sentry, gofer, other []string // "pid comm"; other: left in ctr
+	ctr                         string
+	sentry, stubs, gofer, other []string // "pid comm"; other: left in ctr
 }
 
 // parts returns the cgroups of the split, by part name.
 func (s sandboxSplit) parts() map[string]string {
 	p := map[string]string{"sentry": filepath.Join(s.ctr, "sentry")}
+	if len(s.stubs) > 0 {
+		p["stubs"] = filepath.Join(s.ctr, "stubs")
+	}
 	if len(s.gofer) > 0 {
 		p["gofer"] = filepath.Join(s.ctr, "gofer")
 	}
@@ -40,8 +45,8 @@ func (s sandboxSplit) String() string {
 		}
 		return strings.Join(x, ", ")
 	}
-	return fmt.Sprintf("gVisor's processes in cgroups of their own under the container's: sentry %s; gofer %s; left in the container's: %s",
-		list(s.sentry), list(s.gofer), list(s.other))
+	return fmt.Sprintf("gVisor's processes in cgroups of their own under the container's: sentry %s; platform stubs %s; gofer %s; left in the container's: %s",
+		list(s.sentry), list(s.stubs), list(s.gofer), list(s.other))
 }
 
 // runscRole tells a runsc process's role from its command line (the NUL-
@@ -75,16 +80,18 @@ func runscRole(cmdline []byte) string {
 }
 
 // splitSandbox moves the processes of gVisor container cgroup ctr into
-// ctr/sentry and ctr/gofer by their role (runscRole). The sentry must be
+// ctr/sentry, ctr/stubs and ctr/gofer by their role (runscRole; a stub is
+// a child of the sentry or of a stub, its command line gone with the
+// address space the platform replaced). The sentry must be
 // there; a gofer may not be (runsc configurations without one), which the
 // split says. undo moves them back and removes the child cgroups, as runsc
 // removes only the container's own cgroup.
 func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 	s := sandboxSplit{ctr: ctr}
-	dirs := map[string]string{"sentry": filepath.Join(ctr, "sentry"), "gofer": filepath.Join(ctr, "gofer")}
+	dirs := map[string]string{"sentry": filepath.Join(ctr, "sentry"), "stubs": filepath.Join(ctr, "stubs"), "gofer": filepath.Join(ctr, "gofer")}
 	undo := func() error {
 		var errs []error
-		for _, d := range []string{dirs["sentry"], dirs["gofer"]} {
+		for _, d := range []string{dirs["sentry"], dirs["stubs"], dirs["gofer"]} {
 			if _, err := os.Stat(d); err != nil {
 				continue
 			}
@@ -106,8 +113,8 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 	}
 	// Until a pass moves nothing new: a process forked by one not yet
 	// moved starts where its parent was.
-	moved := map[string]bool{}
-	for range 3 {
+	moved := map[string]string{} // pid → role
+	for range 6 {
 		b, err := os.ReadFile(filepath.Join(ctr, "cgroup.procs"))
 		if err != nil {
 			undo()
@@ -120,6 +127,9 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
 			who := pid + " " + strings.TrimSpace(string(comm))
 			role := runscRole(cmdline)
+			if r := moved[ppid(pid)]; role == "" && (r == "sentry" || r == "stubs") {
+				role = "stubs"
+			}
 			if role == "" {
 				if !zombie(pid) {
 					s.other = append(s.other, who)
@@ -133,12 +143,15 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 				undo()
 				return s, nil, fmt.Errorf("move gVisor's %s (pid %s) into %s: %w", role, pid, dirs[role], err)
 			}
-			if !moved[pid] {
-				moved[pid] = true
+			if moved[pid] == "" {
+				moved[pid] = role
 				again = true
-				if role == "sentry" {
+				switch role {
+				case "sentry":
 					s.sentry = append(s.sentry, who)
-				} else {
+				case "stubs":
+					s.stubs = append(s.stubs, who)
+				default:
 					s.gofer = append(s.gofer, who)
 				}
 			}
@@ -154,5 +167,26 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 	if len(s.gofer) == 0 {
 		os.Remove(dirs["gofer"])
 	}
+	if len(s.stubs) == 0 {
+		os.Remove(dirs["stubs"])
+	}
 	return s, undo, nil
+}
+
+// ppid returns the parent's pid of process pid ("" when gone).
+func ppid(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	// pid (comm) state ppid …: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
 }

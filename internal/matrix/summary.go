@@ -72,9 +72,11 @@ type Row struct {
 	// processes (dockerd, containerd, shim, docker-proxy); N is 0 for
 	// runtimes without parts.
 	ContainerLines, RuntimeLines Stat
-	// SentryLines and GoferLines split a gVisor container's lines by
-	// its two host processes (see splitSandbox); N is 0 elsewhere.
-	SentryLines, GoferLines Stat
+	// SentryLines, StubLines and GoferLines split a gVisor container's
+	// lines by its host processes (see splitSandbox): the sentry, the
+	// platform's stub processes that run the application's threads, and
+	// the gofer; N is 0 elsewhere.
+	SentryLines, StubLines, GoferLines Stat
 	// Unsettled counts the successful runs whose convergence curve still
 	// rose in the last third of the window (Settled): steady state was
 	// not reached, so more window would have found more.
@@ -154,6 +156,7 @@ func Summarize(cells []Cell) []Row {
 		r.ContainerLines = newStat(parts[i]["container"])
 		r.RuntimeLines = newStat(parts[i]["runtime"])
 		r.SentryLines = newStat(parts[i]["sentry"])
+		r.StubLines = newStat(parts[i]["stubs"])
 		r.GoferLines = newStat(parts[i]["gofer"])
 		if len(ps) > 0 {
 			sorted := append([]*hap.Profile(nil), ps...)
@@ -279,19 +282,20 @@ func Study2018Functions(workload, runtime string) float64 {
 	return study2018[w][r]
 }
 
-// SandboxSplit formats SentryLines and GoferLines as "sentry / gofer"
-// ("-" for a row that is not a split gVisor container).
+// SandboxSplit formats SentryLines, StubLines and GoferLines as
+// "sentry / stubs / gofer" ("-" for a row that is not a split gVisor
+// container).
 func (r Row) SandboxSplit() string {
-	if r.SentryLines.N == 0 && r.GoferLines.N == 0 {
+	if r.SentryLines.N == 0 && r.StubLines.N == 0 && r.GoferLines.N == 0 {
 		return "-"
 	}
-	return r.SentryLines.format(0) + " / " + r.GoferLines.format(0)
+	return r.SentryLines.format(0) + " / " + r.StubLines.format(0) + " / " + r.GoferLines.format(0)
 }
 
 // WriteTable prints rows as a plain-text table.
 func WriteTable(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\tsentry / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\tsentry / stubs / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
 	for _, r := range rows {
 		study := "-"
 		if r.Study2018 > 0 {
@@ -376,7 +380,7 @@ unique-function count (ftrace function_graph, read off its graphs); runc with Do
 for its Docker row and both redis tests for its single redis row.</p>
 <table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
 <thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
-<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>sentry / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>sentry / stubs / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
 <tbody>
 {{- range .Rows}}
 <tr><td>{{.Workload}}</td><td{{if .Variant}} title="{{.Variant}}"{{end}}>{{label .}}</td><td>{{.OK}}/{{.Runs}}</td>
