@@ -317,7 +317,9 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 						tag += fmt.Sprintf(" run %d/%d", run+1, runs)
 					}
 					e.logf("matrix: %s …", tag)
+					t0 := time.Now()
 					c.Profile, c.Parts, c.Load, c.Err = p.runCell(ctx, e, s, w, rt)
+					took := time.Since(t0).Round(time.Second)
 					if ctx.Err() != nil {
 						return cells, ctx.Err()
 					}
@@ -325,7 +327,7 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 						e.logf("matrix: %s FAILED: %v", tag, c.Err)
 						c.Profile = nil
 					} else {
-						e.logf("matrix: %s: %s; load %d requests, %.0f req/s", tag, c.Profile.Summary(), c.Load.Requests, c.Load.RPS())
+						e.logf("matrix: %s: %s; load %d requests, %.0f req/s; took %s", tag, c.Profile.Summary(), c.Load.Requests, c.Load.RPS(), took)
 					}
 					cells = append(cells, c)
 				}
@@ -363,7 +365,16 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr := e.addr(w.Service.Port)
+	// Where a cell's time goes (under emulation a Docker cell takes minutes).
+	t0 := time.Now()
+	var phases []string
+	phase := func(name string) {
+		phases = append(phases, fmt.Sprintf("%s %s", name, time.Since(t0).Round(100*time.Millisecond)))
+		t0 = time.Now()
+	}
+	defer func() { e.logf("matrix: %s/%s phases: %s", w.Name, rt.Name, strings.Join(phases, ", ")) }()
 	inst, err := rt.Start(ctx, e, w.Name+"-"+rt.Name, dir, w.Service)
+	phase("start")
 	if err != nil {
 		return nil, nil, load, fmt.Errorf("start %s under %s: %w", w.Name, rt.Name, err)
 	}
@@ -371,6 +382,7 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		if err := inst.Stop(); err != nil {
 			e.logf("matrix: stop %s under %s: %v", w.Name, rt.Name, err)
 		}
+		phase("stop")
 	}()
 	// Under emulation with every kernel function traced, an interpreter
 	// (python, node) inside a sandbox takes a long time to start.
@@ -385,11 +397,13 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		return w.Service.Ready(readyCtx, addr)
 	})
 	readyCancel()
+	phase("ready")
 	if err != nil {
 		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
 	// The runtime's and the service's start-up must be over (quiet.go).
 	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	phase("quiet")
 	unquiet := ""
 	switch {
 	case err != nil:
@@ -464,8 +478,10 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 			partc <- partResult{name, pp, err}
 		}()
 	}
+	phase("load flowing")
 	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: windowEnd()}), dir)
 	var parts map[string]*hap.Profile
+	defer phase("scored")
 	for range scoreParts {
 		r := <-partc
 		if r.err != nil && serr == nil {
