@@ -126,15 +126,17 @@ func cmdMatrix(args []string) int {
 		}
 		total := len(plan.Workloads) * len(plan.Runtimes) * plan.Runs
 		fmt.Fprintf(os.Stderr, "matrix: interrupted after %d of %d runs (%v); writing the table of those\n", len(cells), total, err)
-		writeMatrix(cells, *out, time.Since(start))
+		writeMatrix(cells, *out, time.Since(start), fmt.Sprintf("interrupted after %d of %d runs", len(cells), total))
 		return 1
 	}
-	return writeMatrix(cells, *out, time.Since(start))
+	return writeMatrix(cells, *out, time.Since(start), "")
 }
 
 // writeMatrix writes every run's profile, matrix.json (the summary rows)
 // and report.html, prints the table, and returns 1 when a cell failed.
-func writeMatrix(cells []matrix.Cell, out string, took time.Duration) int {
+// partial, when not "", says why the table lacks runs (matrix.json's
+// "partial").
+func writeMatrix(cells []matrix.Cell, out string, took time.Duration, partial string) int {
 	failed := 0
 	for _, c := range cells {
 		if c.Err != nil {
@@ -158,7 +160,7 @@ func writeMatrix(cells []matrix.Cell, out string, took time.Duration) int {
 	if err := matrix.WriteTable(os.Stdout, rows); err != nil {
 		return fail(err)
 	}
-	if err := writeJSONFile(filepath.Join(out, "matrix.json"), summaryJSON(rows, took)); err != nil {
+	if err := writeJSONFile(filepath.Join(out, "matrix.json"), summaryJSON(rows, took, partial)); err != nil {
 		return fail(err)
 	}
 	report := filepath.Join(out, "report.html")
@@ -174,6 +176,9 @@ func writeMatrix(cells []matrix.Cell, out string, took time.Duration) int {
 		return fail(err)
 	}
 	fmt.Printf("\nprofiles (JSON), matrix.json and report: %s (took %s)\n", report, took.Round(time.Second))
+	if partial != "" {
+		fmt.Printf("partial table: %s; its rows hold fewer runs than planned\n", partial)
+	}
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "hapscope: %d runs failed; their workloads are not scored (see the status column)\n", failed)
 		return 1
@@ -202,7 +207,7 @@ func writeJSONFile(name string, v any) error {
 }
 
 // summaryJSON is matrix.json: the rows without their profiles.
-func summaryJSON(rows []matrix.Row, took time.Duration) any {
+func summaryJSON(rows []matrix.Row, took time.Duration, partial string) any {
 	type stat struct {
 		N    int     `json:"n"`
 		Mean float64 `json:"mean"`
@@ -243,7 +248,11 @@ func summaryJSON(rows []matrix.Row, took time.Duration) any {
 		}
 		out = append(out, x)
 	}
-	return map[string]any{"schema": 1, "took_seconds": took.Seconds(), "rows": out}
+	j := map[string]any{"schema": 1, "took_seconds": took.Seconds(), "rows": out}
+	if partial != "" {
+		j["partial"] = partial
+	}
+	return j
 }
 
 func kernelOf(rows []matrix.Row) string {
