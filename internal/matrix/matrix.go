@@ -7,9 +7,12 @@
 // reported as failed and never scored as a small HAP. A runtime with
 // processes of its own beside the service (Docker's daemons) names the
 // scope's parts (Instance.Parts), which are scored over the same window;
-// gVisor's sentry and gofer, which share the container's cgroup, get a
-// child cgroup each (splitSandbox) and are parts too. Docker rows run after all runs of the others: the NAT chains dockerd
-// sets up would change what every other row drives.
+// gVisor's sentry, platform stubs and gofer, which share the container's
+// cgroup, get a child cgroup each (splitSandbox) and are parts too. Before
+// the load starts, the scope must be quiet (waitQuiet): no runtime's
+// start-up is measured as steady state. Docker rows run after all runs of
+// the others: the NAT chains dockerd sets up would change what every other
+// row drives.
 package matrix
 
 import (
@@ -209,8 +212,8 @@ type Instance struct {
 	Runtime string
 	// Parts are cgroups inside the scope that hold one part of it each,
 	// by name: "container" (the service), "runtime" (the runtime's own
-	// processes), and for gVisor "sentry" and "gofer" (inside the
-	// container's). Each is scored over the same window as the scope.
+	// processes), and for gVisor "sentry", "stubs" and "gofer" (inside
+	// the container's). Each is scored over the same window as the scope.
 	Parts map[string]string
 }
 
