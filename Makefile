@@ -141,13 +141,17 @@ lab-prep: deps
 # The study runs on an SMP guest (real hosts are SMP; one and two vCPUs
 # drive different function sets): MATRIX_CPUS vCPUs on single-threaded TCG
 # (multi-threaded TCG with two vCPUs oopses under text patching).
+# MATRIX_MINUTES bounds the study: then SIGINT, and the table of the runs
+# that finished (one run of every row takes about 45 minutes).
 RUNS ?= 5
 MATRIX_FLAGS ?=
 MATRIX_CPUS ?= 2
+MATRIX_MINUTES ?= 290
 matrix: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
 	@mkdir -p out/matrix
-	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout 300m -out out/matrix -- out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
+	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout $$(( $(MATRIX_MINUTES) + 10 ))m -out out/matrix -- \
+		/bin/busybox timeout -s INT $$(( $(MATRIX_MINUTES) * 60 )) out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
 		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
 
