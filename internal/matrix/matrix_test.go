@@ -477,8 +477,12 @@ func TestSummaryPartsAndVariants(t *testing.T) {
 		{Workload: "redis-set", Runtime: "docker-noseccomp", Variant: "without seccomp", Profile: testProfile(400, 12400), Load: ok},
 	}
 	rows := Summarize(cells)
-	if rows[1].OverNative != 2500 || rows[1].ContainerLines.Mean != 11000 || rows[1].RuntimeLines.Mean != 2000 {
-		t.Errorf("docker row: over native %v, container %v, runtime %v; want 2500, 11000, 2000", rows[1].OverNative, rows[1].ContainerLines, rows[1].RuntimeLines)
+	if rows[1].OverNative != 2500 || rows[1].ContainerLines.Mean != 11000 || rows[1].RuntimeLines.Mean != 2000 || rows[1].ContainerFunctions.Mean != 350 {
+		t.Errorf("docker row: over native %v, container %v lines, %v functions, runtime %v; want 2500, 11000, 350, 2000",
+			rows[1].OverNative, rows[1].ContainerLines, rows[1].ContainerFunctions, rows[1].RuntimeLines)
+	}
+	if rows[0].ContainerFunctions.N != 0 {
+		t.Errorf("native row has container functions %v: it has no parts", rows[0].ContainerFunctions)
 	}
 	var b bytes.Buffer
 	if err := WriteTable(&b, rows); err != nil {

@@ -72,6 +72,9 @@ type Row struct {
 	// processes (dockerd, containerd, shim, docker-proxy); N is 0 for
 	// runtimes without parts.
 	ContainerLines, RuntimeLines Stat
+	// ContainerFunctions is the container part's function count: the
+	// tenant's own, what the 2018 study's pid lists traced.
+	ContainerFunctions Stat
 	// SentryLines, StubLines and GoferLines split a gVisor container's
 	// lines by its host processes (see splitSandbox): the sentry, the
 	// platform's stub processes that run the application's threads, and
@@ -100,6 +103,7 @@ func Summarize(cells []Cell) []Row {
 	var rows []Row
 	var profs [][]*hap.Profile
 	var parts []map[string][]float64
+	var ctrFuncs [][]float64
 	var rps [][]float64
 	for _, c := range cells {
 		k := key{c.Workload, c.Runtime}
@@ -110,6 +114,7 @@ func Summarize(cells []Cell) []Row {
 			rows = append(rows, Row{Workload: c.Workload, Runtime: c.Runtime, Variant: c.Variant, Study2018: Study2018Functions(c.Workload, c.Runtime)})
 			profs = append(profs, nil)
 			parts = append(parts, map[string][]float64{})
+			ctrFuncs = append(ctrFuncs, nil)
 			rps = append(rps, nil)
 		}
 		r := &rows[i]
@@ -133,6 +138,9 @@ func Summarize(cells []Cell) []Row {
 			profs[i] = append(profs[i], c.Profile)
 			for name, p := range c.Parts {
 				parts[i][name] = append(parts[i][name], float64(p.Lines.Total))
+				if name == "container" {
+					ctrFuncs[i] = append(ctrFuncs[i], float64(len(p.Functions)))
+				}
 			}
 			rps[i] = append(rps[i], c.Load.RPS())
 		}
@@ -154,6 +162,7 @@ func Summarize(cells []Cell) []Row {
 		r.Bugs = col(func(p *hap.Profile) float64 { return p.Bugs })
 		r.RPS = newStat(rps[i])
 		r.ContainerLines = newStat(parts[i]["container"])
+		r.ContainerFunctions = newStat(ctrFuncs[i])
 		r.RuntimeLines = newStat(parts[i]["runtime"])
 		r.SentryLines = newStat(parts[i]["sentry"])
 		r.StubLines = newStat(parts[i]["stubs"])
@@ -295,7 +304,7 @@ func (r Row) SandboxSplit() string {
 // WriteTable prints rows as a plain-text table.
 func WriteTable(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer lines\truntime-process lines\tsentry / stubs / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer functions\tcontainer lines\truntime-process lines\tsentry / stubs / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
 	for _, r := range rows {
 		study := "-"
 		if r.Study2018 > 0 {
@@ -306,9 +315,9 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.Lines.N > 1 {
 			cv = fmt.Sprintf("%.1f%%", 100*r.Lines.CV())
 		}
-		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
+		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
 			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.overNative(),
-			r.ContainerLines.format(0), r.RuntimeLines.format(0), r.SandboxSplit(), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
+			r.ContainerFunctions.format(0), r.ContainerLines.format(0), r.RuntimeLines.format(0), r.SandboxSplit(), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
 	}
 	if err := writeTabbed(w, b.String()); err != nil {
 		return err
@@ -380,12 +389,12 @@ unique-function count (ftrace function_graph, read off its graphs); runc with Do
 for its Docker row and both redis tests for its single redis row.</p>
 <table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
 <thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
-<th>own</th><th>inlined</th><th>lines over native</th><th>container lines</th><th>runtime-process lines</th><th>sentry / stubs / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<th>own</th><th>inlined</th><th>lines over native</th><th>container functions</th><th>container lines</th><th>runtime-process lines</th><th>sentry / stubs / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
 <tbody>
 {{- range .Rows}}
 <tr><td>{{.Workload}}</td><td{{if .Variant}} title="{{.Variant}}"{{end}}>{{label .}}</td><td>{{.OK}}/{{.Runs}}</td>
 <td>{{stat .Functions 0}}</td><td>{{if .Study2018}}{{printf "%.0f" .Study2018}}{{else}}-{{end}}</td>
-<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{.SandboxSplit}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
+<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerFunctions 0}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{.SandboxSplit}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
 <td>{{status .}}</td></tr>
 {{- end}}
 </tbody></table>
