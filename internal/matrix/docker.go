@@ -627,14 +627,30 @@ func moveProcs(from, to string) error {
 	return fmt.Errorf("%s did not empty in 5 s: %s still there", from, strings.Join(who, ", "))
 }
 
-// zombie reports whether process pid has exited and waits to be reaped.
+// zombie reports whether process pid has exited and waits to be reaped
+// (or is gone).
 func zombie(pid string) bool {
+	state, _, ok := procStat(pid)
+	return !ok || state == "Z"
+}
+
+// procStat returns the state and the parent's pid of process pid from
+// /proc/PID/stat ("pid (comm) state ppid …", where comm may hold spaces
+// and parentheses); ok is false when the process is gone.
+func procStat(pid string) (state, ppid string, ok bool) {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return true // gone
+		return "", "", false
 	}
 	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
+	if i < 0 {
+		return "", "", false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", "", false
+	}
+	return f[0], f[1], true
 }
 
 // remove force-removes a container, bounded in time.

@@ -1,7 +1,6 @@
 package matrix
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -82,10 +81,10 @@ func runscRole(cmdline []byte) string {
 // splitSandbox moves the processes of gVisor container cgroup ctr into
 // ctr/sentry, ctr/stubs and ctr/gofer by their role (runscRole; a stub is
 // a child of the sentry or of a stub, its command line gone with the
-// address space the platform replaced). The sentry must be
-// there; a gofer may not be (runsc configurations without one), which the
-// split says. undo moves them back and removes the child cgroups, as runsc
-// removes only the container's own cgroup.
+// address space the platform replaced). The sentry must be there; a gofer
+// may not be (runsc configurations without one), which the split says.
+// undo moves them back and removes the child cgroups, as runsc removes
+// only the container's own cgroup.
 func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 	s := sandboxSplit{ctr: ctr}
 	dirs := map[string]string{"sentry": filepath.Join(ctr, "sentry"), "stubs": filepath.Join(ctr, "stubs"), "gofer": filepath.Join(ctr, "gofer")}
@@ -127,7 +126,8 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
 			who := pid + " " + strings.TrimSpace(string(comm))
 			role := runscRole(cmdline)
-			if r := moved[ppid(pid)]; role == "" && (r == "sentry" || r == "stubs") {
+			_, parent, _ := procStat(pid)
+			if r := moved[parent]; role == "" && (r == "sentry" || r == "stubs") {
 				role = "stubs"
 			}
 			if role == "" {
@@ -171,22 +171,4 @@ func splitSandbox(ctr string) (sandboxSplit, func() error, error) {
 		os.Remove(dirs["stubs"])
 	}
 	return s, undo, nil
-}
-
-// ppid returns the parent's pid of process pid ("" when gone).
-func ppid(pid string) string {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return ""
-	}
-	// pid (comm) state ppid …: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return ""
-	}
-	return f[1]
 }

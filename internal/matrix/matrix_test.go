@@ -666,3 +666,16 @@ func fakeCgroup(t *testing.T, dir string) func() error {
 	}
 	return func() error { return os.Remove(stat) }
 }
+
+func TestProcStat(t *testing.T) {
+	state, parent, ok := procStat(strconv.Itoa(os.Getpid()))
+	if !ok || parent != strconv.Itoa(os.Getppid()) || (state != "R" && state != "S") {
+		t.Errorf("procStat(self) = %q, %q, %v; want R or S, %d, true", state, parent, ok, os.Getppid())
+	}
+	if zombie(strconv.Itoa(os.Getpid())) {
+		t.Error("this process is a zombie")
+	}
+	if _, _, ok := procStat("999999999"); ok || !zombie("999999999") {
+		t.Error("a process that does not exist is there")
+	}
+}
