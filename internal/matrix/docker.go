@@ -473,14 +473,8 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	if err != nil {
 		return nil, err
 	}
-	share, waited, quiet, err := waitQuiet(ctx, d.cgroup, quietSpan, quietShare, quietLimit)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("wait for the Docker daemons to go quiet: %w", err)
-	case !quiet:
-		e.logf("matrix: %s: the Docker daemons still use %.0f %% of a CPU after %s: starting the container anyway", id, 100*share, waited.Round(time.Second))
-	case waited > 3*time.Second:
-		e.logf("matrix: %s: the Docker daemons quiet (%.1f %% of a CPU) after %s", id, 100*share, waited.Round(100*time.Millisecond))
+	if _, err := e.awaitQuiet(ctx, d.cgroup, id+": the Docker daemons"); err != nil {
+		return nil, err
 	}
 	runtimeDir := filepath.Join(dir, "runtime")
 	if err := os.Mkdir(runtimeDir, 0o755); err != nil && !os.IsExist(err) {

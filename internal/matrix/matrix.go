@@ -405,18 +405,10 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
 	}
 	// The runtime's and the service's start-up must be over (quiet.go).
-	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	unquiet, err := e.awaitQuiet(ctx, dir, w.Name+"/"+rt.Name)
 	phase("quiet")
-	unquiet := ""
-	switch {
-	case err != nil:
-		return nil, nil, load, fmt.Errorf("wait for %s under %s to go quiet: %w", w.Name, rt.Name, err)
-	case !quiet:
-		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU after %s without load (the window may hold start-up)",
-			100*share, waited.Round(time.Second))
-		e.logf("matrix: %s/%s: %s; measuring anyway", w.Name, rt.Name, unquiet)
-	case waited > 3*time.Second:
-		e.logf("matrix: %s/%s: quiet (%.1f %% of a CPU) after %s", w.Name, rt.Name, 100*share, waited.Round(100*time.Millisecond))
+	if err != nil {
+		return nil, nil, load, err
 	}
 
 	// A scorer that sets up per service (ftrace's pid list) does so before

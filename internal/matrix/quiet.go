@@ -92,3 +92,22 @@ func waitQuiet(ctx context.Context, dir string, span time.Duration, share float6
 		}
 	}
 }
+
+// awaitQuiet waits for cgroup dir to go quiet (waitQuiet with the
+// package's span, share and limit) and logs a wait worth noting under
+// what. When dir never went quiet it returns, as unquiet, the words a
+// profile carries about it; the caller measures anyway.
+func (e *Env) awaitQuiet(ctx context.Context, dir, what string) (unquiet string, err error) {
+	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("wait for %s to go quiet: %w", what, err)
+	case !quiet:
+		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU after %s without load (the window may hold start-up)",
+			100*share, waited.Round(time.Second))
+		e.logf("matrix: %s: %s; measuring anyway", what, unquiet)
+	case waited > 3*time.Second:
+		e.logf("matrix: %s: quiet (%.1f %% of a CPU) after %s", what, 100*share, waited.Round(100*time.Millisecond))
+	}
+	return unquiet, nil
+}
