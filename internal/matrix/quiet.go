@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,6 +49,9 @@ func parseCPUUsage(b []byte) (time.Duration, error) {
 		n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 63)
 		if err != nil {
 			return 0, fmt.Errorf("cpu.stat: usage_usec %q: %w", v, err)
+		}
+		if n > math.MaxInt64/uint64(time.Microsecond) {
+			return 0, fmt.Errorf("cpu.stat: usage_usec %d is more than %v", n, time.Duration(math.MaxInt64))
 		}
 		return time.Duration(n) * time.Microsecond, nil
 	}

@@ -15,7 +15,7 @@ func TestParseCPUUsage(t *testing.T) {
 	if err != nil || got != 1234567*time.Microsecond {
 		t.Errorf("parseCPUUsage = %v, %v; want 1.234567s", got, err)
 	}
-	for _, bad := range []string{"", "user_usec 5\n", "usage_usec x\n", "usage_usec -1\n", "usage_usec 99999999999999999999\n"} {
+	for _, bad := range []string{"", "user_usec 5\n", "usage_usec x\n", "usage_usec -1\n", "usage_usec 99999999999999999999\n", "usage_usec 10000000000000000\n"} {
 		if _, err := parseCPUUsage([]byte(bad)); err == nil {
 			t.Errorf("parseCPUUsage(%q) succeeded", bad)
 		}
