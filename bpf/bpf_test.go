@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -339,4 +340,105 @@ func FuzzParseKallsymsFuncs(f *testing.F) {
 			seen[n] = true
 		}
 	})
+}
+
+// TestOrigins runs on any kernel with tp_btf (this host included): the
+// self-test program on sys_enter records every event under the system call
+// being entered, and on page_fault_user, behind AttachFaults, under
+// OriginFault; ResetHits clears the origin counts too.
+func TestOrigins(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_BPF, CAP_PERFMON, cgroup creation)")
+	}
+	root := cgroup2Root(t)
+	cfg := Config{Functions: 3, Attribution: true, OriginKeys: 1024}
+	o, err := New(cfg)
+	if err != nil && strings.Contains(err.Error(), "CONFIG_KALLSYMS_ALL") {
+		cfg.Interrupts = true // as in TestSysEnterScopes
+		o, err = New(cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.AttachFaults(); err != nil {
+		t.Fatal(err)
+	}
+	sysEnter, err := o.SysEnter(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fault, err := o.tracepoint("page_fault_user", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fault.Close()
+	base := filepath.Join(root, "hapscope-bpftest-"+t.Name())
+	os.Remove(base)
+	id := mkCgroup(t, base)
+	if err := o.SetScope(3, id, strings.Count(strings.TrimPrefix(base, root), "/")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*ebpf.Program{sysEnter, fault} { // after AttachFaults' program
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+	}
+	// dd: 300 reads of /dev/zero and 300 writes to /dev/null (its 1 MiB
+	// buffer faults in kernel mode, inside read); sh and dd fault their
+	// text, data and stack pages in from user mode.
+	runIn(t, base, "dd if=/dev/zero of=/dev/null bs=1M count=300 2>/dev/null")
+	got, err := o.Origins(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[int]map[Origin]uint64{}
+	for _, c := range got {
+		if by[c.Index] == nil {
+			by[c.Index] = map[Origin]uint64{}
+		}
+		by[c.Index][c.Origin] += c.Count
+	}
+	t.Logf("origins: %v", by)
+	if n := by[1][unix.SYS_READ]; n < 300 {
+		t.Errorf("sys_enter under read: %d events, want >= 300", n)
+	}
+	if n := by[1][unix.SYS_WRITE]; n < 300 {
+		t.Errorf("sys_enter under write: %d events, want >= 300", n)
+	}
+	for or, n := range by[1] {
+		if or >= SyscallOrigins {
+			t.Errorf("sys_enter counted %d events under origin %d, not a system call", n, or)
+		}
+	}
+	if n := by[2][OriginFault]; n < 20 { // 81 on this host's kernel
+		t.Errorf("page_fault_user under OriginFault: %d events, want >= 20", n)
+	}
+	for or, n := range by[2] {
+		if or != OriginFault {
+			t.Errorf("page_fault_user counted %d events under origin %d", n, or)
+		}
+	}
+	if by[0] != nil {
+		t.Errorf("origins of index 0, never used: %v", by[0])
+	}
+	if other, err := o.Origins(2); err != nil || len(other) != 0 {
+		t.Errorf("Origins(2), an unused slot = %v, %v", other, err)
+	}
+	s, err := o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OriginsDropped != 0 {
+		t.Errorf("%d events' origins dropped", s.OriginsDropped)
+	}
+	o.ClearScope(3)
+	if err := o.ResetHits(3); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := o.Origins(3); err != nil || len(got) != 0 {
+		t.Errorf("after ResetHits: %d origin counts, %v", len(got), err)
+	}
 }

@@ -14,7 +14,10 @@
  * receive side of its own loopback or veth send), told by a per-CPU depth
  * that the hap_bh_* programs on do_softirq keep; and any other interrupt
  * context (hard IRQ, NMI, soft IRQ run at hard-IRQ exit or in ksoftirqd),
- * counted only when count_irq is set. The context is read from the per-CPU
+ * counted only when count_irq is set. With attribute set, each counted
+ * event is also counted by origin in the origins hash: the system call the
+ * task is in, a user page fault, an io_uring worker, interrupt context or
+ * other (see origin()). The context is read from the per-CPU
  * preempt count, through bpf_this_cpu_ptr() on a typed __ksym per-CPU
  * variable: pcpu_hot.preempt_count (x86-64, 6.2 to 6.14) or __preempt_count
  * (before 6.2 and after 6.14). The loader patches the extern into a BTF-id
@@ -40,8 +43,21 @@
 enum stat {
 	STAT_DROPPED = 0,   /* events that could not be recorded */
 	STAT_IRQ = 1,       /* events skipped: interrupt context */
-	STAT_MAX = 2,
+	STAT_ORIGIN_DROPPED = 2, /* counted events the origins hash had no room for */
+	STAT_MAX = 3,
 };
+
+/* Origins (bpf.Origin in Go): a system call number below NR_SYSCALL_ORIGINS,
+ * or one of these. */
+#define NR_SYSCALL_ORIGINS 1024
+#define ORIGIN_FAULT (NR_SYSCALL_ORIGINS + 0)     /* a user page fault */
+#define ORIGIN_IO_WORKER (NR_SYSCALL_ORIGINS + 1) /* an io_uring worker thread */
+#define ORIGIN_INTERRUPT (NR_SYSCALL_ORIGINS + 2) /* CTX_INTERRUPT (count_irq) */
+#define ORIGIN_OTHER (NR_SYSCALL_ORIGINS + 3)     /* none of the above */
+
+/* include/linux/sched.h */
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
 
 struct scope {
 	__u64 cgid;  /* cgroup v2 id (inode); 0 = slot unused */
@@ -119,6 +135,37 @@ struct {
 	__type(value, __u32);
 } late_addrs SEC(".maps");
 
+/* origins[(function index, scope, origin)] = events; max_entries is set by
+ * the loader, and a key that finds no room is counted in
+ * STAT_ORIGIN_DROPPED. Used only when attribute is set. */
+struct origin_key {
+	__u32 idx;
+	__u16 scope;
+	__u16 origin;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct origin_key);
+	__type(value, __u64);
+} origins SEC(".maps");
+
+/* The user entry frame of each scope task's last user page fault (tid ->
+ * frame), written by hap_fault: a later event whose task's entry frame is
+ * that one runs in the fault. LRU: exited threads age out. */
+struct fault_frame {
+	__u64 ip;
+	__u64 sp;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fault_frame);
+} faults SEC(".maps");
+
 /* Function indices: 0..nfuncs-1 (the initial ones plus those reserved). */
 volatile const __u32 nfuncs = 1;
 /* Entries of addrs in use (the initial functions with addresses). */
@@ -130,6 +177,8 @@ volatile const __u32 preempt_mode = 0;
 volatile const __u32 count_irq = 0;
 /* function index reported by the tp_btf self-test program */
 volatile const __u32 tp_index = 0;
+/* 1: count events by origin too (the origins hash) */
+volatile const __u32 attribute = 0;
 
 extern void pcpu_hot __ksym __weak;
 extern void __preempt_count __ksym __weak;
@@ -198,12 +247,17 @@ static __always_inline int in_scope(__u32 i, __u32 end)
  * task lies in no scope, or the event is CTX_INTERRUPT and count_irq is off.
  * Short-circuits at the first scope that matches (a bit mask carried to
  * count() would multiply the verifier's states by 2^16). */
+static __always_inline int in_any_scope(__u32 e)
+{
+	return in_scope(0, e) || in_scope(1, e) || in_scope(2, e) || in_scope(3, e) ||
+	       in_scope(4, e) || in_scope(5, e) || in_scope(6, e) || in_scope(7, e) ||
+	       in_scope(8, e) || in_scope(9, e) || in_scope(10, e) || in_scope(11, e) ||
+	       in_scope(12, e) || in_scope(13, e) || in_scope(14, e) || in_scope(15, e);
+}
+
 static __always_inline int admit(__u32 e, struct cpu_state *c)
 {
-	if (!(in_scope(0, e) || in_scope(1, e) || in_scope(2, e) || in_scope(3, e) ||
-	      in_scope(4, e) || in_scope(5, e) || in_scope(6, e) || in_scope(7, e) ||
-	      in_scope(8, e) || in_scope(9, e) || in_scope(10, e) || in_scope(11, e) ||
-	      in_scope(12, e) || in_scope(13, e) || in_scope(14, e) || in_scope(15, e)))
+	if (!in_any_scope(e))
 		return -1;
 	int x = context(c);
 	if (x == CTX_INTERRUPT && !count_irq) {
@@ -213,7 +267,56 @@ static __always_inline int admit(__u32 e, struct cpu_state *c)
 	return x;
 }
 
-static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e, __u32 x)
+/* Where the current task came from, for an event in context x. Its user
+ * entry frame (task_pt_regs) says: the entry code stores the system call
+ * number in orig_ax on a system call and -1 on an exception or interrupt,
+ * so orig_ax >= 0 is a system call, from its seccomp check before the
+ * sys_enter tracepoint to the signal delivery and rescheduling on its way
+ * back to user mode, and soft IRQ the task runs itself inside it. -1 is a
+ * user page fault when the frame is the one hap_fault saw the fault with,
+ * else "other" (work on the way back to user mode after an interrupt).
+ * io_uring workers and kernel threads have no user frame. */
+static __always_inline __u32 origin(int x)
+{
+	if (x == CTX_INTERRUPT)
+		return ORIGIN_INTERRUPT;
+	struct task_struct *t = bpf_get_current_task_btf();
+	unsigned int flags = t->flags;
+	if (flags & PF_IO_WORKER)
+		return ORIGIN_IO_WORKER;
+	if (flags & PF_KTHREAD)
+		return ORIGIN_OTHER;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
+	if (!r)
+		return ORIGIN_OTHER;
+	long nr = (long)r->orig_ax;
+	if (nr >= 0)
+		return nr < NR_SYSCALL_ORIGINS ? (__u32)nr : ORIGIN_OTHER;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fault_frame *f = bpf_map_lookup_elem(&faults, &tid);
+	if (f && f->ip == r->ip && f->sp == r->sp)
+		return ORIGIN_FAULT;
+	return ORIGIN_OTHER;
+}
+
+static __always_inline void count_origin(__u32 i, __u32 idx, __u32 o)
+{
+	struct origin_key k = { .idx = idx, .scope = (__u16)i, .origin = (__u16)o };
+	__u64 *v = bpf_map_lookup_elem(&origins, &k);
+
+	if (!v) {
+		__u64 zero = 0;
+		/* EEXIST when another CPU added it meanwhile: look again. */
+		bpf_map_update_elem(&origins, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&origins, &k);
+	}
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	else
+		stat_inc(STAT_ORIGIN_DROPPED);
+}
+
+static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e, __u32 x, __u32 o)
 {
 	if (!in_scope(i, e))
 		return;
@@ -223,6 +326,8 @@ static __always_inline void count_scope(__u32 i, __u32 idx, __u32 n, __u32 e, __
 		__sync_fetch_and_add(c, 1);
 	else
 		stat_inc(STAT_DROPPED);
+	if (attribute)
+		count_origin(i, idx, o);
 }
 
 /* Unrolled by hand: MAX_SCOPES array lookups (inlined by the verifier) and
@@ -235,7 +340,8 @@ static __always_inline void count(__u64 idx, __u32 e, int x)
 		stat_inc(STAT_DROPPED);
 		return;
 	}
-#define SCOPE(i) count_scope(i, (__u32)idx, n, e, (__u32)x)
+	__u32 o = attribute ? origin(x) : 0;
+#define SCOPE(i) count_scope(i, (__u32)idx, n, e, (__u32)x, o)
 	SCOPE(0); SCOPE(1); SCOPE(2); SCOPE(3);
 	SCOPE(4); SCOPE(5); SCOPE(6); SCOPE(7);
 	SCOPE(8); SCOPE(9); SCOPE(10); SCOPE(11);
@@ -347,6 +453,22 @@ SEC("tp_btf/sys_enter")
 int hap_sys_enter(void *ctx)
 {
 	return on_event(tp_index);
+}
+
+/* Attribution: records the entry frame of a scope task's user page fault
+ * (see origin()). Attached only when attribute is set. */
+SEC("tp_btf/page_fault_user")
+int hap_fault(__u64 *ctx)
+{
+	/* TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code) */
+	struct pt_regs *r = (struct pt_regs *)ctx[1];
+
+	if (!in_any_scope(scopes_end()))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fault_frame f = { .ip = r->ip, .sp = r->sp };
+	bpf_map_update_elem(&faults, &tid, &f, BPF_ANY);
+	return 0;
 }
 
 /* The soft-IRQ guard: the depth of do_softirq() calls on this CPU. The

@@ -18,8 +18,10 @@ import (
 const (
 	hapMapAddrs           = "addrs"
 	hapMapCpu             = "cpu"
+	hapMapFaults          = "faults"
 	hapMapHits            = "hits"
 	hapMapLateAddrs       = "late_addrs"
+	hapMapOrigins         = "origins"
 	hapMapScopeEnd        = "scope_end"
 	hapMapScopes          = "scopes"
 	hapMapStats           = "stats"
@@ -27,10 +29,12 @@ const (
 	hapProgHapBhExit      = "hap_bh_exit"
 	hapProgHapBhKenter    = "hap_bh_kenter"
 	hapProgHapBhKexit     = "hap_bh_kexit"
+	hapProgHapFault       = "hap_fault"
 	hapProgHapFentry      = "hap_fentry"
 	hapProgHapKprobe      = "hap_kprobe"
 	hapProgHapKprobeMulti = "hap_kprobe_multi"
 	hapProgHapSysEnter    = "hap_sys_enter"
+	hapVarAttribute       = "attribute"
 	hapVarCountIrq        = "count_irq"
 	hapVarNaddrs          = "naddrs"
 	hapVarNfuncs          = "nfuncs"
@@ -84,6 +88,7 @@ type hapProgramSpecs struct {
 	HapBhExit      *ebpf.ProgramSpec `ebpf:"hap_bh_exit"`
 	HapBhKenter    *ebpf.ProgramSpec `ebpf:"hap_bh_kenter"`
 	HapBhKexit     *ebpf.ProgramSpec `ebpf:"hap_bh_kexit"`
+	HapFault       *ebpf.ProgramSpec `ebpf:"hap_fault"`
 	HapFentry      *ebpf.ProgramSpec `ebpf:"hap_fentry"`
 	HapKprobe      *ebpf.ProgramSpec `ebpf:"hap_kprobe"`
 	HapKprobeMulti *ebpf.ProgramSpec `ebpf:"hap_kprobe_multi"`
@@ -96,8 +101,10 @@ type hapProgramSpecs struct {
 type hapMapSpecs struct {
 	Addrs     *ebpf.MapSpec `ebpf:"addrs"`
 	Cpu       *ebpf.MapSpec `ebpf:"cpu"`
+	Faults    *ebpf.MapSpec `ebpf:"faults"`
 	Hits      *ebpf.MapSpec `ebpf:"hits"`
 	LateAddrs *ebpf.MapSpec `ebpf:"late_addrs"`
+	Origins   *ebpf.MapSpec `ebpf:"origins"`
 	ScopeEnd  *ebpf.MapSpec `ebpf:"scope_end"`
 	Scopes    *ebpf.MapSpec `ebpf:"scopes"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
@@ -107,6 +114,7 @@ type hapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hapVariableSpecs struct {
+	Attribute   *ebpf.VariableSpec `ebpf:"attribute"`
 	CountIrq    *ebpf.VariableSpec `ebpf:"count_irq"`
 	Naddrs      *ebpf.VariableSpec `ebpf:"naddrs"`
 	Nfuncs      *ebpf.VariableSpec `ebpf:"nfuncs"`
@@ -136,8 +144,10 @@ func (o *hapObjects) Close() error {
 type hapMaps struct {
 	Addrs     *ebpf.Map `ebpf:"addrs"`
 	Cpu       *ebpf.Map `ebpf:"cpu"`
+	Faults    *ebpf.Map `ebpf:"faults"`
 	Hits      *ebpf.Map `ebpf:"hits"`
 	LateAddrs *ebpf.Map `ebpf:"late_addrs"`
+	Origins   *ebpf.Map `ebpf:"origins"`
 	ScopeEnd  *ebpf.Map `ebpf:"scope_end"`
 	Scopes    *ebpf.Map `ebpf:"scopes"`
 	Stats     *ebpf.Map `ebpf:"stats"`
@@ -147,8 +157,10 @@ func (m *hapMaps) Close() error {
 	return _HapClose(
 		m.Addrs,
 		m.Cpu,
+		m.Faults,
 		m.Hits,
 		m.LateAddrs,
+		m.Origins,
 		m.ScopeEnd,
 		m.Scopes,
 		m.Stats,
@@ -159,6 +171,7 @@ func (m *hapMaps) Close() error {
 //
 // It can be passed to loadHapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hapVariables struct {
+	Attribute   *ebpf.Variable `ebpf:"attribute"`
 	CountIrq    *ebpf.Variable `ebpf:"count_irq"`
 	Naddrs      *ebpf.Variable `ebpf:"naddrs"`
 	Nfuncs      *ebpf.Variable `ebpf:"nfuncs"`
@@ -174,6 +187,7 @@ type hapPrograms struct {
 	HapBhExit      *ebpf.Program `ebpf:"hap_bh_exit"`
 	HapBhKenter    *ebpf.Program `ebpf:"hap_bh_kenter"`
 	HapBhKexit     *ebpf.Program `ebpf:"hap_bh_kexit"`
+	HapFault       *ebpf.Program `ebpf:"hap_fault"`
 	HapFentry      *ebpf.Program `ebpf:"hap_fentry"`
 	HapKprobe      *ebpf.Program `ebpf:"hap_kprobe"`
 	HapKprobeMulti *ebpf.Program `ebpf:"hap_kprobe_multi"`
@@ -186,6 +200,7 @@ func (p *hapPrograms) Close() error {
 		p.HapBhExit,
 		p.HapBhKenter,
 		p.HapBhKexit,
+		p.HapFault,
 		p.HapFentry,
 		p.HapKprobe,
 		p.HapKprobeMulti,

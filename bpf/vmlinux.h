@@ -23,6 +23,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 };
 
 enum {
@@ -31,11 +32,24 @@ enum {
 
 enum {
 	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
 };
 
 /* x86-64, Linux 6.2 to 6.14: the per-CPU hot data holding preempt_count. */
 struct pcpu_hot {
 	int preempt_count;
+} __attribute__((preserve_access_index));
+
+/* The fields origin() reads. */
+struct task_struct {
+	unsigned int flags;
+} __attribute__((preserve_access_index));
+
+/* x86-64 */
+struct pt_regs {
+	unsigned long orig_ax;
+	unsigned long ip;
+	unsigned long sp;
 } __attribute__((preserve_access_index));
 
 #endif

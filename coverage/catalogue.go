@@ -361,6 +361,10 @@ var denyExact = map[string]bool{
 	// kprobe.multi's own path (cookie lookup, dispatch).
 	"bpf_kprobe_multi_cookie_cmp": true, "bpf_kprobe_multi_addrs_cmp": true,
 	"kprobe_multi_link_prog_run": true, "kprobe_multi_link_handler": true,
+	// What the counter calls with Options.Attribution: the task, its user
+	// entry frame, and the hash maps of origins and fault frames.
+	"bpf_get_current_task_btf": true, "bpf_task_pt_regs": true, "bpf_get_current_pid_tgid": true,
+	"bpf_map_update_elem": true, "alloc_htab_elem": true, "lookup_elem_raw": true, "lookup_nulls_elem_raw": true,
 }
 
 var denyPrefix = []string{
@@ -368,6 +372,8 @@ var denyPrefix = []string{
 	"__bpf_tramp_exit", "__ftrace_invalid_address__", "bpf_get_attach_cookie",
 	// Helpers the counter calls (only BPF programs call them).
 	"bpf_get_func_ip",
+	// BPF hash maps, which the counter updates with Options.Attribution.
+	"htab_", "__htab_", "pcpu_freelist_", "__pcpu_freelist_", "bpf_lru_", "__bpf_lru_", "prealloc_lru_",
 }
 
 func denied(name string) bool {

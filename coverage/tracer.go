@@ -1,6 +1,7 @@
 package coverage
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -42,6 +43,13 @@ type Options struct {
 	// so the steady state pays only for what the scopes have not run; see
 	// Mode and the package doc.
 	Counts bool
+	// Attribution also counts each function's calls by Origin: the system
+	// call (or page fault, io_uring worker, …) the scope's task was in
+	// (Hit.Origins). It implies Counts: pruning removes a probe after its
+	// first hit, which would record only the first origin. Each counted
+	// call costs a hash-map update more (see BENCHMARKS.md), and a hash of
+	// (function, scope, origin) keys, about 48 MiB of kernel memory.
+	Attribution bool
 }
 
 // Mode says how a Tracer probes, and so what Hit.Count means.
@@ -176,7 +184,7 @@ type Scope struct {
 // counters are the tracer-wide event counts a Snapshot reports: raw, as
 // totals since Open, or as the difference over one window.
 type counters struct {
-	misses, dropped, skipped, events uint64
+	misses, dropped, skipped, events, originsDropped uint64
 }
 
 // since is c minus base, field by field: what happened during a window
@@ -195,6 +203,8 @@ func (c counters) since(base counters) counters {
 		dropped: d(c.dropped, base.dropped),
 		skipped: d(c.skipped, base.skipped),
 		events:  d(c.events, base.events),
+
+		originsDropped: d(c.originsDropped, base.originsDropped),
 	}
 }
 
@@ -207,6 +217,8 @@ type Hit struct {
 	// a function first seen in soft-IRQ work says "softirq" even if the
 	// task calls it later too.
 	Context Context
+	// Origins splits Count by Origin (Options.Attribution), by origin.
+	Origins []OriginCount
 }
 
 // Context is a set of the execution contexts a function was counted in.
@@ -285,11 +297,16 @@ type Snapshot struct {
 	Interrupts string // "counted", or how interrupt context was detected and skipped
 	// Softirq says how soft-IRQ work a scope's task runs on its own path
 	// was told apart (the guard on do_softirq; see the package doc).
-	Softirq  string
-	Hits     []Hit // functions with Count > 0, in catalogue order
-	Attached int   // functions the counter was attached to at Open
-	Pruned   int   // of those, functions not probed now: every active scope saw them
-	Excluded map[Reason]int
+	Softirq string
+	Hits    []Hit // functions with Count > 0, in catalogue order
+	// Attributed: Options.Attribution was on, so each Hit has Origins.
+	// OriginsDropped counts, over all scopes, calls whose origin could not
+	// be recorded (the hash was full or busy) during this window.
+	Attributed     bool
+	OriginsDropped uint64
+	Attached       int // functions the counter was attached to at Open
+	Pruned         int // of those, functions not probed now: every active scope saw them
+	Excluded       map[Reason]int
 	// Misses, Dropped and Skipped are over all tasks, during this window.
 	Misses  uint64 // probe hits the kernel did not run the program for (see above)
 	Dropped uint64 // events the counter could not record
@@ -328,7 +345,10 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts}
+	if opts.Attribution {
+		opts.Counts = true
+	}
+	cfg := bpf.Config{Functions: len(cat.Functions), Interrupts: opts.Interrupts, Attribution: opts.Attribution}
 	if cat.loaded != nil {
 		cfg.Reserve = lateReserve
 	}
@@ -346,6 +366,12 @@ func Open(ctx context.Context, cat *Catalogue, opts Options) (*Tracer, error) {
 	if err := objs.AttachSoftirq(); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("open tracer: %w", err)
+	}
+	if opts.Attribution {
+		if err := objs.AttachFaults(); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("open tracer: attribution: %w", err)
+		}
 	}
 	switch b {
 	case KprobeMulti:
@@ -940,6 +966,18 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	if perr != nil {
 		return nil, fmt.Errorf("snapshot %s: pruning failed, probes may be missing: %w (use Options.Counts to trace without pruning)", s.Path, perr)
 	}
+	var origins map[int][]OriginCount
+	if t.opts.Attribution {
+		oc, err := t.objs.Origins(s.slot)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.Path, err)
+		}
+		origins = map[int][]OriginCount{}
+		for _, c := range oc {
+			origins[c.Index] = append(origins[c.Index], OriginCount{Origin: Origin(c.Origin), Count: c.Count})
+		}
+		snap.Attributed = true
+	}
 	for i := range fns {
 		var c uint64
 		var ctx Context
@@ -953,7 +991,9 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 			if t.mode == Pruned {
 				c = 1
 			}
-			snap.Hits = append(snap.Hits, Hit{Function: fns[i], Count: c, Context: ctx})
+			h := Hit{Function: fns[i], Count: c, Context: ctx, Origins: origins[i]}
+			slices.SortFunc(h.Origins, func(a, b OriginCount) int { return cmp.Compare(a.Origin, b.Origin) })
+			snap.Hits = append(snap.Hits, h)
 		}
 	}
 	now, err := t.counters()
@@ -962,6 +1002,9 @@ func (t *Tracer) Snapshot(s *Scope) (*Snapshot, error) {
 	}
 	w := now.since(s.base)
 	snap.Misses, snap.Dropped, snap.Skipped, snap.Events = w.misses, w.dropped, w.skipped, w.events
+	if snap.Attributed {
+		snap.OriginsDropped = w.originsDropped
+	}
 	return snap, nil
 }
 
@@ -976,7 +1019,7 @@ func (t *Tracer) counters() (counters, error) {
 	if err != nil {
 		return counters{}, err
 	}
-	return counters{misses: m.Total(), dropped: st.Dropped, skipped: st.Interrupt, events: st.Events}, nil
+	return counters{misses: m.Total(), dropped: st.Dropped, skipped: st.Interrupt, events: st.Events, originsDropped: st.OriginsDropped}, nil
 }
 
 func progMisses(id ebpf.ProgramID) (uint64, error) {
