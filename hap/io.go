@@ -74,7 +74,37 @@ func ReadJSON(r io.Reader) (*Profile, error) {
 	if err := p.checkModules(); err != nil {
 		return nil, fmt.Errorf("read profile: %w (file edited or truncated?)", err)
 	}
+	if err := p.checkOrigins(); err != nil {
+		return nil, fmt.Errorf("read profile: %w (file edited or truncated?)", err)
+	}
 	return &p, nil
+}
+
+// checkOrigins checks p.Origins against the functions' origins: one row
+// per origin, with its function count, and Only ≤ Lines ≤ the profile's.
+func (p *Profile) checkOrigins() error {
+	fns := map[string]int{}
+	for _, f := range p.Functions {
+		for name := range f.Origins {
+			fns[name]++
+		}
+	}
+	seen := map[string]bool{}
+	for _, o := range p.Origins {
+		switch {
+		case seen[o.Name]:
+			return fmt.Errorf("origin %q has two rows", o.Name)
+		case fns[o.Name] != o.Functions:
+			return fmt.Errorf("origin %q: row says %d functions, the function list has %d", o.Name, o.Functions, fns[o.Name])
+		case o.Only < 0 || o.Only > o.Lines || o.Lines > p.Lines.Total:
+			return fmt.Errorf("origin %q: %d lines (%d only) not within the profile's %d", o.Name, o.Lines, o.Only, p.Lines.Total)
+		}
+		seen[o.Name] = true
+	}
+	if len(seen) != len(fns) {
+		return fmt.Errorf("%d origins in the function list, %d rows", len(fns), len(seen))
+	}
+	return nil
 }
 
 // checkModules checks p.Modules against p.Functions: one row per module of
@@ -149,11 +179,31 @@ func (p *Profile) WriteText(w io.Writer) error {
 			return err
 		}
 	}
+	if len(p.Origins) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(tw, "origin\tfunctions\tlines\treached through it only")
+		for i, o := range p.Origins {
+			if i == reportOrigins {
+				fmt.Fprintf(tw, "(%d more)\t\t\t\n", len(p.Origins)-i)
+				break
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", o.Name, o.Functions, o.Lines, o.Only)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if p.OriginsDropped > 0 {
+			fmt.Fprintf(w, "origins of %d calls not recorded (the origin hash was full or busy): counts by origin are low\n", p.OriginsDropped)
+		}
+	}
 	if c := p.contexts(); c != "" {
 		fmt.Fprintf(w, "functions by context: %s\n", c)
 	}
 	return nil
 }
+
+// reportOrigins is how many origins WriteText lists, most lines first.
+const reportOrigins = 20
 
 // contexts counts the functions by Func.Context ("task 120, task+softirq
 // 3"), most first; "" when no function's context is known.

@@ -74,6 +74,11 @@ type Func struct {
 	// Lines is the number of distinct lines of the function (own ∪ inlined,
 	// or Estimated); filled in by New.
 	Lines int `json:"lines"`
+	// Origins splits Hits by where the task came from
+	// (coverage.Origin's String: a system call's name, "page fault",
+	// "io_uring worker", "interrupt", "other"); nil unless the tracer
+	// attributed calls (coverage.Options.Attribution).
+	Origins map[string]uint64 `json:"origins,omitempty"`
 }
 
 // Meta describes a measurement: what, where, how.
@@ -114,6 +119,10 @@ type Meta struct {
 	// Convergence is the number of unique functions seen at points of the
 	// window; a flat tail means steady state was reached.
 	Convergence []Point `json:"convergence,omitempty"`
+	// OriginsDropped counts calls, over all tasks, whose origin was not
+	// recorded (coverage.Snapshot.OriginsDropped): Origins undercount when
+	// it is not 0.
+	OriginsDropped uint64 `json:"origins_dropped,omitempty"`
 }
 
 // Workload is the command whose kernel footprint was measured.
@@ -184,6 +193,23 @@ type Profile struct {
 	Modules []Module `json:"modules"`
 	// LineSet is every distinct exact line, per file (sorted line numbers).
 	LineSet map[string][]int `json:"line_set"`
+	// Origins is the profile per origin (Func.Origins), by lines, largest
+	// first; empty when calls were not attributed.
+	Origins []Origin `json:"origins,omitempty"`
+}
+
+// Origin is the code a profile's tasks reached from one origin: through a
+// system call, a page fault, … (Func.Origins).
+type Origin struct {
+	Name      string `json:"name"`      // "read", "page fault", …
+	Functions int    `json:"functions"` // functions entered from it
+	// Lines are the distinct lines of those functions (exact, plus the
+	// estimates of functions without DWARF).
+	Lines int `json:"lines"`
+	// Only is how many of those lines no other origin reached: what a
+	// seccomp filter denying this system call would take out of reach of a
+	// workload like this one. Lines − Only is shared with other origins.
+	Only int `json:"only_lines"`
 }
 
 // Options tune New and FromSnapshot.
@@ -271,11 +297,63 @@ func New(meta Meta, funcs []Func, opt Options) *Profile {
 		p.Mode = ModeEstimated
 	}
 	p.Bugs = float64(p.Lines.Total) * p.Density / 1000
+	p.Origins = origins(p.Functions)
 	for _, s := range subs {
 		p.Subsystems = append(p.Subsystems, *s)
 	}
 	sortSubsystems(p.Subsystems)
 	return p
+}
+
+// origins is the per-origin breakdown of funcs (nil when none has Origins).
+func origins(funcs []Func) []Origin {
+	by := map[string]*Origin{}
+	lines := map[symbolize.Line]map[string]bool{} // line -> origins reaching it
+	for _, f := range funcs {
+		for name := range f.Origins {
+			o := by[name]
+			if o == nil {
+				o = &Origin{Name: name}
+				by[name] = o
+			}
+			o.Functions++
+			if f.Estimated > 0 {
+				o.Lines += f.Estimated
+				if len(f.Origins) == 1 {
+					o.Only += f.Estimated
+				}
+			}
+		}
+		if len(f.Origins) == 0 {
+			continue
+		}
+		for _, ls := range [][]symbolize.Line{f.Own, f.Inlined} {
+			for _, l := range ls {
+				if lines[l] == nil {
+					lines[l] = map[string]bool{}
+				}
+				for name := range f.Origins {
+					lines[l][name] = true
+				}
+			}
+		}
+	}
+	for _, names := range lines {
+		for name := range names {
+			by[name].Lines++
+			if len(names) == 1 {
+				by[name].Only++
+			}
+		}
+	}
+	var out []Origin
+	for _, o := range by {
+		out = append(out, *o)
+	}
+	slices.SortFunc(out, func(a, b Origin) int {
+		return cmp.Or(cmp.Compare(b.Lines, a.Lines), cmp.Compare(b.Functions, a.Functions), cmp.Compare(a.Name, b.Name))
+	})
+	return out
 }
 
 func sortSubsystems(s []Subsystem) {

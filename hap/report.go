@@ -62,17 +62,19 @@ type reportData struct {
 	YTicks     []tick
 	Subsystems []fileRow
 	Files      []fileRow
-	Modules    []moduleRow
+	Modules    []tableRow
+	Origins    []tableRow
 }
 
-// moduleRow is one module's row in the report: a cell per profile.
-type moduleRow struct {
+// tableRow is one module's or origin's row in the report: a cell per profile.
+type tableRow struct {
 	Name  string
-	Cells []moduleCell
+	Cells []tableCell
 }
 
-type moduleCell struct {
+type tableCell struct {
 	Lines, Functions, Estimated int
+	Only                        int // origins: lines reached through it only
 }
 
 type tick struct {
@@ -210,35 +212,45 @@ func WriteHTML(w io.Writer, profiles ...*Profile) error {
 	}
 	slices.SortFunc(d.Files, func(a, b fileRow) int { return cmp.Or(cmp.Compare(b.Highest, a.Highest), cmp.Compare(a.File, b.File)) })
 	d.Files = d.Files[:min(len(d.Files), 30)]
-	d.Modules = moduleRows(profiles)
+	d.Modules = tableRows(profiles, func(p *Profile, add func(string, tableCell)) {
+		for _, m := range p.Modules {
+			add(m.Name, tableCell{Lines: m.Lines + m.Estimated, Functions: m.Functions, Estimated: m.Estimated})
+		}
+	})
+	if len(d.Modules) == 1 && d.Modules[0].Name == Vmlinux {
+		d.Modules = nil // no profile has module code
+	}
+	d.Origins = tableRows(profiles, func(p *Profile, add func(string, tableCell)) {
+		for _, o := range p.Origins {
+			add(o.Name, tableCell{Lines: o.Lines, Functions: o.Functions, Only: o.Only})
+		}
+	})
+	d.Origins = d.Origins[:min(len(d.Origins), reportOrigins)]
 	return reportTmpl.Execute(w, d)
 }
 
-// moduleRows are the report's module table: every module of any profile,
-// by its largest line count in any profile; none when no profile has module
-// code.
-func moduleRows(profiles []*Profile) []moduleRow {
-	rows := map[string]*moduleRow{}
+// tableRows are a report table: a row per name that each(p, add) adds for
+// any profile, with a cell per profile, by the row's largest line count in
+// any profile.
+func tableRows(profiles []*Profile, each func(p *Profile, add func(string, tableCell))) []tableRow {
+	rows := map[string]*tableRow{}
 	weight := map[string]int{}
 	for i, p := range profiles {
-		for _, m := range p.Modules {
-			r := rows[m.Name]
+		each(p, func(name string, c tableCell) {
+			r := rows[name]
 			if r == nil {
-				r = &moduleRow{Name: m.Name, Cells: make([]moduleCell, len(profiles))}
-				rows[m.Name] = r
+				r = &tableRow{Name: name, Cells: make([]tableCell, len(profiles))}
+				rows[name] = r
 			}
-			r.Cells[i] = moduleCell{Lines: m.Lines + m.Estimated, Functions: m.Functions, Estimated: m.Estimated}
-			weight[m.Name] = max(weight[m.Name], m.Lines+m.Estimated)
-		}
+			r.Cells[i] = c
+			weight[name] = max(weight[name], c.Lines)
+		})
 	}
-	if len(rows) == 0 || (len(rows) == 1 && rows[Vmlinux] != nil) {
-		return nil
-	}
-	var out []moduleRow
+	var out []tableRow
 	for _, r := range rows {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b moduleRow) int {
+	slices.SortFunc(out, func(a, b tableRow) int {
 		return cmp.Or(cmp.Compare(weight[b.Name], weight[a.Name]), cmp.Compare(a.Name, b.Name))
 	})
 	return out
@@ -291,6 +303,12 @@ svg text{font-size:12px;fill:#222}
 <p class="note">Lines of each module's functions (exact and estimated), vmlinux included; a header line inlined into two modules counts in both rows.</p>
 <table id="modules"><tr><th>module</th>{{range .Profiles}}<th>{{.Label}}</th>{{end}}</tr>
 {{range .Modules}}<tr><td>{{.Name}}</td>{{range .Cells}}<td title="{{.Functions}} functions{{if .Estimated}}, {{.Estimated}} lines estimated{{end}}">{{.Lines}}{{if .Estimated}} (est.){{end}}</td>{{end}}</tr>
+{{end}}</table>
+{{end}}
+{{if .Origins}}<h2>Top system calls and other origins (lines)</h2>
+<p class="note">Lines of the functions the tasks entered from each system call, page fault or other origin; in brackets, the lines no other origin reached (what denying that system call would take out of reach of this workload).</p>
+<table id="origins"><tr><th>origin</th>{{range .Profiles}}<th>{{.Label}}</th>{{end}}</tr>
+{{range .Origins}}<tr><td>{{.Name}}</td>{{range .Cells}}<td title="{{.Functions}} functions">{{if .Functions}}{{.Lines}} ({{.Only}}){{else}}-{{end}}</td>{{end}}</tr>
 {{end}}</table>
 {{end}}
 <h2>Top files (lines)</h2>

@@ -282,9 +282,11 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 		if i, ok := byFn[sf]; ok {
 			funcs[i].Hits += h.Count
 			contexts[i] |= h.Context
+			addOrigins(&funcs[i], h.Origins)
 			continue
 		}
 		f := Func{Name: cmp.Or(sf.Symbol, sf.Name), Module: h.Module, Addr: h.Addr, Hits: h.Count, File: sf.File}
+		addOrigins(&f, h.Origins)
 		if sf.Estimated {
 			f.Estimated = sf.LineCount()
 		} else {
@@ -319,6 +321,7 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 	}
 	meta.Backend = cmp.Or(meta.Backend, string(snap.Backend))
 	meta.Misses, meta.Drops = snap.Misses, snap.Dropped
+	meta.OriginsDropped = snap.OriginsDropped
 	meta.Probes = string(snap.Mode)
 	meta.Softirq = cmp.Or(meta.Softirq, snap.Softirq)
 	meta.Attached = snap.Attached
@@ -335,6 +338,16 @@ func FromSnapshot(snap *coverage.Snapshot, ix *symbolize.Index, kern symbolize.K
 		}
 	}
 	return p, nil
+}
+
+// addOrigins adds a hit's counts by origin to f.
+func addOrigins(f *Func, oc []coverage.OriginCount) {
+	for _, c := range oc {
+		if f.Origins == nil {
+			f.Origins = map[string]uint64{}
+		}
+		f.Origins[c.Origin.String()] += c.Count
+	}
 }
 
 // moduleIndex asks modules for the index of module.

@@ -29,6 +29,7 @@ type ScoreFlags struct {
 	Backend        string
 	Interrupts     bool
 	Counts         bool
+	Attribution    bool
 	Estimate       bool
 	VMLinux        string
 	ModuleDebug    string
@@ -49,6 +50,7 @@ func (f *ScoreFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Backend, "backend", f.Backend, "force a backend: "+backendList()+" (default: best available)")
 	fs.BoolVar(&f.Interrupts, "interrupts", f.Interrupts, "also count hard-IRQ, soft-IRQ and NMI context that lands in the workload's tasks (a different measurement; lets pruning remove more probes)")
 	fs.BoolVar(&f.Counts, "counts", f.Counts, "keep every probe attached and count hits exactly (default: stop probing a function once seen)")
+	fs.BoolVar(&f.Attribution, "syscalls", f.Attribution, "also count each function's calls by the system call (or page fault, io_uring worker) they came from: the profile's origins; implies --counts")
 	fs.BoolVar(&f.Estimate, "estimate", f.Estimate, "when no DWARF is found for the kernel or a module, estimate lines from function sizes (marked estimated); other debug-info errors still fail")
 	fs.StringVar(&f.VMLinux, "vmlinux", f.VMLinux, "vmlinux with DWARF (default: distro locations, then debuginfod)")
 	fs.StringVar(&f.ModuleDebug, "module-debug", cmp.Or(f.ModuleDebug, os.Getenv(labtest.EnvModuleDebug)), "`DIR` tree of kernel module .ko files with DWARF, e.g. an unpacked linux-image-<release>-dbg (default: /usr/lib/debug/lib/modules/<release>, then debuginfod; in the lab, the tree the host extracted)")
@@ -96,7 +98,7 @@ func (f *ScoreFlags) Options() (hap.ScoreOptions, error) {
 		Catalogue: cat,
 		Warmup:    f.Warmup, Window: f.Window, Samples: f.Samples,
 		Coverage: coverage.Options{
-			Backend: coverage.Backend(f.Backend), Interrupts: f.Interrupts, Counts: f.Counts,
+			Backend: coverage.Backend(f.Backend), Interrupts: f.Interrupts, Counts: f.Counts, Attribution: f.Attribution,
 		},
 		Symbolize:     symbolize.Options{VMLinux: f.VMLinux, CacheDir: f.IndexCache},
 		ModuleDebug:   f.ModuleDebug,
@@ -117,7 +119,7 @@ func (f *ScoreFlags) Options() (hap.ScoreOptions, error) {
 
 // ProbeMode is the coverage mode the flags select: "counts" or "pruned".
 func (f *ScoreFlags) ProbeMode() coverage.Mode {
-	if f.Counts {
+	if f.Counts || f.Attribution {
 		return coverage.Counts
 	}
 	return coverage.Pruned

@@ -118,4 +118,14 @@ func TestOptions(t *testing.T) {
 	if f.ProbeMode() != coverage.Counts {
 		t.Errorf("ProbeMode = %s with -counts", f.ProbeMode())
 	}
+	// --syscalls implies counts (pruning would keep only a function's first origin).
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	f = ScoreFlags{}
+	f.Register(fs)
+	if err := fs.Parse([]string{"-syscalls"}); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := f.Options(); err != nil || !o.Coverage.Attribution || f.ProbeMode() != coverage.Counts {
+		t.Errorf("-syscalls: options %+v, %v, probe mode %s", o.Coverage, err, f.ProbeMode())
+	}
 }
