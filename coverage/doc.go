@@ -66,6 +66,16 @@
 // (see package bpf for how), so the timer interrupt that lands on a
 // workload's CPU does not count.
 //
+// Through which system call (Options.Attribution, Hit.Origins): each call is
+// also counted under the Origin of the task's kernel entry — the system call
+// it is in, read from its user entry frame, where the entry code stores the
+// call's number (or -1 for an exception or interrupt); a user page fault,
+// told apart by the frame the page_fault_user tracepoint saw; an io_uring
+// worker; interrupt context; or other (work on the way back to user mode
+// after an interrupt). A system call's origin covers its seccomp check and
+// the signal delivery on its way out, and soft IRQ the task runs inside it.
+// Attribution keeps every probe attached, as Counts does.
+//
 // Measure and Converge are steady-state helpers: wait out start-up, reset,
 // then measure a window, or sample how many new functions each interval adds.
 //
