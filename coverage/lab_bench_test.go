@@ -128,8 +128,8 @@ func asmReturn0() asm.Instructions {
 
 // BenchmarkLabProbeHit: what a probe hit costs, side by side in one boot.
 // A getpid loop with the getpid path attached, the caller in the scope
-// (each backend), out of it (another cgroup is the scope: the program's
-// early exit), out of it with bpf_stats on, and a no-op program on the same
+// (each backend; kprobe.multi and fentry also with Options.Attribution),
+// out of it (another cgroup is the scope: the program's early exit), out of it with bpf_stats on, and a no-op program on the same
 // kprobe.multi attachment (the kernel's part alone). Each variant runs in
 // each of five rounds, interleaved; the fastest round counts (the lab is
 // noisy). Reported per call, as a ratio to untraced, and as ns per hit
@@ -161,9 +161,9 @@ func BenchmarkLabProbeHit(b *testing.B) {
 	for _, f := range sub.Functions {
 		addrs = append(addrs, uintptr(f.Addr))
 	}
-	traced := func(be Backend, scope string, stats bool) func() float64 {
+	traced := func(be Backend, scope string, stats, attribution bool) func() float64 {
 		return func() float64 {
-			tr, err := Open(context.Background(), sub, Options{Backend: be, Counts: true})
+			tr, err := Open(context.Background(), sub, Options{Backend: be, Counts: true, Attribution: attribution})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -201,12 +201,14 @@ func BenchmarkLabProbeHit(b *testing.B) {
 	}{
 		{"untraced", loop},
 		{"noop-kprobe.multi", noop},
-		{"kprobe.multi-in", traced(KprobeMulti, own, false)},
-		{"kprobe.multi-out", traced(KprobeMulti, other, false)},
-		{"kprobe.multi-out-stats", traced(KprobeMulti, other, true)},
-		{"fentry-in", traced(Fentry, own, false)},
-		{"fentry-out", traced(Fentry, other, false)},
-		{"kprobe-in", traced(Kprobe, own, false)},
+		{"kprobe.multi-in", traced(KprobeMulti, own, false, false)},
+		{"kprobe.multi-in-attribution", traced(KprobeMulti, own, false, true)},
+		{"kprobe.multi-out", traced(KprobeMulti, other, false, false)},
+		{"kprobe.multi-out-stats", traced(KprobeMulti, other, true, false)},
+		{"fentry-in", traced(Fentry, own, false, false)},
+		{"fentry-in-attribution", traced(Fentry, own, false, true)},
+		{"fentry-out", traced(Fentry, other, false, false)},
+		{"kprobe-in", traced(Kprobe, own, false, false)},
 	}
 	for i := 0; i < b.N; i++ {
 		best := make([]float64, len(variants))
