@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -172,7 +174,11 @@ func (e *Env) startDaemon(ctx context.Context, dir string, join *processHandle, 
 	if err != nil {
 		return nil, err
 	}
-	script := `mount --make-rprivate / && cd "$0" && mount --move . / && exec chroot . "$@"`
+	binds := ""
+	for _, b := range e.daemonBinds {
+		binds += "mount --bind " + shellQuote("."+b.copy) + " " + shellQuote("."+b.orig) + " && "
+	}
+	script := `mount --make-rprivate / && cd "$0" && ` + binds + `mount --move . / && exec chroot . "$@"`
 	wrapped := append([]string{"/bin/busybox", "unshare", "-m", "/bin/busybox", "sh", "-c", script, e.Root, prog}, argv[1:]...)
 	if join != nil {
 		// Joining a mount namespace makes its root (the moved host root)
@@ -236,6 +242,97 @@ func (e *Env) stopDocker() error {
 	return errors.Join(err, RemoveCgroup(filepath.Join(e.Cgroup, "docker-daemons")))
 }
 
+// daemonPrograms are Docker's daemons and the programs they run for a
+// container (shim, runc, docker-proxy, docker-init, iptables): offVirtiofs
+// copies them, with the runsc of the plan's gVisor rows.
+var daemonPrograms = []string{"containerd", "dockerd", "containerd-shim-runc-v2", "runc", "docker-proxy", "docker-init", "iptables", "ip6tables"}
+
+// bind is a file's copy on Env.Data and the original path it is bound
+// over, both inside Env.Root.
+type bind struct{ copy, orig string }
+
+// offVirtiofs copies the files of Docker's programs (and of runsc for the
+// plan's gVisor rows), with the shared libraries they load, onto Env.Data,
+// once per Plan.Run, into e.daemonBinds: startDaemon binds each copy over
+// its original in the daemons' mount namespace, which the shims, runc,
+// runsc and docker-proxy inherit. A host runs them off its own disk; without
+// this, in the lab, they would page their code in from the virtiofs root
+// and the runtime's part (and gVisor's sentry) would carry FUSE code no host
+// runs. A no-op without Env.Data or with this machine's own root.
+func (e *Env) offVirtiofs() error {
+	if e.Data == "" || e.Root == "" || e.Root == "/" || e.daemonBinds != nil {
+		return nil
+	}
+	progs := slices.Clone(daemonPrograms)
+	for _, opt := range e.dockerRuntimes {
+		if opt.Runtime == "runsc" && !slices.Contains(progs, opt.Runsc) {
+			progs = append(progs, opt.Runsc)
+		}
+	}
+	files := map[string]bool{}
+	for _, name := range progs {
+		prog, err := e.lookPath(name)
+		if err != nil {
+			if name == "docker-init" || name == "ip6tables" {
+				continue // optional: Docker runs without them
+			}
+			return err
+		}
+		names, err := imageFiles(e.inRoot("/"), Service{Argv: []string{prog}})
+		if err != nil {
+			return fmt.Errorf("files of %s: %w", name, err)
+		}
+		for _, f := range names {
+			files[f] = true
+		}
+	}
+	var binds []bind
+	var size int64
+	for _, f := range slices.Sorted(maps.Keys(files)) {
+		st, err := os.Lstat(e.inRoot(f))
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			continue // symlinks lead to regular files of the set; directories stay
+		}
+		b := bind{copy: filepath.Join(e.Data, "daemon-files", f), orig: f}
+		if err := copyFile(e.inRoot(f), e.inRoot(b.copy), st.Mode().Perm()); err != nil {
+			return fmt.Errorf("copy %s onto %s: %w", f, e.Data, err)
+		}
+		binds = append(binds, b)
+		size += st.Size()
+	}
+	e.daemonBinds = binds
+	e.logf("matrix: docker: %d files of Docker's programs (%d MiB) copied onto %s, bound over the originals for the daemons", len(binds), size>>20, e.Data)
+	return nil
+}
+
+func copyFile(from, to string, perm fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	runtimeDir := filepath.Join(e.Cgroup, "docker-daemons")
 	if err := os.MkdirAll(runtimeDir, 0o755); err != nil {
@@ -261,6 +358,9 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	}
 	if err := e.writableDockerConf(); err != nil {
 		return nil, err
+	}
+	if err := e.offVirtiofs(); err != nil {
+		return nil, fmt.Errorf("run Docker's programs off the virtiofs root: %w", err)
 	}
 	// containerd runs as its own service, as Debian's containerd.service
 	// runs it, rather than supervised by dockerd: dockerd gives its own

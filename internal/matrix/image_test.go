@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,5 +75,60 @@ int main(int argc, char **argv) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "hello from the image 4" {
 		t.Fatalf("the program in its image: %v: %q", err, out)
+	}
+}
+
+// offVirtiofs copies Docker's programs, runsc and the libraries they load
+// into the data directory, and lists each copy with the original it is to
+// be bound over.
+func TestOffVirtiofs(t *testing.T) {
+	root := t.TempDir()
+	put := func(from, to string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(to)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, to), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range daemonPrograms {
+		if p != "docker-init" && p != "ip6tables" { // optional
+			put("/bin/true", "/usr/bin/"+p)
+		}
+	}
+	put("/bin/true", "/opt/runsc")
+	put("/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6")
+	put("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2")
+	e := &Env{Root: root, Data: "/data", dockerRuntimes: map[string]DockerOptions{"r": {Runtime: "runsc", Runsc: "/opt/runsc"}}}
+	if err := e.offVirtiofs(); err != nil {
+		t.Fatal(err)
+	}
+	var origs []string
+	for _, b := range e.daemonBinds {
+		origs = append(origs, b.orig)
+		if b.copy != filepath.Join("/data/daemon-files", b.orig) {
+			t.Errorf("%s copied to %s", b.orig, b.copy)
+		}
+		want, _ := os.ReadFile(filepath.Join(root, b.orig))
+		got, err := os.ReadFile(filepath.Join(root, b.copy))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("copy of %s: %v, %d bytes for %d", b.orig, err, len(got), len(want))
+		}
+		if st, err := os.Stat(filepath.Join(root, b.copy)); err != nil || st.Mode().Perm() != 0o755 {
+			t.Errorf("copy of %s: mode %v, %v", b.orig, st.Mode(), err)
+		}
+	}
+	for _, want := range []string{"/usr/bin/dockerd", "/usr/bin/containerd-shim-runc-v2", "/opt/runsc", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"} {
+		if !slices.Contains(origs, want) {
+			t.Errorf("no bind over %s; binds over %v", want, origs)
+		}
+	}
+	if q := shellQuote("/a b/it's"); q != `'/a b/it'\''s'` {
+		t.Errorf("shellQuote = %s", q)
 	}
 }

@@ -64,6 +64,7 @@ type Env struct {
 	docker         *dockerd                 // the plan's Docker daemon, once started
 	dockerRuntimes map[string]DockerOptions // the OCI runtimes of the plan's Docker rows
 	roots          map[string]string        // service roots on Env.Data, by image name
+	daemonBinds    []bind                   // Docker's programs' copies on Env.Data (offVirtiofs)
 	cleanups       []func()                 // run at the end of Plan.Run
 }
 
