@@ -16,6 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrWorkDir wraps the errors of a work dir that cannot be prepared or
+// emptied: unlike a rejected program, the executor cannot go on.
+var ErrWorkDir = errors.New("work dir")
+
 // Executor runs programs with Dir as their work dir. Dir must exist and
 // be used by nothing else: Run empties it before and after every program.
 type Executor struct {
@@ -70,7 +74,7 @@ func (e *Executor) Run(p *Program) (*Result, error) {
 		return nil, err
 	}
 	if err := emptyDir(dir); err != nil {
-		return nil, fmt.Errorf("work dir: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrWorkDir, err)
 	}
 	type outcome struct {
 		res *Result
@@ -91,7 +95,7 @@ func (e *Executor) Run(p *Program) (*Result, error) {
 	}()
 	o := <-ch
 	if err := emptyDir(dir); err != nil && o.err == nil {
-		o.err = fmt.Errorf("work dir: %w", err)
+		o.err = fmt.Errorf("%w: %w", ErrWorkDir, err)
 	}
 	return o.res, o.err
 }
@@ -139,7 +143,7 @@ type runner struct {
 func run(p *Program, dir string) (*Result, error) {
 	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("work dir: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrWorkDir, err)
 	}
 	defer unix.Close(dirfd)
 	n := len(p.Calls)

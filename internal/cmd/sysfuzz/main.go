@@ -18,10 +18,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/hapscope/hapscope/internal/sysfuzz"
 	"golang.org/x/sys/unix"
@@ -103,63 +101,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	return serveIO(e, os.Stdin, os.Stdout, os.Stderr)
+	return sysfuzz.Serve(e, os.Stdin, os.Stdout, os.Stderr)
 }
 
-// serveIO speaks the line protocol: programs from in, each ended by a blank
-// line or EOF; one "done <id> <calls> <errors>" line per program to out.
-func serveIO(e *sysfuzz.Executor, r io.Reader, w, errw io.Writer) error {
-	in := bufio.NewReader(r)
-	out := bufio.NewWriter(w)
-	id := 0
-	var prog strings.Builder
-	flush := func() error {
-		text := prog.String()
-		prog.Reset()
-		if strings.TrimSpace(text) == "" {
-			return nil
-		}
-		calls, errs := 0, -1
-		p, err := sysfuzz.Parse(text)
-		if err == nil {
-			var res *sysfuzz.Result
-			res, err = e.Run(p)
-			if res != nil {
-				calls, errs = res.Ran(), res.Errors()
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(errw, "sysfuzz: program %d: %v\n", id, err)
-			if strings.HasPrefix(err.Error(), "work dir") {
-				return err
-			}
-		}
-		fmt.Fprintf(out, "done %d %d %d\n", id, calls, errs)
-		id++
-		return out.Flush()
-	}
-	for {
-		line, rerr := in.ReadString('\n')
-		if strings.TrimSpace(line) == "" {
-			if err := flush(); err != nil {
-				return err
-			}
-		} else {
-			if prog.Len()+len(line) > maxProgText {
-				return fmt.Errorf("program %d: longer than %d bytes", id, maxProgText)
-			}
-			prog.WriteString(line)
-		}
-		if rerr == io.EOF {
-			return flush()
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-}
-
-const maxProgText = 64 << 20
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)

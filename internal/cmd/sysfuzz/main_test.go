@@ -27,7 +27,7 @@ r0 = eventfd2(0x1, EFD_NONBLOCK)
 read(r0, buf(0x8), 0x8)`
 	var out, errs bytes.Buffer
 	e := &sysfuzz.Executor{Dir: t.TempDir()}
-	if err := serveIO(e, strings.NewReader(in), &out, &errs); err != nil {
+	if err := sysfuzz.Serve(e, strings.NewReader(in), &out, &errs); err != nil {
 		t.Fatal(err)
 	}
 	want := "done 0 4 1\ndone 1 0 -1\ndone 2 0 -1\ndone 3 2 0\n"
