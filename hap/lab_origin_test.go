@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -198,22 +196,8 @@ func checkOrigins(t *testing.T, p *Profile) {
 // startFixture runs originFixture in a new cgroup.
 func startFixture(t *testing.T, name, file, dir string) (cg string, stop func()) {
 	t.Helper()
-	cg = filepath.Join("/sys/fs/cgroup", name)
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), originFixtureEnv+"="+file+" "+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	cg = labtest.Cgroup(t, name)
+	cmd := labtest.Reexec(t, cg, originFixtureEnv+"="+file+" "+dir)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -224,12 +208,6 @@ func startFixture(t *testing.T, name, file, dir string) (cg string, stop func())
 		cmd.Wait()
 		if s := out.String(); s != "" {
 			t.Errorf("fixture: %s", s)
-		}
-		for range 50 {
-			if os.Remove(cg) == nil {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/hapscope/hapscope/coverage"
@@ -58,28 +55,13 @@ func TestLabReach(t *testing.T) {
 	const budget = 300
 	run := func(name string, guided bool) *Result {
 		t.Helper()
-		cg := filepath.Join("/sys/fs/cgroup", "hap-reach-"+name)
-		if err := os.Mkdir(cg, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Remove(cg)
+		cg := labtest.Cgroup(t, "hap-reach-"+name)
 		scope, err := tr.AddScope(cg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tr.RemoveScope(scope)
-		fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer syscall.Close(fd)
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), serveEnv+"="+t.TempDir())
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		cmd := labtest.Reexec(t, cg, serveEnv+"="+t.TempDir())
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)

@@ -104,7 +104,6 @@ func serve(args []string) error {
 	return sysfuzz.Serve(e, os.Stdin, os.Stdout, os.Stderr)
 }
 
-
 func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	seed := fs.Uint64("seed", 1, "random seed")
