@@ -180,6 +180,7 @@ type Objects struct {
 	bh      []link.Link     // the soft-IRQ guard, entry first
 	bhSrc   string
 	fault   link.Link // AttachFaults
+	epochs  [MaxScopes]uint32 // each slot's origin epoch
 	scratch []uint64
 }
 
@@ -466,6 +467,8 @@ type originKey struct {
 	Idx    uint32
 	Scope  uint16
 	Origin uint16
+	Epoch  uint32
+	_      uint32
 }
 
 // Origins reads the counts by origin of slot (Config.Attribution), in no
@@ -477,12 +480,15 @@ func (o *Objects) Origins(slot int) ([]OriginCount, error) {
 	if !o.cfg.Attribution {
 		return nil, errors.New("bpf: Origins needs Config.Attribution")
 	}
+	o.mu.Lock()
+	epoch := o.epochs[slot]
+	o.mu.Unlock()
 	var out []OriginCount
 	var k originKey
 	var v uint64
 	it := o.maps[hapMapOrigins].Iterate()
 	for it.Next(&k, &v) {
-		if int(k.Scope) == slot {
+		if int(k.Scope) == slot && k.Epoch == epoch {
 			out = append(out, OriginCount{Index: int(k.Idx), Origin: Origin(k.Origin), Count: v})
 		}
 	}
@@ -492,10 +498,26 @@ func (o *Objects) Origins(slot int) ([]OriginCount, error) {
 	return out, nil
 }
 
-// resetOrigins deletes the origin counts of slot.
+// resetOrigins starts a new epoch of slot's origin keys, at once, in
+// the slot's scope entry (unless the slot is unused), then deletes the keys
+// of earlier epochs, which Origins no longer reads.
 func (o *Objects) resetOrigins(slot int) error {
 	if !o.cfg.Attribution {
 		return nil
+	}
+	o.mu.Lock()
+	o.epochs[slot]++
+	epoch := o.epochs[slot]
+	o.mu.Unlock()
+	var cur scopeValue
+	if err := o.maps[hapMapScopes].Lookup(uint32(slot), &cur); err != nil {
+		return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
+	}
+	if cur.CgroupID != 0 {
+		cur.Epoch = epoch
+		if err := o.maps[hapMapScopes].Put(uint32(slot), cur); err != nil {
+			return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
+		}
 	}
 	var keys []originKey
 	var k originKey
@@ -503,7 +525,7 @@ func (o *Objects) resetOrigins(slot int) error {
 	m := o.maps[hapMapOrigins]
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if int(k.Scope) == slot {
+		if int(k.Scope) == slot && k.Epoch != epoch {
 			keys = append(keys, k)
 		}
 	}
@@ -789,7 +811,7 @@ func (o *Objects) tracepoint(tp string, idx int) (*ebpf.Program, error) {
 type scopeValue struct {
 	CgroupID uint64
 	Level    uint32
-	_        uint32
+	Epoch    uint32 // of the slot's origin keys (see ResetHits)
 }
 
 // SetScope makes slot count tasks in the cgroup v2 subtree rooted at the
@@ -802,7 +824,9 @@ func (o *Objects) SetScope(slot int, cgroupID uint64, level int) error {
 	if cgroupID == 0 || level < 0 {
 		return fmt.Errorf("bpf: invalid cgroup id %d / level %d", cgroupID, level)
 	}
-	v := scopeValue{CgroupID: cgroupID, Level: uint32(level)}
+	o.mu.Lock()
+	v := scopeValue{CgroupID: cgroupID, Level: uint32(level), Epoch: o.epochs[slot]}
+	o.mu.Unlock()
 	if err := o.maps[hapMapScopes].Put(uint32(slot), v); err != nil {
 		return fmt.Errorf("set scope %d: %w", slot, err)
 	}

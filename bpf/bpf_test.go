@@ -434,6 +434,25 @@ func TestOrigins(t *testing.T) {
 	if s.OriginsDropped != 0 {
 		t.Errorf("%d events' origins dropped", s.OriginsDropped)
 	}
+	// A reset of a live scope starts a new epoch of its origin keys: the
+	// old counts are gone, new calls count again.
+	if err := o.ResetHits(3); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, base, "dd if=/dev/zero of=/dev/null bs=1M count=100 2>/dev/null")
+	got, err = o.Origins(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := uint64(0)
+	for _, c := range got {
+		if c.Index == 1 && c.Origin == unix.SYS_READ {
+			reads += c.Count
+		}
+	}
+	if reads < 100 || reads > 150 {
+		t.Errorf("after a reset and 100 reads, %d read events (want 100 and the shell's few)", reads)
+	}
 	o.ClearScope(3)
 	if err := o.ResetHits(3); err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ enum stat {
 struct scope {
 	__u64 cgid;  /* cgroup v2 id (inode); 0 = slot unused */
 	__u32 level; /* depth of that cgroup below the root (root = 0) */
-	__u32 pad;
+	__u32 epoch; /* origins: bumped at each reset of the slot */
 };
 
 struct {
@@ -142,6 +142,8 @@ struct origin_key {
 	__u32 idx;
 	__u16 scope;
 	__u16 origin;
+	__u32 epoch; /* the scope's epoch: a reset starts new keys at once */
+	__u32 pad;
 };
 
 struct {
@@ -301,7 +303,12 @@ static __always_inline __u32 origin(int x)
 
 static __always_inline void count_origin(__u32 i, __u32 idx, __u32 o)
 {
-	struct origin_key k = { .idx = idx, .scope = (__u16)i, .origin = (__u16)o };
+	__u32 key = i;
+	struct scope *s = bpf_map_lookup_elem(&scopes, &key);
+
+	if (!s)
+		return;
+	struct origin_key k = { .idx = idx, .scope = (__u16)i, .origin = (__u16)o, .epoch = s->epoch };
 	__u64 *v = bpf_map_lookup_elem(&origins, &k);
 
 	if (!v) {

@@ -218,9 +218,8 @@ type Hit struct {
 	// task calls it later too.
 	Context Context
 	// Origins splits Count by Origin (Options.Attribution), by origin.
-	// They are read after the counters, and reset after them, so while the
-	// scope's tasks run their sum differs from Count by the calls made in
-	// between.
+	// They are read after the counters, so while the scope's tasks run
+	// their sum can exceed Count by the calls made in between.
 	Origins []OriginCount
 }
 
