@@ -22,7 +22,10 @@
 // functions' addresses sorted (binary search) and a hash of the addresses
 // added later (AddAddrs), looked up only when the search misses; and per-CPU
 // counters: every program run (Stats.Events), events dropped or skipped,
-// and the do_softirq depth.
+// and the do_softirq depth. With Config.Attribution, a hash of (function
+// index, scope slot, Origin, the slot's epoch) counts, and an LRU hash of
+// each scope thread's last user page fault frame (AttachFaults); a reset
+// bumps the slot's epoch in its scope entry, so new keys start at once.
 //
 // Contexts: the program reads the CPU's preempt count, like the kernel's
 // in_nmi()/in_hardirq()/in_serving_softirq(), through bpf_this_cpu_ptr() on

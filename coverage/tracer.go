@@ -48,7 +48,7 @@ type Options struct {
 	// (Hit.Origins). It implies Counts: pruning removes a probe after its
 	// first hit, which would record only the first origin. Each counted
 	// call costs a hash-map update more (see BENCHMARKS.md), and a hash of
-	// (function, scope, origin) keys, about 48 MiB of kernel memory.
+	// (function, scope, origin) keys, about 70 MiB of kernel memory.
 	Attribution bool
 }
 
