@@ -179,7 +179,7 @@ type Objects struct {
 	used    [MaxScopes]bool // scope slots set
 	bh      []link.Link     // the soft-IRQ guard, entry first
 	bhSrc   string
-	fault   link.Link // AttachFaults
+	fault   link.Link         // AttachFaults
 	epochs  [MaxScopes]uint32 // each slot's origin epoch
 	scratch []uint64
 }
