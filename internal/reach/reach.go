@@ -78,7 +78,8 @@ type Fuzzer struct {
 // Run drives f for opt.Programs programs and returns the functions reached.
 // snapshot reads the coverage of the cgroup the fuzzer runs in, as
 // (*coverage.Tracer).Snapshot of its scope does; the scope is not reset,
-// so its snapshot grows with every program.
+// so its snapshot grows with every program, from what the fuzzer's own
+// start-up drove (the same for every sandbox running the same fuzzer).
 func Run(ctx context.Context, snapshot func() (*coverage.Snapshot, error), f Fuzzer, opt Options) (*Result, error) {
 	if opt.Programs <= 0 {
 		return nil, errors.New("reach: the budget (Options.Programs) must be positive")
