@@ -36,8 +36,10 @@ type DockerOptions struct {
 	// (--platform=systrap, --network=host …), when Runtime is "runsc".
 	Runsc      string
 	RunscFlags []string
-	// SecurityOpt are docker run --security-opt values, such as
-	// "seccomp=unconfined".
+	// SecurityOpt are the Engine API's security options, such as
+	// "seccomp=unconfined"; a seccomp profile is given as its JSON
+	// ("seccomp={…}"), which the docker CLI reads from the file named by
+	// --security-opt seccomp=FILE.
 	SecurityOpt []string
 	// HostNetwork runs the container in the host's network namespace
 	// (--network=host) instead of Docker's default bridge.
@@ -386,7 +388,10 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	// Both daemons' start-up: 2.5 min in the lab's 6.12 guest alone (one
+	// emulated CPU, every kernel function traced), more when make test's
+	// 6.1 guest shares the host's CPUs; a bound for a wedged daemon only.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	err = poll(wctx, func() error {
 		if err := ctrd.exited(); err != nil {
@@ -803,8 +808,11 @@ func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions, pu
 	}
 	seccomp := "default profile"
 	for _, o := range ctr.HostConfig.SecurityOpt {
-		if strings.HasPrefix(o, "seccomp") {
+		if v, ok := strings.CutPrefix(o, "seccomp="); ok {
 			seccomp = o
+			if strings.HasPrefix(strings.TrimSpace(v), "{") {
+				seccomp = "custom profile" // the profile's JSON itself, as the Engine API takes it
+			}
 		}
 	}
 	if opt.Runtime == "runsc" && !slices.ContainsFunc(opt.RunscFlags, func(f string) bool { return strings.HasPrefix(f, "--oci-seccomp") }) {
