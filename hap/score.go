@@ -147,6 +147,9 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)
 	}
 	start := time.Now()
+	if tr := ContextScoreTrace(ctx); tr != nil && tr.WindowStart != nil {
+		tr.WindowStart()
+	}
 	interval := opt.Window / time.Duration(opt.Samples)
 	newPer, snap, err := t.Converge(ctx, s, interval, opt.Samples)
 	if tr := ContextScoreTrace(ctx); tr != nil && tr.WindowEnd != nil {
@@ -368,6 +371,10 @@ func moduleIndex(modules func(string) (*symbolize.Index, error), module string) 
 // ScoreTrace holds hooks into a Score call, carried by its context (as
 // net/http/httptrace carries a ClientTrace).
 type ScoreTrace struct {
+	// WindowStart is called when the window has opened: the scope is
+	// traced and its counts reset. With no warm-up, the moment to start
+	// a workload whose start-up must be measured.
+	WindowStart func()
 	// WindowEnd is called when the measured window has closed, before the
 	// functions are turned into lines: the moment to stop a load generator,
 	// so that its teardown (closing connections, a last statistics query)

@@ -201,11 +201,33 @@ func cmdRun(args []string) int {
 	}
 	started := make(chan struct{})
 	res := make(chan result, 1)
+	// With no warm-up the window opens before the workload starts, so its
+	// start-up (exec, the dynamic loader, its set-up) is measured: what a
+	// seccomp profile built from the profile must allow.
+	startUp := o.Warmup == 0
+	opened := make(chan struct{})
+	if startUp {
+		scoreCtx = hap.WithScoreTrace(scoreCtx, &hap.ScoreTrace{WindowStart: func() { close(opened) }})
+	}
 	go func() {
-		<-started
+		if !startUp {
+			<-started
+		}
 		p, err := scorer.Score(scoreCtx, dir)
 		res <- result{p, err}
 	}()
+	if startUp {
+		select {
+		case <-opened:
+		case r := <-res:
+			syscall.Close(cgfd)
+			if ctx.Err() != nil {
+				fmt.Fprintln(os.Stderr, "hapscope: interrupted before the window opened; nothing ran")
+				return exitInterrupted
+			}
+			return fail(r.err)
+		}
+	}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		syscall.Close(cgfd)

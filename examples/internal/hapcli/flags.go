@@ -44,7 +44,7 @@ type ScoreFlags struct {
 // Register defines the flags on fs, with f's current values as defaults
 // (IndexCache defaults to the lab's prebuilt cache when it is set).
 func (f *ScoreFlags) Register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.Warmup, "warmup", f.Warmup, "time to wait before measuring (start-up is not steady state); 0: none")
+	fs.DurationVar(&f.Warmup, "warmup", f.Warmup, "time to wait before measuring (start-up is not steady state); 0: none (run: the window opens before the command starts, start-up included)")
 	fs.DurationVar(&f.Window, "window", f.Window, "measured window")
 	fs.IntVar(&f.Samples, "samples", f.Samples, "convergence points in the window (at least 1)")
 	fs.StringVar(&f.Backend, "backend", f.Backend, "force a backend: "+backendList()+" (default: best available)")
