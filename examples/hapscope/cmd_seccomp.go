@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/seccomp"
+)
+
+func init() {
+	register("seccomp", "write the seccomp profile that allows exactly the system calls a measured workload made", cmdSeccomp)
+}
+
+func cmdSeccomp(args []string) int {
+	fs := flag.NewFlagSet("seccomp", flag.ContinueOnError)
+	out := fs.String("o", "", "write the seccomp profile to this file instead of stdout")
+	steady := fs.Bool("steady-state", false, "accept a profile that did not measure the workload's start-up (its start-up calls will be denied)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope seccomp [-o FILE] [--steady-state] PROFILE.json")
+		fmt.Fprintln(fs.Output(), "Writes the seccomp profile (Docker's --security-opt seccomp=FILE, the OCI spec's linux.seccomp)")
+		fmt.Fprintln(fs.Output(), "that allows exactly the system calls of PROFILE.json and answers the others with EPERM;")
+		fmt.Fprintln(fs.Output(), "clone3 gets ENOSYS, so libc falls back to clone. Measure PROFILE.json from the workload's start:")
+		fmt.Fprintln(fs.Output(), "  hapscope run --syscalls --warmup 0 --window D -o PROFILE.json -- CMD [ARG...]")
+		fmt.Fprintln(fs.Output(), "with the whole catalogue (every system call enters a probed function, its __x64_sys_ entry")
+		fmt.Fprintln(fs.Output(), "point) and a window that covers all the workload does: a call it makes later is denied.")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return fail(err)
+	}
+	p, err := hap.ReadJSON(f)
+	f.Close()
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", fs.Arg(0), err))
+	}
+	names, err := syscallsOf(p, *steady)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", fs.Arg(0), err))
+	}
+	g, err := seccomp.Allow(names)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", fs.Arg(0), err))
+	}
+	b, err := g.Profile.JSON()
+	if err != nil {
+		return fail(err)
+	}
+	if *out == "" {
+		_, err = os.Stdout.Write(b)
+	} else {
+		err = os.WriteFile(*out, b, 0o644)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	for _, n := range g.Notes {
+		fmt.Fprintln(os.Stderr, "hapscope: note:", n)
+	}
+	fmt.Fprintf(os.Stderr, "hapscope: %d system calls allowed, every other one answered with EPERM (x86-64 only)\n", len(g.Allowed))
+	return 0
+}
+
+// syscallsOf returns the system calls p's tasks made, refusing a profile
+// that cannot list them all: measured without attribution, with origins
+// lost, or (unless steady) without the workload's start-up.
+func syscallsOf(p *hap.Profile, steady bool) ([]string, error) {
+	if len(p.Origins) == 0 {
+		return nil, errors.New("no system call origins: measure it with --syscalls (hapscope run --syscalls --warmup 0 …)")
+	}
+	if p.OriginsDropped > 0 {
+		return nil, fmt.Errorf("the origins of %d calls were not recorded (the tracer's origin table was full or busy): a system call may be missing from it; measure again over a shorter window", p.OriginsDropped)
+	}
+	if !steady {
+		switch {
+		case p.Warmup > 0:
+			return nil, fmt.Errorf("its first %s (the warm-up) were not measured: the workload's start-up calls would be denied; measure with --warmup 0, or pass --steady-state", p.Warmup.Round(time.Millisecond))
+		case p.Workload == nil:
+			return nil, errors.New("it scored a cgroup whose tasks were already running: their start-up was not measured; measure with hapscope run --warmup 0, or pass --steady-state")
+		}
+	}
+	var names []string
+	for _, o := range p.Origins {
+		c, err := coverage.ParseOrigin(o.Name)
+		if err != nil {
+			return nil, fmt.Errorf("origin %q: %w", o.Name, err)
+		}
+		if _, ok := c.Syscall(); ok {
+			names = append(names, o.Name)
+		}
+	}
+	return names, nil
+}
