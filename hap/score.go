@@ -15,11 +15,17 @@ import (
 	"github.com/hapscope/hapscope/symbolize"
 )
 
+// NoWarmup as ScoreOptions.Warmup opens the window as soon as Score is
+// called (a zero Warmup is the default warm-up): with hap.ScoreTrace's
+// WindowStart, a workload started then is measured from its start.
+const NoWarmup time.Duration = -1
+
 // ScoreOptions configure Score.
 type ScoreOptions struct {
 	Label string
 	// Warmup is waited before the window (start-up is not steady state);
-	// Window is the measured time. Defaults: 5s and 10s.
+	// Window is the measured time. Defaults: 5s and 10s; NoWarmup opens
+	// the window at once.
 	Warmup, Window time.Duration
 	// Samples is how many convergence points the window is cut into
 	// (default 10).
@@ -89,7 +95,12 @@ type Scorer struct {
 // seconds. Module debug info is looked for later, by Score, for the
 // modules a profile has functions of.
 func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
-	opt.Warmup = cmp.Or(opt.Warmup, 5*time.Second)
+	switch opt.Warmup {
+	case NoWarmup:
+		opt.Warmup = 0
+	case 0:
+		opt.Warmup = 5 * time.Second
+	}
 	opt.Window = cmp.Or(opt.Window, 10*time.Second)
 	opt.Samples = cmp.Or(opt.Samples, 10)
 	if opt.Samples < 1 || opt.Warmup < 0 || opt.Window <= 0 {
@@ -122,6 +133,20 @@ func NewScorer(ctx context.Context, opt ScoreOptions) (*Scorer, error) {
 // Score measures cgroup: warm-up, then the window (see ScoreOptions).
 func (s *Scorer) Score(ctx context.Context, cgroup string) (*Profile, error) {
 	return measure(ctx, s.t, cgroup, s.ix, s.kern, s.opt, func(m string) (*symbolize.Index, error) { return s.mods.index(ctx, m) })
+}
+
+// Tracer is the scorer's attached tracer, for measurements Score does not
+// make (a scope followed program by program); Close detaches it.
+func (s *Scorer) Tracer() *coverage.Tracer { return s.t }
+
+// Profile symbolizes and scores snap, a snapshot of the scorer's tracer
+// (Tracer), as Score does its window's.
+func (s *Scorer) Profile(ctx context.Context, snap *coverage.Snapshot, label string) (*Profile, error) {
+	meta := Meta{
+		Label: label, Release: s.kern.Release, BuildID: cmp.Or(s.kern.BuildID, s.ix.BuildID()), Backend: string(s.t.Backend()),
+		Interrupt: s.opt.Coverage.Interrupts, CPUs: onlineCPUs(),
+	}
+	return FromSnapshot(snap, s.ix, s.kern, meta, Options{Density: s.opt.Density, Modules: func(m string) (*symbolize.Index, error) { return s.mods.index(ctx, m) }})
 }
 
 // Close detaches the tracer.

@@ -204,7 +204,7 @@ func cmdRun(args []string) int {
 	// With no warm-up the window opens before the workload starts, so its
 	// start-up (exec, the dynamic loader, its set-up) is measured: what a
 	// seccomp profile built from the profile must allow.
-	startUp := o.Warmup == 0
+	startUp := o.Warmup == hap.NoWarmup
 	opened := make(chan struct{})
 	if startUp {
 		scoreCtx = hap.WithScoreTrace(scoreCtx, &hap.ScoreTrace{WindowStart: func() { close(opened) }})

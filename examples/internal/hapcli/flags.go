@@ -107,7 +107,7 @@ func (f *ScoreFlags) Options() (hap.ScoreOptions, error) {
 	if o.Warmup == 0 {
 		// hap.ScoreOptions reads 0 as "the default warm-up"; the flag's 0
 		// means none.
-		o.Warmup = time.Nanosecond
+		o.Warmup = hap.NoWarmup
 	}
 	if !f.Quiet {
 		p := NewProgress(os.Stderr, "hapscope: ")
