@@ -4,7 +4,10 @@
 // to run programs as root unless given -allow-root.
 //
 //	sysfuzz gen -seed N -n COUNT [-calls L]          print COUNT programs, a blank line after each
-//	sysfuzz serve -dir DIR [-allow-root]             run programs read from stdin (the line protocol)
+//	sysfuzz serve -dir DIR [-allow-root] [-listen ADDR] [-user UID:GID]
+//	                                                 run programs read from stdin, or from each TCP
+//	                                                 connection to ADDR (the line protocol); as root,
+//	                                                 -user drops to UID:GID first
 //	sysfuzz run -seed N -n COUNT -dir DIR [-calls L] [-allow-root]
 //	                                                 generate and run COUNT programs; print calls per
 //	                                                 syscall and an errno histogram
@@ -15,7 +18,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,7 +29,7 @@ import (
 
 const usage = `usage:
   sysfuzz gen -seed N -n COUNT [-calls L]
-  sysfuzz serve -dir DIR [-allow-root]
+  sysfuzz serve -dir DIR [-allow-root] [-listen ADDR] [-user UID:GID]
   sysfuzz run -seed N -n COUNT -dir DIR [-calls L] [-allow-root]
 `
 
@@ -69,39 +71,8 @@ func gen(args []string) error {
 	return w.Flush()
 }
 
-// executor checks the privileges and the work dir shared by serve and run.
-func executor(dir string, allowRoot bool) (*sysfuzz.Executor, error) {
-	if dir == "" {
-		return nil, errors.New("-dir is required")
-	}
-	if os.Geteuid() == 0 && !allowRoot {
-		return nil, errors.New("refusing to run programs as root (meant for an unprivileged sandbox); -allow-root overrides")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	// The executor empties the work dir before and after every program:
-	// never point it at a directory holding anything.
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	if len(ents) > 0 {
-		return nil, fmt.Errorf("work dir %s is not empty", dir)
-	}
-	return &sysfuzz.Executor{Dir: dir}, nil
-}
-
 func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	dir := fs.String("dir", "", "work dir (emptied before and after every program)")
-	allowRoot := fs.Bool("allow-root", false, "run even as root")
-	fs.Parse(args)
-	e, err := executor(*dir, *allowRoot)
-	if err != nil {
-		return err
-	}
-	return sysfuzz.Serve(e, os.Stdin, os.Stdout, os.Stderr)
+	return sysfuzz.ServeCommand(args, os.Stdin, os.Stdout, os.Stderr)
 }
 
 func run(args []string) error {
@@ -112,7 +83,7 @@ func run(args []string) error {
 	dir := fs.String("dir", "", "work dir (emptied before and after every program)")
 	allowRoot := fs.Bool("allow-root", false, "run even as root")
 	fs.Parse(args)
-	e, err := executor(*dir, *allowRoot)
+	e, err := sysfuzz.NewExecutor(*dir, *allowRoot)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"strings"
 	"testing"
 
@@ -36,24 +35,6 @@ read(r0, buf(0x8), 0x8)`
 	}
 	if n := strings.Count(errs.String(), "\n"); n != 2 {
 		t.Errorf("stderr:\n%s", errs.String())
-	}
-}
-
-func TestExecutorChecks(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := executor("", true); err == nil {
-		t.Error("accepted an empty -dir")
-	}
-	if err := os.WriteFile(dir+"/keep", nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := executor(dir, true); err == nil {
-		t.Error("accepted a non-empty work dir")
-	}
-	if os.Geteuid() == 0 {
-		if _, err := executor(t.TempDir(), false); err == nil {
-			t.Error("accepted root without -allow-root")
-		}
 	}
 }
 
