@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/seccomp"
 )
@@ -91,15 +90,5 @@ func syscallsOf(p *hap.Profile, steady bool) ([]string, error) {
 			return nil, errors.New("it scored a cgroup whose tasks were already running: their start-up was not measured; measure with hapscope run --warmup 0, or pass --steady-state")
 		}
 	}
-	var names []string
-	for _, o := range p.Origins {
-		c, err := coverage.ParseOrigin(o.Name)
-		if err != nil {
-			return nil, fmt.Errorf("origin %q: %w", o.Name, err)
-		}
-		if _, ok := c.Syscall(); ok {
-			names = append(names, o.Name)
-		}
-	}
-	return names, nil
+	return seccomp.Syscalls(p)
 }

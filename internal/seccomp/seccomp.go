@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hapscope/hapscope/coverage"
+	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/syscalls"
 )
 
@@ -250,4 +252,21 @@ func (p *Profile) Verdict(name string) Verdict {
 func isEmptyObject(m json.RawMessage) bool {
 	s := strings.Join(strings.Fields(string(m)), "")
 	return s == "" || s == "null" || s == "{}"
+}
+
+// Syscalls returns the system calls among p's origins
+// (hap.Profile.Origins; page faults, interrupts and the like are not
+// system calls), in p's order.
+func Syscalls(p *hap.Profile) ([]string, error) {
+	var names []string
+	for _, o := range p.Origins {
+		c, err := coverage.ParseOrigin(o.Name)
+		if err != nil {
+			return nil, fmt.Errorf("origin %q: %w", o.Name, err)
+		}
+		if _, ok := c.Syscall(); ok {
+			names = append(names, o.Name)
+		}
+	}
+	return names, nil
 }
