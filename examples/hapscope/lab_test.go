@@ -17,6 +17,7 @@ import (
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/seccomp"
 )
 
 // asCLI makes the test binary act as the hapscope CLI (the guest has no Go
@@ -304,5 +305,63 @@ func TestLabScorePid(t *testing.T) {
 	p := checkLabProfile(t, []byte(stdout), true, backend)
 	if p.Label != "hapscope-score-pid" {
 		t.Errorf("label %q, want the cgroup's name", p.Label)
+	}
+}
+
+// TestLabSeccompFromStart: run --syscalls --warmup 0 opens the window
+// before the command starts, so the profile has the command's execve and
+// its dynamic loader's set-up (arch_prctl, mprotect) besides what it does
+// after; seccomp turns it into a profile allowing exactly those calls.
+// The tracer probes the system calls' entry points only: every call
+// enters one.
+func TestLabSeccompFromStart(t *testing.T) {
+	labtest.Require(t)
+	cat, err := coverage.LoadCatalogue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range cat.Functions {
+		if strings.HasPrefix(f.Name, "__x64_sys_") || f.Name == "x64_sys_call" {
+			names = append(names, f.Name)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "functions")
+	if err := os.WriteFile(file, []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	prof, sec := filepath.Join(dir, "p.json"), filepath.Join(dir, "seccomp.json")
+	// mkdir's own call, and one the loader never makes.
+	_, stderr, code := runLabCLI(t, "run", "-q", "--syscalls", "--warmup", "0", "--window", "3s", "--samples", "1",
+		"--functions", file, "-o", prof, "--", "/bin/mkdir", filepath.Join(dir, "made"))
+	if code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, stderr)
+	}
+	_, stderr, code = runLabCLI(t, "seccomp", "-o", sec, prof)
+	t.Logf("seccomp: %s", stderr)
+	if code != 0 {
+		t.Fatalf("seccomp: exit %d", code)
+	}
+	b, err := os.ReadFile(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := seccomp.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"execve", "arch_prctl", "mprotect", "exit_group"} {
+		if p.Verdict(c) != seccomp.Allowed {
+			t.Errorf("%s not allowed: the profile missed mkdir's start-up or its exit", c)
+		}
+	}
+	if p.Verdict("mkdir") != seccomp.Allowed && p.Verdict("mkdirat") != seccomp.Allowed {
+		t.Error("neither mkdir nor mkdirat allowed: the profile missed mkdir's own call")
+	}
+	for _, c := range []string{"bind", "ptrace", "clone3"} {
+		if p.Verdict(c) != seccomp.Denied {
+			t.Errorf("%s allowed, but mkdir never made it", c)
+		}
 	}
 }
