@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ type DockerOptions struct {
 	// HostNetwork runs the container in the host's network namespace
 	// (--network=host) instead of Docker's default bridge.
 	HostNetwork bool
+	// daemonsApart leaves the daemons in their own cgroup: the cell's
+	// cgroup holds the container alone, from runc init's joining it
+	// (FromStart).
+	daemonsApart bool
 }
 
 // Docker runs the service the way Docker runs containers by default, with
@@ -555,26 +560,33 @@ func terminate(h *processHandle) error {
 	return h.stop()
 }
 
+// prepareDocker starts the plan's Docker daemons if they do not run and
+// imports svc's image; it returns svc with its program's path in the root.
+// The image is imported before the daemons join a cell, and the daemons'
+// work after their start or an import (containerd's garbage collection,
+// dockerd's bookkeeping) must be over before a cell: a deployed host's
+// daemons have been up for hours.
+func prepareDocker(ctx context.Context, e *Env, svc Service) (*dockerd, Service, string, error) {
+	d, err := e.dockerd(ctx)
+	if err != nil {
+		return nil, svc, "", err
+	}
+	prog, err := e.lookPath(svc.Argv[0])
+	if err != nil {
+		return nil, svc, "", err
+	}
+	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
+	ref, err := d.image(ctx, svcImageName(svc), svc)
+	return d, svc, ref, err
+}
+
 func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string, svc Service) (*Instance, error) {
 	if opt.Runtime == "runsc" {
 		if _, ok := e.dockerRuntimes[runscRuntime(opt)]; !ok {
 			return nil, fmt.Errorf("runtime %s is not registered with dockerd: Docker rows run through Plan.Run", runscRuntime(opt))
 		}
 	}
-	d, err := e.dockerd(ctx)
-	if err != nil {
-		return nil, err
-	}
-	prog, err := e.lookPath(svc.Argv[0])
-	if err != nil {
-		return nil, err
-	}
-	svc.Argv = append([]string{prog}, svc.Argv[1:]...)
-	// The image is imported before the daemons join the cell, and the
-	// daemons' work after their start or an import (containerd's garbage
-	// collection, dockerd's bookkeeping) must be over: a deployed host's
-	// daemons have been up for hours.
-	ref, err := d.image(ctx, svcImageName(svc), svc)
+	d, svc, ref, err := prepareDocker(ctx, e, svc)
 	if err != nil {
 		return nil, err
 	}
@@ -582,15 +594,19 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 		return nil, err
 	}
 	runtimeDir := filepath.Join(dir, "runtime")
-	if err := os.Mkdir(runtimeDir, 0o755); err != nil && !os.IsExist(err) {
-		return nil, err
-	}
-	// The daemons join the cell; they go back when it stops.
-	if err := moveProcs(d.cgroup, runtimeDir); err != nil {
-		return nil, fmt.Errorf("move the Docker daemons into %s: %w", runtimeDir, err)
+	moveBack := func() error { return nil }
+	if !opt.daemonsApart {
+		if err := os.Mkdir(runtimeDir, 0o755); err != nil && !os.IsExist(err) {
+			return nil, err
+		}
+		// The daemons join the cell; they go back when it stops.
+		if err := moveProcs(d.cgroup, runtimeDir); err != nil {
+			return nil, fmt.Errorf("move the Docker daemons into %s: %w", runtimeDir, err)
+		}
+		moveBack = func() error { return moveProcs(runtimeDir, d.cgroup) }
 	}
 	fail := func(err error) (*Instance, error) {
-		moveProcs(runtimeDir, d.cgroup)
+		moveBack()
 		return nil, err
 	}
 	parent, err := e.cgroupPath(dir)
@@ -641,6 +657,9 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	e.logf("matrix: %s: %s", id, desc)
 	ctr := filepath.Join(dir, created.Id)
 	parts := map[string]string{"container": ctr, "runtime": runtimeDir}
+	if opt.daemonsApart {
+		delete(parts, "runtime")
+	}
 	var unsplit func() error
 	if opt.Runtime == "runsc" {
 		sp, undo, err := splitSandbox(ctr)
@@ -673,7 +692,7 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 		}
 		if json.Unmarshal(out, &st) == nil && !st.State.Running {
 			logs, _ := d.call(cctx, "GET", "/containers/"+created.Id+"/logs", url.Values{"stdout": {"1"}, "stderr": {"1"}, "tail": {"20"}}, nil)
-			return fmt.Errorf("the container exited (code %d) %s: %s", st.State.ExitCode, st.State.Error, tail(string(logs), 2000))
+			return fmt.Errorf("the container exited (code %d) %s: %s", st.State.ExitCode, st.State.Error, tail(demuxLogs(logs), 2000))
 		}
 		return nil
 	}
@@ -685,7 +704,7 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 				err = unsplit() // before runsc removes the container's cgroup
 			}
 			d.remove(created.Id)
-			return errors.Join(err, moveProcs(runtimeDir, d.cgroup))
+			return errors.Join(err, moveBack())
 		},
 		Runtime: desc,
 		Parts:   parts,
@@ -835,4 +854,22 @@ func (d *dockerd) describe(ctx context.Context, id string, opt DockerOptions, pu
 	return fmt.Sprintf("Docker %s (Debian docker.io), runtime %s, %s, storage %s%s, seccomp %s, AppArmor %s, cgroup v%s %s driver; daemon security options %s",
 		cmp.Or(info.ServerVersion, "unknown"), runtime, network, info.Driver, backing, seccomp, apparmor,
 		info.CgroupVersion, info.CgroupDriver, strings.Join(info.SecurityOptions, " "))
+}
+
+// demuxLogs turns the Engine API's log stream of a container without a
+// TTY (frames of an 8-byte header: stream, three zero bytes, big-endian
+// length; then the payload) into text. Bytes that are not such frames
+// are kept as they are.
+func demuxLogs(b []byte) string {
+	var sb strings.Builder
+	for len(b) >= 8 && b[0] <= 2 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+		n := int(binary.BigEndian.Uint32(b[4:8]))
+		if n > len(b)-8 {
+			break
+		}
+		sb.Write(b[8 : 8+n])
+		b = b[8+n:]
+	}
+	sb.Write(b)
+	return sb.String()
 }

@@ -272,15 +272,14 @@ func (p Plan) registerDocker(e *Env) {
 	}
 }
 
-// Run measures every workload under every runtime, one cell after another,
-// with s (a tracer attached once). It returns every cell, failed and
-// skipped ones included; err is only for errors that stop the whole run.
-func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
+// begin prepares e for the plan's cells; end stops the plan's Docker
+// daemon, if a cell started it, and undoes what the cells set up.
+func (p Plan) begin(e *Env) (end func(), err error) {
 	if err := os.MkdirAll(e.Cgroup, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", e.Cgroup, err)
 	}
 	p.registerDocker(e)
-	defer func() {
+	return func() {
 		if err := e.stopDocker(); err != nil {
 			e.logf("matrix: stop Docker: %v", err)
 		}
@@ -288,14 +287,15 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 			e.cleanups[i]()
 		}
 		e.cleanups, e.roots = nil, nil
-	}()
-	runs := max(p.Runs, 1)
-	var cells []Cell
-	// Rows without Docker run first, all their runs, then the Docker rows:
-	// once dockerd has set up its NAT chains, every connection on this
-	// machine passes conntrack and NAT hooks, and a native row measured
-	// after it would be "native on a Docker host", not native.
-	var plain, docker []Runtime
+	}, nil
+}
+
+// phases splits the plan's runtimes: rows without Docker run first, all
+// their runs, then the Docker rows: once dockerd has set up its NAT
+// chains, every connection on this machine passes conntrack and NAT hooks,
+// and a native row measured after it would be "native on a Docker host",
+// not native.
+func (p Plan) phases() (plain, docker []Runtime) {
 	for _, rt := range p.Runtimes {
 		if rt.docker != nil {
 			docker = append(docker, rt)
@@ -303,6 +303,21 @@ func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
 			plain = append(plain, rt)
 		}
 	}
+	return plain, docker
+}
+
+// Run measures every workload under every runtime, one cell after another,
+// with s (a tracer attached once). It returns every cell, failed and
+// skipped ones included; err is only for errors that stop the whole run.
+func (p Plan) Run(ctx context.Context, e *Env, s Scorer) ([]Cell, error) {
+	end, err := p.begin(e)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	runs := max(p.Runs, 1)
+	var cells []Cell
+	plain, docker := p.phases()
 	for _, phase := range [][]Runtime{plain, docker} {
 		for run := range runs {
 			for _, w := range p.Workloads {
@@ -388,22 +403,10 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		}
 		phase("stop")
 	}()
-	// Under emulation with every kernel function traced, an interpreter
-	// (python, node) inside a sandbox takes a long time to start.
-	readyCtx, readyCancel := context.WithTimeout(ctx, 4*time.Minute)
-	err = poll(readyCtx, func() error {
-		if err := inst.Exited(); err != nil {
-			return stopPoll{err}
-		}
-		if w.Idle {
-			return nil // nothing to ask: it runs
-		}
-		return w.Service.Ready(readyCtx, addr)
-	})
-	readyCancel()
+	err = awaitReady(ctx, w, rt, inst, addr)
 	phase("ready")
 	if err != nil {
-		return nil, nil, load, fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
+		return nil, nil, load, err
 	}
 	// The runtime's and the service's start-up must be over (quiet.go).
 	unquiet, err := e.awaitQuiet(ctx, dir, w.Name+"/"+rt.Name)
@@ -515,6 +518,27 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 		pp.Workload = prof.Workload
 	}
 	return prof, parts, load, nil
+}
+
+// awaitReady waits until the service inst runs answers at addr.
+func awaitReady(ctx context.Context, w Workload, rt Runtime, inst *Instance, addr string) error {
+	// Under emulation with every kernel function traced, an interpreter
+	// (python, node) inside a sandbox takes a long time to start.
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	err := poll(ctx, func() error {
+		if err := inst.Exited(); err != nil {
+			return stopPoll{err}
+		}
+		if w.Idle {
+			return nil // nothing to ask: it runs
+		}
+		return w.Service.Ready(ctx, addr)
+	})
+	if err != nil {
+		return fmt.Errorf("%s under %s never answered at %s: %w", w.Name, rt.Name, addr, err)
+	}
+	return nil
 }
 
 // waitFlowing waits until the service has served loadStarted requests of

@@ -679,3 +679,39 @@ func TestProcStat(t *testing.T) {
 		t.Error("a process that does not exist is there")
 	}
 }
+
+func TestDescribeSeccomp(t *testing.T) {
+	def, err := DockerSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom := &specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "write"}, Action: specs.ActAllow}}}
+	for _, tc := range []struct {
+		s    *specs.LinuxSeccomp
+		want string
+	}{
+		{nil, "no seccomp filter"},
+		{def, "Docker's default seccomp profile"},
+		{custom, "a custom seccomp profile (2 system calls allowed, default action SCMP_ACT_ERRNO)"},
+	} {
+		if got := describeSeccomp(tc.s); got != tc.want {
+			t.Errorf("describeSeccomp: %q, want %q", got, tc.want)
+		}
+	}
+}
+
+func TestDemuxLogs(t *testing.T) {
+	frame := func(stream byte, s string) []byte {
+		return append([]byte{stream, 0, 0, 0, 0, 0, 0, byte(len(s))}, s...)
+	}
+	in := append(append(frame(1, "one\n"), frame(2, "two\n")...), frame(1, "three")...)
+	if got := demuxLogs(in); got != "one\ntwo\nthree" {
+		t.Errorf("demuxLogs: %q", got)
+	}
+	if got := demuxLogs([]byte("plain text")); got != "plain text" {
+		t.Errorf("demuxLogs of text: %q", got)
+	}
+	if got := demuxLogs(append(frame(1, "ok\n"), 1, 0, 0, 0, 0, 0, 0, 9, 'x')); got != "ok\n\x01\x00\x00\x00\x00\x00\x00\x09x" {
+		t.Errorf("demuxLogs of a cut frame: %q", got)
+	}
+}

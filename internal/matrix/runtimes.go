@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -265,11 +266,7 @@ func startOCI(ctx context.Context, e *Env, oci ociRuntime, id, dir string, argv 
 	if oci.bin != "runc" {
 		what = "runsc " + strings.Join(oci.global, " ") + " run, started directly: the host root bound read-only as its root"
 	}
-	if seccomp == nil {
-		what += ", no seccomp filter"
-	} else {
-		what += ", Docker's default seccomp profile"
-	}
+	what += ", " + describeSeccomp(seccomp)
 	return &Instance{Exited: h.exited, Runtime: what, Stop: func() error {
 		// A runtime that hangs must not hang the matrix: bounded waits,
 		// and the scope's cgroup is emptied with SIGKILL afterwards anyway.
@@ -353,3 +350,20 @@ func editSpec(spec *specs.Spec, argv []string, rootfs, cgroupsPath string, secco
 // (cgroupv2.Root: the cgroup2 line of /proc/self/mountinfo whose root is
 // "/").
 func Cgroup2Root() (string, error) { return cgroupv2.Root() }
+
+// describeSeccomp says which seccomp filter a runtime spec's section is.
+func describeSeccomp(s *specs.LinuxSeccomp) string {
+	if s == nil {
+		return "no seccomp filter"
+	}
+	if def, err := DockerSeccomp(); err == nil && reflect.DeepEqual(def, s) {
+		return "Docker's default seccomp profile"
+	}
+	allowed := 0
+	for _, r := range s.Syscalls {
+		if r.Action == specs.ActAllow {
+			allowed += len(r.Names)
+		}
+	}
+	return fmt.Sprintf("a custom seccomp profile (%d system calls allowed, default action %s)", allowed, s.DefaultAction)
+}
