@@ -13,7 +13,7 @@ export HAPSCOPE_REQUIRE_LAB := 1
 
 APT_PACKAGES := qemu-system-x86 busybox-static cpio xz-utils zstd gcc clang llvm libbpf-dev elfutils chromium redis-server redis-tools runc wrk python3-tornado bubblewrap nftables docker.io iptables e2fsprogs
 
-.PHONY: all build deps fetch lab-prep matrix overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
+.PHONY: all build deps fetch lab-prep matrix reachable overhead test test-host lab-test lab-bench soak bench fuzz lint generate demo report-check clean
 
 all: build
 
@@ -158,6 +158,20 @@ matrix: lab-prep
 		/bin/busybox timeout -s INT $$(( $(MATRIX_MINUTES) * 60 )) out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
 		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
 	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
+
+# Reachable HAP (issue 16): the sysfuzz executor as the workload of each
+# runtime, PROGRAMS programs unguided and guided per row, in one 6.12 boot;
+# the table, reachable.json and each run's profile land in out/reachable/.
+PROGRAMS ?= 300
+REACH_FLAGS ?=
+REACH_MINUTES ?= 150
+reachable: lab-prep
+	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
+	CGO_ENABLED=0 $(GO) build -o out/sysfuzz ./internal/cmd/sysfuzz
+	@mkdir -p out/reachable
+	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout $$(( $(REACH_MINUTES) + 10 ))m -out out/reachable -- \
+		/bin/busybox timeout -s INT $$(( $(REACH_MINUTES) * 60 )) out/hapscope-matrix reachable --root /host --out /out \
+		--fuzzer $(CURDIR)/out/sysfuzz --runsc $(LAB_CACHE)/runsc/runsc --programs $(PROGRAMS) $(REACH_FLAGS)
 
 # What measuring costs (issue 6): redis SET and express in three rounds of
 # untraced, hapscope counts, hapscope pruned, then once under ftrace

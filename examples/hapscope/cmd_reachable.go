@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/internal/matrix"
+	"github.com/hapscope/hapscope/internal/reach"
+	"github.com/hapscope/hapscope/internal/sysfuzz"
+)
+
+func init() {
+	register("reachable", "reachable HAP: what a system call fuzzer inside each runtime drives, guided by coverage and not", cmdReachable)
+}
+
+// reachRuntimes are the rows of the reachable-HAP table: the deployed
+// runtimes, Docker without seccomp, and Docker under a profile generated
+// from redis' own system calls.
+var reachRuntimes = []string{"native", "docker", "docker-gvisor-systrap", "docker-gvisor-ptrace", "bubblewrap", "docker-noseccomp", "docker-redis-profile"}
+
+func cmdReachable(args []string) int {
+	fs := flag.NewFlagSet("reachable", flag.ContinueOnError)
+	var sf scoreFlags
+	sf.register(fs)
+	out := fs.String("out", "out/reachable", "directory for reachable.json and each row's profiles (JSON)")
+	root := fs.String("root", "", "directory holding the userland the runtimes run from (the lab passes /host)")
+	runsc := fs.String("runsc", defaultLabCache("runsc/runsc"), "gVisor runsc binary (inside --root)")
+	fuzzer := fs.String("fuzzer", "", "static sysfuzz binary (inside --root; CGO_ENABLED=0 go build ./internal/cmd/sysfuzz)")
+	programs := fs.Int("programs", 300, "programs per run: the budget, the same for every row")
+	seed := fs.Uint64("seed", 1, "random seed of the program stream")
+	points := fs.Int("points", 10, "points of the growth curve")
+	runtimes := fs.String("runtimes", strings.Join(reachRuntimes, ","), "comma-separated rows")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hapscope reachable --fuzzer PATH [--programs N] [--seed S] [--runtimes R,…] [flags]")
+		fmt.Fprintln(fs.Output(), "Runs the sysfuzz executor as the workload of each runtime (as nobody, driven over TCP) and")
+		fmt.Fprintln(fs.Output(), "prints the host-kernel functions and lines its programs reached: unguided (the seeded stream)")
+		fmt.Fprintln(fs.Output(), "and guided (programs that reached new functions mutated). docker-redis-profile runs it under")
+		fmt.Fprintln(fs.Output(), "the seccomp profile generated from redis' own calls (and the fuzzer harness'). `make reachable`")
+		fmt.Fprintln(fs.Output(), "runs it in the lab.")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 || *fuzzer == "" {
+		fs.Usage()
+		return exitUsage
+	}
+	if *programs < 1 || *points < 1 {
+		return usageError(fmt.Errorf("-programs %d, -points %d: both must be at least 1", *programs, *points))
+	}
+	if err := sf.Validate(); err != nil {
+		return usageError(err)
+	}
+	all := map[string]matrix.Runtime{}
+	for _, rt := range matrix.Study2018(*runsc) {
+		all[rt.Name] = rt
+	}
+	var rows []string
+	for _, name := range splitList(*runtimes) {
+		if _, ok := all[name]; !ok && name != "docker-redis-profile" {
+			return usageError(fmt.Errorf("unknown runtime %q (have %s)", name, strings.Join(reachRuntimes, ", ")))
+		}
+		rows = append(rows, name)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fail(err)
+	}
+	env, cleanup, err := planEnv("hapscope-reachable", *root)
+	if err != nil {
+		return fail(err)
+	}
+	defer cleanup()
+	fz := matrix.Fuzzer(*fuzzer, "serve")
+
+	plan := matrix.Plan{Workloads: []matrix.Workload{fz}}
+	var profileNote string
+	for _, name := range rows {
+		if name != "docker-redis-profile" {
+			plan.Runtimes = append(plan.Runtimes, all[name])
+			continue
+		}
+		rt, note, err := redisProfileRow(ctx, env, sf, fz)
+		if err != nil {
+			return fail(fmt.Errorf("docker-redis-profile: %w", err))
+		}
+		plan.Runtimes, profileNote = append(plan.Runtimes, rt), note
+	}
+
+	o, err := sf.options()
+	if err != nil {
+		return fail(err)
+	}
+	o.Coverage.Attribution = false
+	sc, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer sc.Close()
+	start := time.Now()
+	res, err := plan.Reach(ctx, env, sc.Tracer(), reach.Options{Seed: *seed, Programs: *programs, Points: *points,
+		Progress: func(p reach.Point) {
+			fmt.Fprintf(os.Stderr, "reachable: %d programs, %d functions\n", p.Programs, p.Functions)
+		}})
+	if err != nil {
+		return fail(err)
+	}
+	return writeReachable(ctx, sc, res, *out, *programs, *points, *seed, profileNote, time.Since(start))
+}
+
+// redisProfileRow measures redis' system calls and the fuzzer harness' from
+// their start, natively, and returns the Docker row whose seccomp profile
+// allows exactly those.
+func redisProfileRow(ctx context.Context, env *matrix.Env, sf scoreFlags, fz matrix.Workload) (matrix.Runtime, string, error) {
+	o, err := sf.options()
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	o.Warmup, o.Window, o.Samples = hap.NoWarmup, 20*time.Second, 4
+	o.Coverage.Attribution, o.Coverage.Counts = true, true
+	sc, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	defer sc.Close()
+	// Both as Docker runs them, from runc init's joining the container's
+	// cgroup: runc's own calls after it installs the filter must pass too.
+	docker := matrix.Docker("docker", matrix.DockerOptions{})
+	redis, err := matrix.Syscalls(ctx, env, sc, matrix.Redis("set"), docker)
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	harness, err := matrix.Syscalls(ctx, env, sc, fz, docker)
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	g, extra, err := matrix.HarnessProfile(redis, harness)
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	b, err := g.Profile.JSON()
+	if err != nil {
+		return matrix.Runtime{}, "", err
+	}
+	note := fmt.Sprintf("docker-redis-profile: %d system calls allowed: redis-server's %d (from runc init to a SET load, under Docker) and %d of the fuzzer's harness redis does not make (%s)",
+		len(g.Allowed), len(redis), len(extra), strings.Join(extra, " "))
+	rt := matrix.Docker("docker-redis-profile", matrix.DockerOptions{SecurityOpt: []string{"seccomp=" + string(b)}})
+	rt.Variant = "Docker under the seccomp profile hapscope seccomp generates from redis-server's own calls: what a compromised redis could reach"
+	return rt, note, nil
+}
+
+// reachJSON is reachable.json.
+type reachJSON struct {
+	Programs int            `json:"programs"`
+	Seed     uint64         `json:"seed"`
+	Took     string         `json:"took"`
+	Note     string         `json:"note,omitempty"`
+	Rows     []reachRowJSON `json:"rows"`
+	Calls    []string       `json:"calls"` // the fuzzer's system calls
+	Kernel   string         `json:"kernel"`
+}
+
+type reachRowJSON struct {
+	Runtime  string        `json:"runtime"`
+	Variant  string        `json:"variant,omitempty"`
+	Describe string        `json:"describe,omitempty"`
+	Skipped  string        `json:"skipped,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Unguided *reachRunJSON `json:"unguided,omitempty"`
+	Guided   *reachRunJSON `json:"guided,omitempty"`
+}
+
+type reachRunJSON struct {
+	Functions int           `json:"functions"`
+	Lines     int           `json:"lines"`
+	Calls     int           `json:"calls"`
+	Errors    int           `json:"failed_calls"`
+	Curve     []reach.Point `json:"curve"`
+	Corpus    int           `json:"corpus"`
+}
+
+func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow, out string, programs, points int, seed uint64, note string, took time.Duration) int {
+	doc := reachJSON{Programs: programs, Seed: seed, Took: took.Round(time.Second).String(), Note: note}
+	for _, c := range sysfuzz.Syscalls {
+		doc.Calls = append(doc.Calls, c.Name)
+	}
+	failed := 0
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "runtime\tunguided functions\tlines\tguided functions\tlines\tguided curve (functions every %d programs)\t\n", max(programs/points, 1))
+	for _, r := range rows {
+		row := reachRowJSON{Runtime: r.Runtime, Variant: r.Variant, Describe: r.Describe, Skipped: r.Skipped}
+		if r.Err != nil {
+			row.Error = r.Err.Error()
+			failed++
+		}
+		label := r.Runtime
+		if r.Variant != "" {
+			label += " (variant)"
+		}
+		var cols []string
+		for i, res := range []*reach.Result{r.Unguided, r.Guided} {
+			if res == nil {
+				cols = append(cols, "-", "-")
+				continue
+			}
+			p, err := sc.Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "hapscope:", err)
+				failed++
+				cols = append(cols, "-", "-")
+				continue
+			}
+			doc.Kernel = p.Release
+			run := &reachRunJSON{Functions: len(p.Functions), Lines: p.Lines.Total, Calls: res.Calls, Errors: res.Errors, Curve: res.Curve, Corpus: len(res.Corpus)}
+			if i == 0 {
+				row.Unguided = run
+			} else {
+				row.Guided = run
+			}
+			name := filepath.Join(out, strings.ReplaceAll(p.Label, "/", "-")+".json")
+			if err := writeProfile(name, p); err != nil {
+				fmt.Fprintln(os.Stderr, "hapscope:", err)
+			}
+			cols = append(cols, fmt.Sprint(len(p.Functions)), fmt.Sprint(p.Lines.Total))
+		}
+		curve := ""
+		switch {
+		case r.Skipped != "":
+			curve = "skipped: " + r.Skipped
+		case r.Err != nil:
+			curve = "FAILED: " + r.Err.Error()
+		case r.Guided != nil:
+			var pts []string
+			for _, pt := range r.Guided.Curve {
+				pts = append(pts, fmt.Sprint(pt.Functions))
+			}
+			curve = strings.Join(pts, " ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", label, strings.Join(cols, "\t"), curve)
+		doc.Rows = append(doc.Rows, row)
+	}
+	if err := tw.Flush(); err != nil {
+		return fail(err)
+	}
+	if note != "" {
+		fmt.Println("\n" + note)
+	}
+	if err := writeJSONFile(filepath.Join(out, "reachable.json"), doc); err != nil {
+		return fail(err)
+	}
+	fmt.Printf("\n%d programs per run, seed %d; reachable.json and the profiles: %s (took %s)\n", programs, seed, out, took.Round(time.Second))
+	if failed > 0 {
+		return fail(errors.New("some rows failed; see the table"))
+	}
+	return 0
+}
