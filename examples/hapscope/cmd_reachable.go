@@ -114,10 +114,21 @@ func cmdReachable(args []string) int {
 		Progress: func(p reach.Point) {
 			fmt.Fprintf(os.Stderr, "reachable: %d programs, %d functions\n", p.Programs, p.Functions)
 		}})
+	partial := ""
 	if err != nil {
-		return fail(err)
+		// Interrupted: the rows that finished are written, marked.
+		if ctx.Err() == nil || len(res) == 0 {
+			return fail(err)
+		}
+		partial = fmt.Sprintf("interrupted after %d of %d rows (%v)", len(res), len(plan.Runtimes), err)
+		fmt.Fprintln(os.Stderr, "reachable:", partial)
+		profileNote = strings.TrimPrefix(profileNote+"\n"+partial, "\n")
 	}
-	return writeReachable(ctx, sc, res, *out, *programs, *points, *seed, profileNote, time.Since(start))
+	code := writeReachable(context.WithoutCancel(ctx), sc, res, *out, *programs, *points, *seed, profileNote, time.Since(start))
+	if partial != "" {
+		return 1
+	}
+	return code
 }
 
 // redisProfileRow measures redis' system calls and the fuzzer harness' from

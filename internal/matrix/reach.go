@@ -64,7 +64,8 @@ type ReachRow struct {
 // gVisor: the container's cgroup, the runtime's daemons left out) or the
 // whole cell, added once the fuzzer answers: the function sets start from
 // the fuzzer's first session, the same for every row. tr probes the
-// catalogue the rows are compared over.
+// catalogue the rows are compared over. When ctx ends, it returns the rows
+// finished by then with ctx's error.
 func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.Options) ([]ReachRow, error) {
 	if len(p.Workloads) != 1 || p.Workloads[0].Service.Port != FuzzPort {
 		return nil, errors.New("a reach plan has one workload, the Fuzzer")
@@ -90,7 +91,7 @@ func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.
 			o.Guided = guided
 			res, describe, err := p.reachCell(ctx, e, tr, w, rt, o)
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return finished(p.Runtimes, byName), ctx.Err()
 			}
 			row.Describe = describe
 			if err != nil {
@@ -108,11 +109,18 @@ func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.
 		}
 		byName[rt.Name] = row
 	}
-	rows := make([]ReachRow, 0, len(p.Runtimes))
-	for _, rt := range p.Runtimes {
-		rows = append(rows, byName[rt.Name])
+	return finished(p.Runtimes, byName), nil
+}
+
+// finished returns the rows of byName in the order of runtimes.
+func finished(runtimes []Runtime, byName map[string]ReachRow) []ReachRow {
+	var rows []ReachRow
+	for _, rt := range runtimes {
+		if r, ok := byName[rt.Name]; ok {
+			rows = append(rows, r)
+		}
 	}
-	return rows, nil
+	return rows
 }
 
 // reachCell starts the fuzzer under rt, scopes its sandbox and drives one
