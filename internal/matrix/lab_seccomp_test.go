@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -44,21 +43,7 @@ func TestLabSeccompGenerated(t *testing.T) {
 		Coverage: coverage.Options{Attribution: true}}
 	opt.ModuleDebug = labtest.ModuleDebug()
 	opt.Symbolize = symbolize.Options{CacheDir: labtest.IndexCache()}
-	root, err := Cgroup2Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &Env{Root: labtest.HostRoot, Cgroup: filepath.Join(root, "hapscope-seccomp"), Work: "/tmp/hapscope-seccomp",
-		Data: os.Getenv(labtest.EnvScratch), Host: os.Getenv(labtest.EnvAddr), Log: testLog{t}}
-	if env.Data == "" || env.Host == "" {
-		t.Fatalf("the lab exported no scratch disk (%s) or address (%s)", labtest.EnvScratch, labtest.EnvAddr)
-	}
-	for _, d := range []string{env.inRoot(env.Work), env.Cgroup} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer os.Remove(env.Cgroup)
+	env := labEnv(t, "hapscope-seccomp")
 	sc, err := hap.NewScorer(ctx, opt)
 	if err != nil {
 		t.Fatal(err)

@@ -86,19 +86,7 @@ func TestLabMatrixSmoke(t *testing.T) {
 		t.Logf("6.1: fentry on %d functions of the socket/epoll/futex paths", len(opt.Catalogue.Functions))
 		minFuncs = 5
 	}
-	root, err := Cgroup2Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &Env{Root: labtest.HostRoot, Cgroup: filepath.Join(root, "hapscope-matrix-smoke"), Work: "/tmp/hapscope-matrix-smoke",
-		Data: os.Getenv(labtest.EnvScratch), Host: os.Getenv(labtest.EnvAddr), Log: testLog{t}}
-	if env.Data == "" || env.Host == "" {
-		t.Fatalf("the lab exported no scratch disk (%s) or address (%s)", labtest.EnvScratch, labtest.EnvAddr)
-	}
-	if err := os.MkdirAll(env.inRoot(env.Work), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(env.Cgroup)
+	env := labEnv(t, "hapscope-matrix-smoke")
 	docker, gvisor := dockerRunc(), Runsc("systrap", runsc)
 	if labtest.Kernel() == "6.12" {
 		docker = Docker("docker", DockerOptions{})
@@ -226,6 +214,29 @@ func checkSandboxSplit(t *testing.T, g Cell) {
 	parent.Profile = ctr
 	checkWithin(t, parent, "sentry", "stubs", "gofer")
 	checkWithin(t, g, "container", "runtime")
+}
+
+// labEnv is the matrix environment of a lab test: the host's root, a
+// cgroup and a work dir named name, the lab's scratch disk and address.
+// The cgroup is removed when the test ends.
+func labEnv(t *testing.T, name string) *Env {
+	t.Helper()
+	root, err := Cgroup2Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{Root: labtest.HostRoot, Cgroup: filepath.Join(root, name), Work: "/tmp/" + name,
+		Data: os.Getenv(labtest.EnvScratch), Host: os.Getenv(labtest.EnvAddr), Log: testLog{t}}
+	if env.Data == "" || env.Host == "" {
+		t.Fatalf("the lab exported no scratch disk (%s) or address (%s)", labtest.EnvScratch, labtest.EnvAddr)
+	}
+	for _, d := range []string{env.inRoot(env.Work), env.Cgroup} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { os.Remove(env.Cgroup) })
+	return env
 }
 
 type testLog struct{ t *testing.T }
