@@ -19,6 +19,7 @@ func cmdSeccomp(args []string) int {
 	fs := flag.NewFlagSet("seccomp", flag.ContinueOnError)
 	out := fs.String("o", "", "write the seccomp profile to this file instead of stdout")
 	steady := fs.Bool("steady-state", false, "accept a profile that did not measure the workload's start-up (its start-up calls will be denied)")
+	emptyStart := fs.Bool("empty-start", false, "the profile scored a cgroup that was empty when its window opened (hapscope score --warmup 0 --cgroup DIR, then docker run --cgroup-parent DIR): its start-up was measured")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope seccomp [-o FILE] [--steady-state] PROFILE.json")
 		fmt.Fprintln(fs.Output(), "Writes the seccomp profile (Docker's --security-opt seccomp=FILE, the OCI spec's linux.seccomp)")
@@ -27,6 +28,11 @@ func cmdSeccomp(args []string) int {
 		fmt.Fprintln(fs.Output(), "  hapscope run --syscalls --warmup 0 --window D -o PROFILE.json -- CMD [ARG...]")
 		fmt.Fprintln(fs.Output(), "with the whole catalogue (every system call enters a probed function, its __x64_sys_ entry")
 		fmt.Fprintln(fs.Output(), "point) and a window that covers all the workload does: a call it makes later is denied.")
+		fmt.Fprintln(fs.Output(), "For a container, measure it as its runtime starts it: the OCI runtime (runc init) makes calls")
+		fmt.Fprintln(fs.Output(), "after it installs the filter, which a native run does not. With Docker: score an empty cgroup")
+		fmt.Fprintln(fs.Output(), "and start the container into it, then pass --empty-start:")
+		fmt.Fprintln(fs.Output(), "  mkdir /sys/fs/cgroup/app; hapscope score --syscalls --warmup 0 --window D --cgroup /sys/fs/cgroup/app -o PROFILE.json &")
+		fmt.Fprintln(fs.Output(), "  docker run --cgroup-parent /app …")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args); !ok {
@@ -45,7 +51,7 @@ func cmdSeccomp(args []string) int {
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", fs.Arg(0), err))
 	}
-	names, err := syscallsOf(p, *steady)
+	names, err := syscallsOf(p, *steady, *emptyStart)
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", fs.Arg(0), err))
 	}
@@ -74,8 +80,9 @@ func cmdSeccomp(args []string) int {
 
 // syscallsOf returns the system calls p's tasks made, refusing a profile
 // that cannot list them all: measured without attribution, with origins
-// lost, or (unless steady) without the workload's start-up.
-func syscallsOf(p *hap.Profile, steady bool) ([]string, error) {
+// lost, or (unless steady) without the workload's start-up; emptyStart
+// says a scored cgroup was empty when the window opened.
+func syscallsOf(p *hap.Profile, steady, emptyStart bool) ([]string, error) {
 	if len(p.Origins) == 0 {
 		return nil, errors.New("no system call origins: measure it with --syscalls (hapscope run --syscalls --warmup 0 …)")
 	}
@@ -86,8 +93,8 @@ func syscallsOf(p *hap.Profile, steady bool) ([]string, error) {
 		switch {
 		case p.Warmup > 0:
 			return nil, fmt.Errorf("its first %s (the warm-up) were not measured: the workload's start-up calls would be denied; measure with --warmup 0, or pass --steady-state", p.Warmup.Round(time.Millisecond))
-		case p.Workload == nil:
-			return nil, errors.New("it scored a cgroup whose tasks were already running: their start-up was not measured; measure with hapscope run --warmup 0, or pass --steady-state")
+		case p.Workload == nil && !emptyStart:
+			return nil, errors.New("it scored an existing cgroup, whose tasks' start-up hapscope cannot vouch for: measure with hapscope run --warmup 0; or, if the cgroup was empty when the window opened (a container started into it), pass --empty-start; or pass --steady-state")
 		}
 	}
 	return seccomp.Syscalls(p)

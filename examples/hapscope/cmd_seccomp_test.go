@@ -86,7 +86,8 @@ func TestSeccompCommand(t *testing.T) {
 		{"no origins", originProfile(t, run, nil), nil, 1, "--syscalls"},
 		{"warm-up", originProfile(t, warm, map[string]uint64{"read": 1}), nil, 1, "first 5s (the warm-up) were not measured"},
 		{"warm-up accepted", originProfile(t, warm, map[string]uint64{"read": 1}), []string{"--steady-state"}, 0, "1 system calls allowed"},
-		{"existing cgroup", originProfile(t, scored, map[string]uint64{"read": 1}), nil, 1, "already running"},
+		{"existing cgroup", originProfile(t, scored, map[string]uint64{"read": 1}), nil, 1, "--empty-start"},
+		{"empty at start", originProfile(t, scored, map[string]uint64{"read": 1}), []string{"--empty-start"}, 0, "1 system calls allowed"},
 		{"origins lost", originProfile(t, dropped, map[string]uint64{"read": 1}), []string{"--steady-state"}, 1, "7 calls were not recorded"},
 		{"only faults", originProfile(t, run, map[string]uint64{"page fault": 1}), nil, 1, "no system calls to allow"},
 	} {
