@@ -575,9 +575,11 @@ func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, erro
 // DebugModulePatterns name the modules (shell patterns over module names)
 // whose debug files DebugModules extracts, with their dependencies: what a
 // container's network and storage drive (Docker's bridge network with
-// nftables or iptables-nft NAT, overlay2) and what the lab's tests load.
+// nftables or iptables-nft NAT, overlay2; dockerd loads xfrm_user at its
+// start, and a container's runc init drove it) and what the lab's tests
+// load.
 var DebugModulePatterns = []string{
-	"veth", "bridge", "br_netfilter", "llc", "stp", "overlay", "dummy", "tun",
+	"veth", "bridge", "br_netfilter", "llc", "stp", "overlay", "dummy", "tun", "xfrm_*",
 	"macvlan", "ipvlan", "vxlan", "virtio_net", "fuse", "virtiofs",
 	"nf_*", "nft_*", "xt_*", "nfnetlink*", "x_tables",
 	"ip_tables", "ip6_tables", "iptable_*", "ip6table_*", "ipt_*", "ip6t_*",
