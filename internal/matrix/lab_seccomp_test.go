@@ -32,12 +32,7 @@ func TestLabSeccompGenerated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every system call enters its __x64_sys_ entry point (and, from 6.9,
-	// the x64_sys_call dispatcher): attributing calls of those lists every
-	// call the workload made, at a fraction of the whole catalogue's cost.
-	sub := cat.Subset(func(f coverage.Function) bool {
-		return strings.HasPrefix(f.Name, "__x64_sys_") || f.Name == "x64_sys_call"
-	})
+	sub := SyscallEntries(cat)
 	t.Logf("attributing calls of %d system call entry points", len(sub.Functions))
 	opt := hap.ScoreOptions{Warmup: hap.NoWarmup, Window: 20 * time.Second, Samples: 4, Catalogue: sub,
 		Coverage: coverage.Options{Attribution: true}}

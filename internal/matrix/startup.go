@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
+	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/seccomp"
 )
@@ -139,4 +141,14 @@ func HarnessProfile(workload, harness []string) (g *seccomp.Generated, extra []s
 	slices.Sort(extra)
 	g, err = seccomp.Allow(append(slices.Clone(workload), extra...))
 	return g, extra, err
+}
+
+// SyscallEntries is the part of cat that system calls enter: every call's
+// __x64_sys_ entry point (and the x64_sys_call dispatcher, from 6.9). A
+// tracer attributing calls over it lists every call a workload made
+// (Syscalls) at a fraction of the whole catalogue's cost.
+func SyscallEntries(cat *coverage.Catalogue) *coverage.Catalogue {
+	return cat.Subset(func(f coverage.Function) bool {
+		return f.Module == "" && (strings.HasPrefix(f.Name, "__x64_sys_") || f.Name == "x64_sys_call")
+	})
 }
