@@ -239,6 +239,9 @@ func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow,
 			p, err := sc.Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
+				if row.Error == "" {
+					row.Error = err.Error()
+				}
 				failed++
 				cols = append(cols, "-", "-")
 				continue

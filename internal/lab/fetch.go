@@ -576,11 +576,12 @@ func DebugVmlinux(ctx context.Context, name string, log io.Writer) (string, erro
 // whose debug files DebugModules extracts, with their dependencies: what a
 // container's network and storage drive (Docker's bridge network with
 // nftables or iptables-nft NAT, overlay2; dockerd loads xfrm_user at its
-// start, and a container's runc init drove it) and what the lab's tests
-// load.
+// start, and a container's runc init drove it), the lab guest's own devices
+// (virtio_blk under the scratch disk: a fuzzer's fsync reaches it) and what
+// the lab's tests load.
 var DebugModulePatterns = []string{
 	"veth", "bridge", "br_netfilter", "llc", "stp", "overlay", "dummy", "tun", "xfrm_*",
-	"macvlan", "ipvlan", "vxlan", "virtio_net", "fuse", "virtiofs",
+	"macvlan", "ipvlan", "vxlan", "virtio_*", "fuse", "virtiofs",
 	"nf_*", "nft_*", "xt_*", "nfnetlink*", "x_tables",
 	"ip_tables", "ip6_tables", "iptable_*", "ip6table_*", "ipt_*", "ip6t_*",
 	"ebtables", "ebtable_*", "ebt_*", "ip_set*", "ip_vs*",
