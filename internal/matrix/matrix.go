@@ -201,6 +201,9 @@ type Runtime struct {
 	Start func(ctx context.Context, e *Env, name, dir string, svc Service) (*Instance, error)
 }
 
+// UsesDocker reports whether rt runs through the plan's Docker daemons.
+func (rt Runtime) UsesDocker() bool { return rt.docker != nil }
+
 // Instance is a started service.
 type Instance struct {
 	// Stop stops it and cleans up.
