@@ -74,7 +74,8 @@ func ParseOrigin(s string) (Origin, error) {
 	}
 	if n, ok := strings.CutPrefix(s, "syscall "); ok {
 		nr, err := strconv.ParseUint(n, 10, 16)
-		if err == nil && nr < bpf.SyscallOrigins && syscalls.Name(int(nr)) == "" {
+		// Only the form String writes: no sign, no leading zero.
+		if err == nil && strconv.FormatUint(nr, 10) == n && nr < bpf.SyscallOrigins && syscalls.Name(int(nr)) == "" {
 			return Origin(nr), nil
 		}
 	}

@@ -32,7 +32,7 @@ func TestOriginString(t *testing.T) {
 	if _, ok := OriginFault.Syscall(); ok {
 		t.Error("OriginFault is a system call")
 	}
-	for _, bad := range []string{"", "syscall 0", "syscall 1024", "syscall x", "readx", "Origin(1028)"} {
+	for _, bad := range []string{"", "syscall 0", "syscall 1024", "syscall x", "readx", "Origin(1028)", "syscall 01000", "syscall +1000"} {
 		if o, err := ParseOrigin(bad); err == nil {
 			t.Errorf("ParseOrigin(%q) = %d, want an error", bad, o)
 		}
