@@ -31,8 +31,10 @@ const udpPackets = 300
 // slack is how many of the sender's datagrams may be received at a hard-IRQ
 // exit rather than in its own do_softirq() (see checkSend): a timing race,
 // 0-2 of 300 on an idle machine, 16 of 300 once on 6.1 while the host was
-// busy (emulation stretches the window).
-const slack = udpPackets / 10
+// busy, 87 of 300 once on 6.1 in CI beside a 6.12 guest and the host's
+// builds (emulation stretches the window). Without the guard all of them
+// are: a third still tells the two apart.
+const slack = udpPackets / 3
 
 // minOwn is how many of the sender's datagrams must be received in its own
 // do_softirq(). The others go to ksoftirqd, in no context of the sender's:
