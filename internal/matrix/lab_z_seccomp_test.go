@@ -18,6 +18,11 @@ import (
 	"github.com/hapscope/hapscope/symbolize"
 )
 
+// This file's name sorts after lab_test.go so that its test runs after
+// TestLabMatrixSmoke in the same guest: Docker's NAT chains outlive its
+// daemons, and a native row measured after them drives nf_conntrack and
+// nf_nat (CI: 12 and 5 functions), which the smoke test rightly refuses.
+
 // TestLabSeccompGenerated: the seccomp profile generated from redis' own
 // system calls — measured under Docker from runc init's joining the
 // container's cgroup through redis' steady state under load — runs redis
