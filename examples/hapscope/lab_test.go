@@ -17,6 +17,7 @@ import (
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/matrix"
 	"github.com/hapscope/hapscope/internal/seccomp"
 )
 
@@ -321,10 +322,8 @@ func TestLabSeccompFromStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, f := range cat.Functions {
-		if strings.HasPrefix(f.Name, "__x64_sys_") || f.Name == "x64_sys_call" {
-			names = append(names, f.Name)
-		}
+	for _, f := range matrix.SyscallEntries(cat).Functions {
+		names = append(names, f.Name)
 	}
 	file := filepath.Join(t.TempDir(), "functions")
 	if err := os.WriteFile(file, []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
