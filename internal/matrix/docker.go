@@ -656,9 +656,9 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	desc := d.describe(ctx, created.Id, opt, svc.Port != 0)
 	e.logf("matrix: %s: %s", id, desc)
 	ctr := filepath.Join(dir, created.Id)
-	parts := map[string]string{"container": ctr, "runtime": runtimeDir}
-	if opt.daemonsApart {
-		delete(parts, "runtime")
+	parts := map[string]string{"container": ctr}
+	if !opt.daemonsApart {
+		parts["runtime"] = runtimeDir
 	}
 	var unsplit func() error
 	if opt.Runtime == "runsc" {
