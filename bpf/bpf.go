@@ -174,14 +174,18 @@ type Objects struct {
 	ctxSrc string
 	sorted []uint64 // Config.Addrs, sorted
 
-	mu      sync.Mutex
-	progs   map[string]*ebpf.Program
-	used    [MaxScopes]bool // scope slots set
-	bh      []link.Link     // the soft-IRQ guard, entry first
-	bhSrc   string
-	fault   link.Link         // AttachFaults
-	epochs  [MaxScopes]uint32 // each slot's origin epoch
-	scratch []uint64
+	mu     sync.Mutex
+	progs  map[string]*ebpf.Program
+	used   [MaxScopes]bool // scope slots set
+	bh     []link.Link     // the soft-IRQ guard, entry first
+	bhSrc  string
+	fault  link.Link         // AttachFaults
+	epochs [MaxScopes]uint32 // each slot's origin epoch
+	// Each slot's origin counts of closed epochs since its last reset
+	// (Origins drains them from the hash), and that reset's epoch.
+	closed    [MaxScopes]map[originID]uint64
+	resetFrom [MaxScopes]uint32
+	scratch   []uint64
 }
 
 // New creates the maps for cfg. Close releases them.
@@ -471,8 +475,18 @@ type originKey struct {
 	_      uint32
 }
 
-// Origins reads the counts by origin of slot (Config.Attribution), in no
-// particular order. Counters keep running while it reads.
+// originID is an origin count's key within one slot.
+type originID struct {
+	idx    uint32
+	origin uint16
+}
+
+// Origins returns the counts by origin of slot (Config.Attribution) since
+// its last ResetHits, in no particular order. It closes the slot's epoch
+// first, so the counts stop at the call's start and a caller that read
+// the slot's hits just before sees the same events in both: the counts of
+// closed epochs move from the kernel's hash to the Objects (the hash then
+// holds only the running epoch, whatever the number of calls).
 func (o *Objects) Origins(slot int) ([]OriginCount, error) {
 	if slot < 0 || slot >= MaxScopes {
 		return nil, fmt.Errorf("bpf: scope slot %d out of range [0,%d)", slot, MaxScopes)
@@ -481,44 +495,62 @@ func (o *Objects) Origins(slot int) ([]OriginCount, error) {
 		return nil, errors.New("bpf: Origins needs Config.Attribution")
 	}
 	o.mu.Lock()
-	epoch := o.epochs[slot]
-	o.mu.Unlock()
-	var out []OriginCount
-	var k originKey
-	var v uint64
-	it := o.maps[hapMapOrigins].Iterate()
-	for it.Next(&k, &v) {
-		if int(k.Scope) == slot && k.Epoch == epoch {
-			out = append(out, OriginCount{Index: int(k.Idx), Origin: Origin(k.Origin), Count: v})
-		}
-	}
-	if err := it.Err(); err != nil {
+	defer o.mu.Unlock()
+	if err := o.nextEpoch(slot); err != nil {
 		return nil, fmt.Errorf("bpf: read origins of scope slot %d: %w", slot, err)
+	}
+	if err := o.drainOrigins(slot); err != nil {
+		return nil, fmt.Errorf("bpf: read origins of scope slot %d: %w", slot, err)
+	}
+	out := make([]OriginCount, 0, len(o.closed[slot]))
+	for id, n := range o.closed[slot] {
+		out = append(out, OriginCount{Index: int(id.idx), Origin: Origin(id.origin), Count: n})
 	}
 	return out, nil
 }
 
-// resetOrigins starts a new epoch of slot's origin keys, at once, in
-// the slot's scope entry (unless the slot is unused), then deletes the keys
-// of earlier epochs, which Origins no longer reads.
+// resetOrigins starts a new epoch of slot's origin keys, at once, in the
+// slot's scope entry (unless the slot is unused), and forgets the counts of
+// earlier epochs.
 func (o *Objects) resetOrigins(slot int) error {
 	if !o.cfg.Attribution {
 		return nil
 	}
 	o.mu.Lock()
-	o.epochs[slot]++
-	epoch := o.epochs[slot]
-	o.mu.Unlock()
-	var cur scopeValue
-	if err := o.maps[hapMapScopes].Lookup(uint32(slot), &cur); err != nil {
+	defer o.mu.Unlock()
+	if err := o.nextEpoch(slot); err != nil {
 		return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
 	}
-	if cur.CgroupID != 0 {
-		cur.Epoch = epoch
-		if err := o.maps[hapMapScopes].Put(uint32(slot), cur); err != nil {
-			return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
-		}
+	o.resetFrom[slot] = o.epochs[slot]
+	o.closed[slot] = nil
+	if err := o.drainOrigins(slot); err != nil {
+		return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
 	}
+	return nil
+}
+
+// nextEpoch makes events of slot count under new keys from now on. Called
+// with o.mu held.
+func (o *Objects) nextEpoch(slot int) error {
+	o.epochs[slot]++
+	var cur scopeValue
+	if err := o.maps[hapMapScopes].Lookup(uint32(slot), &cur); err != nil {
+		return err
+	}
+	if cur.CgroupID != 0 {
+		cur.Epoch = o.epochs[slot]
+		return o.maps[hapMapScopes].Put(uint32(slot), cur)
+	}
+	return nil
+}
+
+// drainOrigins takes slot's keys of closed epochs out of the hash, adding
+// the counts of those since the last reset to o.closed[slot]. A program
+// that read the slot's epoch just before nextEpoch may still add a key of
+// a closed epoch after the walk: the next drain takes it. Called with o.mu
+// held.
+func (o *Objects) drainOrigins(slot int) error {
+	epoch := o.epochs[slot]
 	var keys []originKey
 	var k originKey
 	var v uint64
@@ -530,11 +562,21 @@ func (o *Objects) resetOrigins(slot int) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
+		return err
 	}
 	for _, k := range keys {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("bpf: reset origins of scope slot %d: %w", slot, err)
+		if err := m.LookupAndDelete(k, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		// Epochs wrap (uint32): an epoch counts if it is between the last
+		// reset's and the running one.
+		if k.Epoch-o.resetFrom[slot] < epoch-o.resetFrom[slot] {
+			if o.closed[slot] == nil {
+				o.closed[slot] = map[originID]uint64{}
+			}
+			o.closed[slot][originID{k.Idx, k.Origin}] += v
 		}
 	}
 	return nil
@@ -826,8 +868,9 @@ func (o *Objects) SetScope(slot int, cgroupID uint64, level int) error {
 	}
 	o.mu.Lock()
 	v := scopeValue{CgroupID: cgroupID, Level: uint32(level), Epoch: o.epochs[slot]}
+	err := o.maps[hapMapScopes].Put(uint32(slot), v) // under o.mu: no epoch starts meanwhile
 	o.mu.Unlock()
-	if err := o.maps[hapMapScopes].Put(uint32(slot), v); err != nil {
+	if err != nil {
 		return fmt.Errorf("set scope %d: %w", slot, err)
 	}
 	return o.markScope(slot, true)

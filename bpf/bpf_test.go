@@ -434,6 +434,37 @@ func TestOrigins(t *testing.T) {
 	if s.OriginsDropped != 0 {
 		t.Errorf("%d events' origins dropped", s.OriginsDropped)
 	}
+	// Origins closes an epoch at each call and keeps the counts: a later
+	// call adds the events since, and the hash keeps only the running
+	// epoch's keys.
+	reads := func(cs []OriginCount) (n uint64) {
+		for _, c := range cs {
+			if c.Index == 1 && c.Origin == unix.SYS_READ {
+				n += c.Count
+			}
+		}
+		return n
+	}
+	first := reads(got)
+	runIn(t, base, "dd if=/dev/zero of=/dev/null bs=1M count=50 2>/dev/null")
+	again, err := o.Origins(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := reads(again); n < first+50 || n > first+100 {
+		t.Errorf("a second Origins after 50 more reads: %d read events, the first %d", n, first)
+	}
+	var k originKey
+	var v uint64
+	stale := 0
+	for it := o.maps[hapMapOrigins].Iterate(); it.Next(&k, &v); {
+		if k.Epoch != o.epochs[3] {
+			stale++
+		}
+	}
+	if stale != 0 {
+		t.Errorf("%d keys of closed epochs left in the hash", stale)
+	}
 	// A reset of a live scope starts a new epoch of its origin keys: the
 	// old counts are gone, new calls count again.
 	if err := o.ResetHits(3); err != nil {
@@ -444,14 +475,8 @@ func TestOrigins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reads := uint64(0)
-	for _, c := range got {
-		if c.Index == 1 && c.Origin == unix.SYS_READ {
-			reads += c.Count
-		}
-	}
-	if reads < 100 || reads > 150 {
-		t.Errorf("after a reset and 100 reads, %d read events (want 100 and the shell's few)", reads)
+	if n := reads(got); n < 100 || n > 150 {
+		t.Errorf("after a reset and 100 reads, %d read events (want 100 and the shell's few)", n)
 	}
 	o.ClearScope(3)
 	if err := o.ResetHits(3); err != nil {

@@ -153,12 +153,13 @@ func checkOrigins(t *testing.T, p *Profile) {
 		for _, n := range f.Origins {
 			sum += n
 		}
-		// The counters and the origins are read one after the other at
-		// the window's end while the fixture runs: the origins count the
-		// calls made while the hash is walked too (up to 10 % more on
-		// 6.12). A reset switches the origins' epoch right after zeroing
-		// the counters, so the window's start adds no skew.
-		if float64(sum) < 0.95*float64(f.Hits)-5 || float64(sum) > 1.2*float64(f.Hits)+10 {
+		// The counters are read, then the origins' epoch is closed (a
+		// few microseconds later) and the closed epochs read: both count
+		// the same events but those of that gap. (Before, the origins
+		// were read live while the hash was walked: switch_ldt once had
+		// 256 hits and 391 by origin on 6.12.) A reset switches the
+		// origins' epoch right after zeroing the counters.
+		if float64(sum) < 0.95*float64(f.Hits)-5 || float64(sum) > 1.05*float64(f.Hits)+5 {
 			t.Errorf("%s: %d hits, %d by origin %v", f.Name, f.Hits, sum, f.Origins)
 		}
 		if f.Origins["pread64"] > 0 && f.Origins["mkdirat"] > 0 {
