@@ -246,7 +246,77 @@ func (e *Env) stopDocker() error {
 	}
 	err := e.docker.stop()
 	e.docker = nil
-	return errors.Join(err, RemoveCgroup(filepath.Join(e.Cgroup, "docker-daemons")))
+	return errors.Join(err, RemoveCgroup(filepath.Join(e.Cgroup, "docker-daemons")), e.dropDockerTables())
+}
+
+// saveTables lists the firewall's tables before the plan's Docker first
+// starts. dockerd adds nat and filter tables (iptables-nft) that outlive
+// it, and with them every later connection on this machine passes
+// conntrack and NAT: a native row measured after would be "native on a
+// Docker host". stopDocker deletes the tables that were not there before
+// (those that were, Docker's chains in them included, stay as they are).
+func (e *Env) saveTables(ctx context.Context) error {
+	if e.tablesBefore != nil {
+		return nil
+	}
+	t, err := e.tables(ctx)
+	if err != nil {
+		return err
+	}
+	e.tablesBefore = t
+	return nil
+}
+
+// tables lists the firewall's tables ("ip nat", "ip6 filter", …).
+func (e *Env) tables(ctx context.Context) ([]string, error) {
+	out, err := e.command(ctx, -1, "nft", "list", "tables").Output()
+	if err != nil {
+		return nil, fmt.Errorf("list the firewall's tables (nft list tables; apt-get install nftables): %w", err)
+	}
+	return parseTables(string(out)), nil
+}
+
+// parseTables reads `nft list tables`: a "table FAMILY NAME" line each.
+func parseTables(s string) []string {
+	t := []string{}
+	for line := range strings.Lines(s) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "table" {
+			t = append(t, f[1]+" "+f[2])
+		}
+	}
+	return t
+}
+
+// dropDockerTables deletes the tables made since saveTables.
+func (e *Env) dropDockerTables() error {
+	if e.tablesBefore == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	now, err := e.tables(ctx)
+	if err != nil {
+		return err
+	}
+	var script strings.Builder
+	var made []string
+	for _, t := range now {
+		if !slices.Contains(e.tablesBefore, t) {
+			fmt.Fprintf(&script, "delete table %s\n", t)
+			made = append(made, t)
+		}
+	}
+	e.tablesBefore = nil
+	if len(made) == 0 {
+		return nil
+	}
+	c := e.command(ctx, -1, "nft", "-f", "-")
+	c.Stdin = strings.NewReader(script.String())
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("delete the firewall tables Docker made (%s): %w: %s", strings.Join(made, ", "), err, out)
+	}
+	e.logf("matrix: docker stopped: deleted the firewall tables it made (%s)", strings.Join(made, ", "))
+	return nil
 }
 
 // daemonPrograms are Docker's daemons and the programs they run for a
@@ -368,6 +438,9 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	}
 	if err := e.offVirtiofs(); err != nil {
 		return nil, fmt.Errorf("run Docker's programs off the virtiofs root: %w", err)
+	}
+	if err := e.saveTables(ctx); err != nil {
+		return nil, err
 	}
 	// containerd runs as its own service, as Debian's containerd.service
 	// runs it, rather than supervised by dockerd: dockerd gives its own

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,9 +111,18 @@ func TestLabMatrixSmoke(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	before, err := env.tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cells, err := plan.Run(ctx, env, sc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The plan's Docker is gone and so are its firewall tables: no later
+	// row or test runs on "a Docker host".
+	if after, err := env.tables(ctx); err != nil || !slices.Equal(after, before) {
+		t.Errorf("firewall tables after the plan: %q (%v), before: %q", after, err, before)
 	}
 	if len(cells) != len(plan.Runtimes) {
 		t.Fatalf("%d cells, want %d", len(cells), len(plan.Runtimes))

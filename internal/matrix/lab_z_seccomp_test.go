@@ -19,9 +19,11 @@ import (
 )
 
 // This file's name sorts after lab_test.go so that its test runs after
-// TestLabMatrixSmoke in the same guest: Docker's NAT chains outlive its
-// daemons, and a native row measured after them drives nf_conntrack and
-// nf_nat (CI: 12 and 5 functions), which the smoke test rightly refuses.
+// TestLabMatrixSmoke in the same guest. Docker's firewall tables outlived
+// its daemons once, and a native row measured after them drove
+// nf_conntrack and nf_nat (CI: 12 and 5 functions), which the smoke test
+// rightly refused; stopDocker now deletes the tables Docker made (the
+// smoke test checks), and the order is kept as a second guard.
 
 // TestLabSeccompGenerated: the seccomp profile generated from redis' own
 // system calls — measured under Docker from runc init's joining the

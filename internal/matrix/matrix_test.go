@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -714,4 +715,30 @@ func TestDemuxLogs(t *testing.T) {
 	if got := demuxLogs(append(frame(1, "ok\n"), 1, 0, 0, 0, 0, 0, 0, 9, 'x')); got != "ok\n\x01\x00\x00\x00\x00\x00\x00\x09x" {
 		t.Errorf("demuxLogs of a cut frame: %q", got)
 	}
+}
+
+// nft list tables after dockerd 20.10 (iptables-nft) started on a machine
+// with no firewall.
+const nftTables = "table ip nat\ntable ip filter\ntable ip6 nat\ntable ip6 filter\n"
+
+func TestParseTables(t *testing.T) {
+	if got, want := parseTables(nftTables), []string{"ip nat", "ip filter", "ip6 nat", "ip6 filter"}; !slices.Equal(got, want) {
+		t.Errorf("parseTables = %q, want %q", got, want)
+	}
+	if got := parseTables(""); got == nil || len(got) != 0 {
+		t.Errorf("parseTables of no tables = %#v, want an empty, non-nil list (saveTables ran)", got)
+	}
+}
+
+func FuzzParseTables(f *testing.F) {
+	f.Add(nftTables)
+	f.Add("table inet x\n\ttable bridge y\ntable\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, tb := range parseTables(s) {
+			// Each is "FAMILY NAME", pasted after `delete table`.
+			if f := strings.Fields(tb); len(f) != 2 || f[0]+" "+f[1] != tb {
+				t.Errorf("table %q from %q", tb, s)
+			}
+		}
+	})
 }
