@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -269,4 +270,60 @@ func Syscalls(p *hap.Profile) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// Prediction is what a profile is predicted to take out of a run's reach.
+type Prediction struct {
+	// Kept is the run's profile less the functions cut.
+	Kept *hap.Profile
+	// Cut are the functions the run reached only through system calls the
+	// profile denies, by name.
+	Cut []hap.Func
+	// Denied are those system calls (the run's origins the profile
+	// denies), sorted.
+	Denied []string
+}
+
+// Predict says which of the functions a run reached (a profile measured
+// with attribution, hap.Func.Origins) p would cut: those reached only
+// through system calls p denies. Each function a denied call reached is
+// assumed to need that call, and each allowed call to reach the same code
+// under p as in the run; a run under p also enters p's filter on every
+// call, so predict from a run that had a filter (Docker's default profile)
+// to count that code in both. A call p allows under conditions
+// (Conditional) counts as allowed, and origins that are no system call
+// (page faults, interrupts, io_uring workers, other) keep a function: no
+// filter stands in their way.
+func (p *Profile) Predict(run *hap.Profile) (*Prediction, error) {
+	denied := map[string]bool{}
+	var kept []hap.Func
+	pr := &Prediction{}
+	for _, f := range run.Functions {
+		if f.Origins == nil {
+			return nil, fmt.Errorf("predict from %s: function %s has no origins: measure the run with attribution (coverage.Options.Attribution, Counts)", run.Label, f.Name)
+		}
+		if f.Lines > 0 && len(f.Own)+len(f.Inlined) == 0 && f.Estimated == 0 {
+			return nil, fmt.Errorf("predict from %s: function %s has %d lines but not which: a profile read from JSON holds counts only; predict from the profile as measured", run.Label, f.Name, f.Lines)
+		}
+		keep := false
+		for name := range f.Origins {
+			o, err := coverage.ParseOrigin(name)
+			if err != nil {
+				return nil, fmt.Errorf("predict from %s: %s: origin %q: %w", run.Label, f.Name, name, err)
+			}
+			if _, ok := o.Syscall(); !ok || p.Verdict(name) != Denied {
+				keep = true
+				continue
+			}
+			denied[name] = true
+		}
+		if keep {
+			kept = append(kept, f)
+		} else {
+			pr.Cut = append(pr.Cut, f)
+		}
+	}
+	pr.Kept = hap.New(run.Meta, kept, hap.Options{Density: run.Density})
+	pr.Denied = slices.Sorted(maps.Keys(denied))
+	return pr, nil
 }

@@ -1,10 +1,13 @@
 package seccomp
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hapscope/hapscope/hap"
+	"github.com/hapscope/hapscope/symbolize"
 )
 
 func TestAllow(t *testing.T) {
@@ -142,4 +145,61 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPredict(t *testing.T) {
+	line := func(file string, lines ...int) []symbolize.Line {
+		var ls []symbolize.Line
+		for _, n := range lines {
+			ls = append(ls, symbolize.Line{File: file, Line: n})
+		}
+		return ls
+	}
+	run := hap.New(hap.Meta{Label: "sysfuzz/docker/unguided"}, []hap.Func{
+		{Name: "vfs_read", Own: line("fs/read_write.c", 1, 2, 3), Origins: map[string]uint64{"read": 5, "pread64": 1}},
+		{Name: "vfs_mkdir", Own: line("fs/namei.c", 10, 11), Inlined: line("include/linux/fs.h", 7), Origins: map[string]uint64{"mkdir": 2}},
+		{Name: "do_mkdirat", Own: line("fs/namei.c", 20), Inlined: line("include/linux/fs.h", 7), Origins: map[string]uint64{"mkdirat": 1, "mkdir": 1}},
+		{Name: "handle_mm_fault", Own: line("mm/memory.c", 5), Origins: map[string]uint64{"page fault": 3, "mkdir": 1}},
+		{Name: "__x64_sys_clone3", Own: line("kernel/fork.c", 9), Origins: map[string]uint64{"clone3": 1}},
+		{Name: "odd", Own: line("kernel/sys.c", 1), Origins: map[string]uint64{"syscall 1000": 1}},
+	}, hap.Options{})
+	g, err := Allow([]string{"read", "pread64", "clone3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := g.Profile.Predict(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut []string
+	for _, f := range pr.Cut {
+		cut = append(cut, f.Name)
+	}
+	// clone3 is answered with ENOSYS: its code is cut too; the fault path
+	// stays, whatever call it also came from. (By name, as hap.New sorts.)
+	if want := []string{"__x64_sys_clone3", "do_mkdirat", "odd", "vfs_mkdir"}; !slices.Equal(cut, want) {
+		t.Errorf("cut %v, want %v", cut, want)
+	}
+	if want := []string{"clone3", "mkdir", "mkdirat", "syscall 1000"}; !slices.Equal(pr.Denied, want) {
+		t.Errorf("denied %v, want %v", pr.Denied, want)
+	}
+	// Kept: vfs_read's 3 lines and handle_mm_fault's 1; the header line
+	// went with both mkdir functions.
+	if pr.Kept.Lines.Total != 4 || run.Lines.Total != 10 {
+		t.Errorf("kept %d of %d lines, want 4 of 10", pr.Kept.Lines.Total, run.Lines.Total)
+	}
+	if _, err := g.Profile.Predict(hap.New(hap.Meta{}, []hap.Func{{Name: "x", Own: line("a.c", 1)}}, hap.Options{})); err == nil {
+		t.Error("Predict from a run without origins: no error")
+	}
+	var b strings.Builder
+	if err := run.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	read, err := hap.ReadJSON(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Profile.Predict(read); err == nil || !strings.Contains(err.Error(), "JSON") {
+		t.Errorf("Predict from a profile read back from JSON: %v, want an error that says why", err)
+	}
 }
