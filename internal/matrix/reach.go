@@ -64,8 +64,10 @@ type ReachRow struct {
 // gVisor: the container's cgroup, the runtime's daemons left out) or the
 // whole cell, added once the fuzzer answers: the function sets start from
 // the fuzzer's first session, the same for every row. tr probes the
-// catalogue the rows are compared over. When ctx ends, it returns the rows
-// finished by then with ctx's error.
+// catalogue the rows are compared over. opt.Before, if set, sees each
+// program with a first comment line naming the row and the run ("# docker
+// guided"). When ctx ends, it returns the rows finished by then with ctx's
+// error.
 func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.Options) ([]ReachRow, error) {
 	if len(p.Workloads) != 1 || p.Workloads[0].Service.Port != FuzzPort {
 		return nil, errors.New("a reach plan has one workload, the Fuzzer")
@@ -89,6 +91,10 @@ func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.
 		for _, guided := range []bool{false, true} {
 			o := opt
 			o.Guided = guided
+			if before := opt.Before; before != nil {
+				head := fmt.Sprintf("# %s %s\n", rt.Name, map[bool]string{false: "unguided", true: "guided"}[guided])
+				o.Before = func(i int, text string) error { return before(i, head+text) }
+			}
 			res, describe, err := p.reachCell(ctx, e, tr, w, rt, o)
 			if ctx.Err() != nil {
 				return finished(p.Runtimes, byName), ctx.Err()

@@ -46,6 +46,10 @@ type Options struct {
 	Timeout time.Duration
 	// Progress, if set, is called at each point of the curve.
 	Progress func(Point)
+	// Before, if set, is called with each program's number and text
+	// before the program is sent: where a program that crashes the kernel
+	// is recorded first. An error ends the run.
+	Before func(i int, text string) error
 }
 
 // Point is one point of the growth curve.
@@ -113,6 +117,11 @@ func Run(ctx context.Context, snapshot func() (*coverage.Snapshot, error), f Fuz
 		text := p.String() // each call ends in a newline
 		if strings.TrimSpace(text) == "" {
 			text = "# no calls\n" // a program all the same: it is answered
+		}
+		if opt.Before != nil {
+			if err := opt.Before(i, text); err != nil {
+				return res, fmt.Errorf("reach: before program %d: %w", i, err)
+			}
 		}
 		if _, err := io.WriteString(f.In, text+"\n"); err != nil {
 			return res, fmt.Errorf("reach: send program %d: %w", i, err)

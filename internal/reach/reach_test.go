@@ -3,6 +3,7 @@ package reach
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -181,4 +182,29 @@ func FuzzParseAnswer(f *testing.F) {
 			t.Errorf("parseAnswer(%q) = %+v, out of range", line, a)
 		}
 	})
+}
+
+// Options.Before sees each program before the fuzzer does, and its error
+// ends the run before that program is sent.
+func TestRunBefore(t *testing.T) {
+	fk := &fake{grows: func(int, string) bool { return false }}
+	f, snap := fk.start(t)
+	var before []string
+	stop := errors.New("the log is full")
+	_, err := Run(context.Background(), snap, f, Options{Seed: 3, Programs: 10, Before: func(i int, text string) error {
+		if len(fk.programs) != i {
+			t.Errorf("Before(%d) after the fuzzer got %d programs", i, len(fk.programs))
+		}
+		if i == 6 {
+			return stop
+		}
+		before = append(before, text)
+		return nil
+	}})
+	if !errors.Is(err, stop) {
+		t.Errorf("Run = %v, want Before's error", err)
+	}
+	if len(fk.programs) != 6 || !slices.Equal(before, fk.programs) {
+		t.Errorf("the fuzzer got %d programs, Before saw %d (same: %v)", len(fk.programs), len(before), slices.Equal(before, fk.programs))
+	}
 }
