@@ -196,7 +196,7 @@ reachable: lab-prep
 	@mkdir -p out/reachable
 	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout $$(( $(REACH_MINUTES) + 10 ))m -out out/reachable -- \
 		/bin/busybox timeout -s INT $$(( $(REACH_MINUTES) * 60 )) out/hapscope-matrix reachable --root /host --out /out \
-		--fuzzer $(CURDIR)/out/sysfuzz --runsc $(LAB_CACHE)/runsc/runsc --programs $(PROGRAMS) $(REACH_FLAGS)
+		--guest --fuzzer $(CURDIR)/out/sysfuzz --runsc $(LAB_CACHE)/runsc/runsc --programs $(PROGRAMS) $(REACH_FLAGS)
 
 # What measuring costs (issue 6): redis SET and express in three rounds of
 # untraced, hapscope counts, hapscope pruned, then once under ftrace

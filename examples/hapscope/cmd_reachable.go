@@ -18,6 +18,7 @@ import (
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/matrix"
 	"github.com/hapscope/hapscope/internal/reach"
+	"github.com/hapscope/hapscope/internal/seccomp"
 	"github.com/hapscope/hapscope/internal/sysfuzz"
 )
 
@@ -42,13 +43,16 @@ func cmdReachable(args []string) int {
 	seed := fs.Uint64("seed", 1, "random seed of the program stream")
 	points := fs.Int("points", 10, "points of the growth curve")
 	runtimes := fs.String("runtimes", strings.Join(reachRuntimes, ","), "comma-separated rows")
+	guest := fs.Bool("guest", false, "this is a throwaway lab guest: make an oops, a soft lockup or a task hung for 10 min panic the kernel (which ends the lab run), and mark each program on the kernel log before it runs")
+	predictFrom := fs.String("predict-from", "docker", "row measured with its calls attributed (every call counted, no pruning), from which the cut of docker-redis-profile's seccomp profile is predicted; \"\" for none")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope reachable --fuzzer PATH [--programs N] [--seed S] [--runtimes R,…] [flags]")
 		fmt.Fprintln(fs.Output(), "Runs the sysfuzz executor as the workload of each runtime (as nobody, driven over TCP) and")
 		fmt.Fprintln(fs.Output(), "prints the host-kernel functions and lines its programs reached: unguided (the seeded stream)")
 		fmt.Fprintln(fs.Output(), "and guided (programs that reached new functions mutated). docker-redis-profile runs it under")
-		fmt.Fprintln(fs.Output(), "the seccomp profile generated from redis' own calls (and the fuzzer harness'). `make reachable`")
-		fmt.Fprintln(fs.Output(), "runs it in the lab.")
+		fmt.Fprintln(fs.Output(), "the seccomp profile generated from redis' own calls (and the fuzzer harness'); what that profile")
+		fmt.Fprintln(fs.Output(), "cuts is predicted from the --predict-from row's calls and set beside what was measured under it.")
+		fmt.Fprintln(fs.Output(), "`make reachable` runs it in the lab.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args); !ok {
@@ -75,6 +79,10 @@ func cmdReachable(args []string) int {
 		}
 		rows = append(rows, name)
 	}
+	predict := *predictFrom != "" && slices.Contains(rows, "docker-redis-profile")
+	if predict && !slices.Contains(rows, *predictFrom) {
+		return usageError(fmt.Errorf("-predict-from %s: not among the rows %s", *predictFrom, strings.Join(rows, ",")))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -98,7 +106,12 @@ func cmdReachable(args []string) int {
 	}
 	defer sc.Close()
 	start := time.Now()
-	ropt := reach.Options{Seed: *seed, Programs: *programs, Points: *points,
+	before, closeLog, err := programLog(filepath.Join(*out, "programs.log"), *guest)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeLog()
+	ropt := reach.Options{Seed: *seed, Programs: *programs, Points: *points, Before: before,
 		Progress: func(p reach.Point) {
 			fmt.Fprintf(os.Stderr, "reachable: %d programs, %d functions\n", p.Programs, p.Functions)
 		}}
@@ -106,29 +119,51 @@ func cmdReachable(args []string) int {
 	// once a dockerd has set up its NAT chains, every connection on the
 	// machine passes conntrack and NAT, and native would be "native on a
 	// Docker host" (measured: 30 nf_conntrack functions in native's set).
-	var plain, docker []string
+	// The row predictions are made from runs last, under a scorer of its
+	// own that attributes every call.
+	var plain, docker, attributed []string
 	for _, name := range rows {
-		if name == "docker-redis-profile" || all[name].UsesDocker() {
+		switch {
+		case predict && name == *predictFrom:
+			attributed = append(attributed, name)
+		case name == "docker-redis-profile" || all[name].UsesDocker():
 			docker = append(docker, name)
-		} else {
+		default:
 			plain = append(plain, name)
 		}
 	}
+	scorers := map[string]*hap.Scorer{}
 	var res []matrix.ReachRow
 	var profileNote string
-	for _, names := range [][]string{plain, docker} {
+	var redisProfile *seccomp.Profile
+	for pass, names := range [][]string{plain, docker, attributed} {
+		psc := sc
+		if pass == 2 && len(names) > 0 {
+			ao, aerr := sf.options()
+			if aerr != nil {
+				return fail(aerr)
+			}
+			ao.Coverage.Attribution, ao.Coverage.Counts = true, true
+			if psc, err = hap.NewScorer(ctx, ao); err != nil {
+				return fail(fmt.Errorf("the attributing scorer of %s: %w", *predictFrom, err))
+			}
+			defer psc.Close()
+		}
+		for _, name := range names {
+			scorers[name] = psc
+		}
 		plan := matrix.Plan{Workloads: []matrix.Workload{fz}}
 		for _, name := range names {
 			if name != "docker-redis-profile" {
 				plan.Runtimes = append(plan.Runtimes, all[name])
 				continue
 			}
-			rt, note, rerr := redisProfileRow(ctx, env, sf, fz)
+			rt, prof, note, rerr := redisProfileRow(ctx, env, sf, fz)
 			if rerr != nil && ctx.Err() == nil {
 				return fail(fmt.Errorf("docker-redis-profile: %w", rerr))
 			}
 			err = rerr
-			plan.Runtimes, profileNote = append(plan.Runtimes, rt), note
+			plan.Runtimes, profileNote, redisProfile = append(plan.Runtimes, rt), note, prof
 		}
 		if err != nil {
 			break // interrupted while measuring redis
@@ -137,7 +172,7 @@ func cmdReachable(args []string) int {
 			continue
 		}
 		var r []matrix.ReachRow
-		r, err = plan.Reach(ctx, env, sc.Tracer(), ropt)
+		r, err = plan.Reach(ctx, env, psc.Tracer(), ropt)
 		res = append(res, r...)
 		if err != nil {
 			break
@@ -157,27 +192,90 @@ func cmdReachable(args []string) int {
 		fmt.Fprintln(os.Stderr, "reachable:", partial)
 		profileNote = strings.TrimPrefix(profileNote+"\n"+partial, "\n")
 	}
-	code := writeReachable(context.WithoutCancel(ctx), sc, res, *out, *programs, *points, *seed, profileNote, time.Since(start))
+	var pred *prediction
+	if predict && redisProfile != nil {
+		pred = &prediction{from: *predictFrom, to: "docker-redis-profile", profile: redisProfile}
+	}
+	code := writeReachable(context.WithoutCancel(ctx), scorers, res, *out, *programs, *points, *seed, profileNote, pred, time.Since(start))
 	if partial != "" {
 		return 1
 	}
 	return code
 }
 
+// guestSysctls make a wedged lab guest panic, which the lab's kernel
+// command line (panic=-1) turns into the end of the run with the console
+// saved: an oops, a soft lockup, or a task blocked for 10 minutes (an
+// emulated guest under full tracing stalls for seconds, never minutes).
+var guestSysctls = [][2]string{
+	{"kernel/panic_on_oops", "1"},
+	{"kernel/softlockup_panic", "1"},
+	{"kernel/hung_task_timeout_secs", "600"},
+	{"kernel/hung_task_panic", "1"},
+}
+
+// programLog returns the reach runs' Before: it appends each program to
+// the file name and syncs it before the program runs, so that a program
+// that crashes the kernel is on record. In a guest it also sets
+// guestSysctls and writes a line per program to the kernel log (the lab's
+// serial console): the last one before a crash names the program.
+func programLog(name string, guest bool) (before func(int, string) error, closeLog func(), err error) {
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	var kmsg *os.File
+	if guest {
+		for _, kv := range guestSysctls {
+			if err := os.WriteFile(filepath.Join("/proc/sys", kv[0]), []byte(kv[1]), 0o644); err != nil {
+				f.Close()
+				return nil, nil, fmt.Errorf("--guest: set %s: %w", kv[0], err)
+			}
+		}
+		if kmsg, err = os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("--guest: %w", err)
+		}
+	}
+	before = func(i int, text string) error {
+		head, _, _ := strings.Cut(text, "\n")
+		if _, err := fmt.Fprintf(f, "# program %d\n%s\n", i, text); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if kmsg != nil {
+			// One record per write; the console shows it at the default level.
+			fmt.Fprintf(kmsg, "hapscope reachable: program %d of %s (%s)\n", i, strings.TrimPrefix(head, "# "), name)
+		}
+		return nil
+	}
+	return before, func() {
+		f.Close()
+		if kmsg != nil {
+			kmsg.Close()
+		}
+	}, nil
+}
+
 // redisProfileRow measures redis' system calls and the fuzzer harness' from
 // their start under Docker (FromStart), and returns the Docker row whose
 // seccomp profile allows exactly those.
-func redisProfileRow(ctx context.Context, env *matrix.Env, sf scoreFlags, fz matrix.Workload) (matrix.Runtime, string, error) {
+func redisProfileRow(ctx context.Context, env *matrix.Env, sf scoreFlags, fz matrix.Workload) (matrix.Runtime, *seccomp.Profile, string, error) {
+	fail := func(err error) (matrix.Runtime, *seccomp.Profile, string, error) {
+		return matrix.Runtime{}, nil, "", err
+	}
 	o, err := sf.options()
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	// The calls alone: the system call entry points, which the container
 	// starts under quickly enough for a 40 s window from its creation.
 	cat := o.Catalogue
 	if cat == nil {
 		if cat, err = coverage.LoadCatalogue(); err != nil {
-			return matrix.Runtime{}, "", err
+			return fail(err)
 		}
 	}
 	o.Catalogue = matrix.SyscallEntries(cat)
@@ -185,7 +283,7 @@ func redisProfileRow(ctx context.Context, env *matrix.Env, sf scoreFlags, fz mat
 	o.Coverage.Attribution, o.Coverage.Counts = true, true
 	sc, err := hap.NewScorer(ctx, o)
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	defer sc.Close()
 	// Both as Docker runs them, from runc init's joining the container's
@@ -193,25 +291,25 @@ func redisProfileRow(ctx context.Context, env *matrix.Env, sf scoreFlags, fz mat
 	docker := matrix.Docker("docker", matrix.DockerOptions{})
 	redis, err := matrix.Syscalls(ctx, env, sc, matrix.Redis("set"), docker)
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	harness, err := matrix.Syscalls(ctx, env, sc, fz, docker)
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	g, extra, err := matrix.HarnessProfile(redis, harness)
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	b, err := g.Profile.JSON()
 	if err != nil {
-		return matrix.Runtime{}, "", err
+		return fail(err)
 	}
 	note := fmt.Sprintf("docker-redis-profile: %d system calls allowed: redis-server's %d (from runc init to a SET load, under Docker) and %d of the fuzzer's harness redis does not make (%s)",
 		len(g.Allowed), len(redis), len(extra), strings.Join(extra, " "))
 	rt := matrix.Docker("docker-redis-profile", matrix.DockerOptions{SecurityOpt: []string{"seccomp=" + string(b)}})
 	rt.Variant = "Docker under the seccomp profile hapscope seccomp generates from redis-server's own calls: what a compromised redis could reach"
-	return rt, note, nil
+	return rt, g.Profile, note, nil
 }
 
 // reachJSON is reachable.json.
@@ -223,6 +321,32 @@ type reachJSON struct {
 	Rows     []reachRowJSON `json:"rows"`
 	Calls    []string       `json:"calls"` // the fuzzer's system calls
 	Kernel   string         `json:"kernel"`
+	// Predictions set what a seccomp profile was predicted to cut, from
+	// another row's attributed run, beside what was measured under it.
+	Predictions []predictionJSON `json:"predictions,omitempty"`
+}
+
+// prediction is what writeReachable predicts: profile's cut, from row
+// from's runs, for row to.
+type prediction struct {
+	from, to string
+	profile  *seccomp.Profile
+}
+
+type predictionJSON struct {
+	From string `json:"from"` // the attributed row
+	To   string `json:"to"`   // the row run under the profile
+	Run  string `json:"run"`  // unguided or guided
+	// FromLines is the attributed run's lines; PredictedLines what the
+	// profile was predicted to leave of them, MeasuredLines what the run
+	// under the profile reached; ErrorPercent their difference over
+	// MeasuredLines.
+	FromLines      int      `json:"from_lines"`
+	PredictedLines int      `json:"predicted_lines"`
+	MeasuredLines  int      `json:"measured_lines"`
+	ErrorPercent   float64  `json:"error_percent"`
+	CutFunctions   int      `json:"cut_functions"`
+	Denied         []string `json:"denied_calls"` // the attributed run's calls the profile denies
 }
 
 type reachRowJSON struct {
@@ -244,12 +368,13 @@ type reachRunJSON struct {
 	Corpus    int           `json:"corpus"`
 }
 
-func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow, out string, programs, points int, seed uint64, note string, took time.Duration) int {
+func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []matrix.ReachRow, out string, programs, points int, seed uint64, note string, pred *prediction, took time.Duration) int {
 	doc := reachJSON{Programs: programs, Seed: seed, Took: took.Round(time.Second).String(), Note: note}
 	for _, c := range sysfuzz.Syscalls {
 		doc.Calls = append(doc.Calls, c.Name)
 	}
 	failed := 0
+	profiles := map[string][2]*hap.Profile{} // each row's unguided and guided
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "runtime\tunguided functions\tlines\tguided functions\tlines\tguided curve (functions every %d programs)\t\n", max(programs/points, 1))
 	for _, r := range rows {
@@ -268,7 +393,7 @@ func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow,
 				cols = append(cols, "-", "-")
 				continue
 			}
-			p, err := sc.Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
+			p, err := scorers[r.Runtime].Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
 				if row.Error == "" {
@@ -279,6 +404,9 @@ func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow,
 				continue
 			}
 			doc.Kernel = p.Release
+			ps := profiles[r.Runtime]
+			ps[i] = p
+			profiles[r.Runtime] = ps
 			run := &reachRunJSON{Functions: len(p.Functions), Lines: p.Lines.Total, Calls: res.Calls, Errors: res.Errors, Curve: res.Curve, Corpus: len(res.Corpus)}
 			if i == 0 {
 				row.Unguided = run
@@ -312,6 +440,28 @@ func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow,
 	}
 	if note != "" {
 		fmt.Println("\n" + note)
+	}
+	if pred != nil {
+		for i, run := range []string{"unguided", "guided"} {
+			from, to := profiles[pred.from][i], profiles[pred.to][i]
+			if from == nil || to == nil {
+				continue
+			}
+			pr, err := pred.profile.Predict(from)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "hapscope:", err)
+				failed++
+				continue
+			}
+			pj := predictionJSON{From: pred.from, To: pred.to, Run: run, FromLines: from.Lines.Total,
+				PredictedLines: pr.Kept.Lines.Total, MeasuredLines: to.Lines.Total, CutFunctions: len(pr.Cut), Denied: pr.Denied}
+			if to.Lines.Total > 0 {
+				pj.ErrorPercent = 100 * float64(pj.PredictedLines-pj.MeasuredLines) / float64(pj.MeasuredLines)
+			}
+			doc.Predictions = append(doc.Predictions, pj)
+			fmt.Printf("%s %s: predicted from %s's calls %d lines (%d of %d cut: %d functions reached only through the %d calls the profile denies), measured %d: %+.1f %%\n",
+				pred.to, run, pred.from, pj.PredictedLines, pj.FromLines-pj.PredictedLines, pj.FromLines, pj.CutFunctions, len(pj.Denied), pj.MeasuredLines, pj.ErrorPercent)
+		}
 	}
 	if err := writeJSONFile(filepath.Join(out, "reachable.json"), doc); err != nil {
 		return fail(err)
