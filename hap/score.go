@@ -168,6 +168,9 @@ func measure(ctx context.Context, t *coverage.Tracer, cgroup string, ix *symboli
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
+	if tr := ContextScoreTrace(ctx); tr != nil && tr.BeforeWindow != nil {
+		tr.BeforeWindow()
+	}
 	if err := t.Reset(s); err != nil {
 		return nil, fmt.Errorf("score %s: %w", cgroup, err)
 	}
@@ -396,6 +399,11 @@ func moduleIndex(modules func(string) (*symbolize.Index, error), module string) 
 // ScoreTrace holds hooks into a Score call, carried by its context (as
 // net/http/httptrace carries a ClientTrace).
 type ScoreTrace struct {
+	// BeforeWindow is called after the warm-up, before the scope's counts
+	// are reset: a caller scoring several cgroups at once (a sandbox and
+	// its parts) can hold each call here until all are ready, so that
+	// their windows open together.
+	BeforeWindow func()
 	// WindowStart is called when the window has opened: the scope is
 	// traced and its counts reset. With no warm-up, the moment to start
 	// a workload whose start-up must be measured.

@@ -461,6 +461,16 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	}
 	var open atomic.Int32
 	open.Store(int32(1 + len(scoreParts)))
+	// The windows open together: each call waits after its warm-up until
+	// every call got there or returned (a part's burst — containerd
+	// removing a file — fell in its own window and not in the cell's when
+	// the windows opened apart).
+	var ready sync.WaitGroup
+	ready.Add(1 + len(scoreParts))
+	arrival := func() (arrive, wait func()) {
+		arrive = sync.OnceFunc(ready.Done)
+		return arrive, func() { arrive(); ready.Wait() }
+	}
 	// windowEnd is one window's end, counted once even when called again.
 	windowEnd := func() func() {
 		var once sync.Once
@@ -475,14 +485,18 @@ func (p Plan) runCell(ctx context.Context, e *Env, s Scorer, w Workload, rt Runt
 	partc := make(chan partResult, len(scoreParts))
 	for name, pdir := range scoreParts {
 		end := windowEnd()
+		arrive, wait := arrival()
 		go func() {
-			pp, err := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: end}), pdir)
-			end() // a failed score may not have ended its window
+			pp, err := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{BeforeWindow: wait, WindowEnd: end}), pdir)
+			arrive() // a failed score may not have got to its window
+			end()    // nor ended it
 			partc <- partResult{name, pp, err}
 		}()
 	}
 	phase("load flowing")
-	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{WindowEnd: windowEnd()}), dir)
+	arrive, wait := arrival()
+	prof, serr := s.Score(hap.WithScoreTrace(ctx, &hap.ScoreTrace{BeforeWindow: wait, WindowEnd: windowEnd()}), dir)
+	arrive()
 	var parts map[string]*hap.Profile
 	defer phase("scored")
 	for range scoreParts {
