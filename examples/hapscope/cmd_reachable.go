@@ -321,6 +321,7 @@ type reachJSON struct {
 	Rows     []reachRowJSON `json:"rows"`
 	Calls    []string       `json:"calls"` // the fuzzer's system calls
 	Kernel   string         `json:"kernel"`
+	CPUs     int            `json:"cpus"` // online in the machine measured (hap.Meta.CPUs)
 	// Predictions set what a seccomp profile was predicted to cut, from
 	// another row's attributed run, beside what was measured under it.
 	Predictions []predictionJSON `json:"predictions,omitempty"`
@@ -403,7 +404,7 @@ func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []
 				cols = append(cols, "-", "-")
 				continue
 			}
-			doc.Kernel = p.Release
+			doc.Kernel, doc.CPUs = p.Release, p.CPUs
 			ps := profiles[r.Runtime]
 			ps[i] = p
 			profiles[r.Runtime] = ps
@@ -466,7 +467,7 @@ func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []
 	if err := writeJSONFile(filepath.Join(out, "reachable.json"), doc); err != nil {
 		return fail(err)
 	}
-	fmt.Printf("\n%d programs per run, seed %d; reachable.json and the profiles: %s (took %s)\n", programs, seed, out, took.Round(time.Second))
+	fmt.Printf("\n%d programs per run, seed %d, kernel %s on %d CPUs; reachable.json and the profiles: %s (took %s)\n", programs, seed, doc.Kernel, doc.CPUs, out, took.Round(time.Second))
 	if failed > 0 {
 		return fail(errors.New("some rows failed; see the table"))
 	}
