@@ -34,6 +34,18 @@ const (
 	sigBlock         = 0
 	sigUnblock       = 1
 	sigSetmask       = 2
+
+	// include/uapi/linux/io_uring.h
+	ioringEnterGetevents      = 1
+	ioringEnterSQWakeup       = 2
+	ioringEnterSQWait         = 4
+	ioringUnregisterBuffers   = 1
+	ioringUnregisterFiles     = 3
+	ioringUnregisterEventfd   = 5
+	ioringRegisterProbe       = 8
+	ioringRegisterPersonality = 9
+	ioringParamsSize          = 120
+	ioringProbeSize           = 16 + 8*8 // struct io_uring_probe with 8 ops
 )
 
 // Kind is the type of an argument.
@@ -70,13 +82,15 @@ const (
 	ResEventfd
 	ResTimerfd
 	ResMemfd
-	ResRegion // a memory region the program mapped
+	ResRegion  // a memory region the program mapped
+	ResIoUring // an io_uring instance
+	ResBpf     // a BPF object (where unprivileged BPF is allowed)
 
 	ResSocket = ResUnix | ResInet | ResInet6 | ResNetlink
-	ResFd     = ResFile | ResDir | ResPipe | ResSocket | ResEpoll | ResEventfd | ResTimerfd | ResMemfd
+	ResFd     = ResFile | ResDir | ResPipe | ResSocket | ResEpoll | ResEventfd | ResTimerfd | ResMemfd | ResIoUring | ResBpf
 )
 
-var resNames = []string{"file", "dir", "pipe", "unix", "inet", "inet6", "netlink", "epoll", "eventfd", "timerfd", "memfd", "region"}
+var resNames = []string{"file", "dir", "pipe", "unix", "inet", "inet6", "netlink", "epoll", "eventfd", "timerfd", "memfd", "region", "io_uring", "bpf"}
 
 func (r Res) String() string {
 	if r == ResFd {
@@ -157,6 +171,8 @@ type ArgType struct {
 	MaxNs   int64    // KindStruct timespec: longest duration allowed
 	Opt     bool     // KindStruct, KindOut: nil allowed
 	Slots   int      // KindOut: the kernel writes this many fds (pipe2, socketpair); only &out allowed
+	Strs    []string // KindString: the strings drawn (default m0…m3)
+	Abs     bool     // KindPath: passed as the work dir's absolute path joined with it (a call with no dirfd)
 }
 
 // Syscall describes one system call variant: Name is the call ("read") or
@@ -288,6 +304,44 @@ var (
 	setFcntlDup  = enum(nm("F_DUPFD_CLOEXEC", unix.F_DUPFD_CLOEXEC))
 	setPrGet     = enum(nm("PR_GET_NAME", unix.PR_GET_NAME))
 	setPrSet     = enum(nm("PR_SET_NAME", unix.PR_SET_NAME))
+
+	// Namespaces and mounts: an unprivileged task gets EPERM (EINVAL for
+	// CLONE_NEWUSER in a multi-threaded process) past the checks hapscope
+	// wants reached. The mount flags leave out MS_BIND and MS_MOVE, and the
+	// file system type is nil, so that even as root (the lab test) every
+	// mount fails: no new mount, remount or propagation change on a path
+	// of the work dir, which is no mount's root.
+	setUnshare = &FlagSet{Bits: []Named{nm("CLONE_NEWUSER", unix.CLONE_NEWUSER), nm("CLONE_NEWNS", unix.CLONE_NEWNS),
+		nm("CLONE_NEWUTS", unix.CLONE_NEWUTS), nm("CLONE_NEWIPC", unix.CLONE_NEWIPC), nm("CLONE_NEWNET", unix.CLONE_NEWNET),
+		nm("CLONE_NEWCGROUP", unix.CLONE_NEWCGROUP), nm("CLONE_NEWTIME", unix.CLONE_NEWTIME), nm("CLONE_SYSVSEM", unix.CLONE_SYSVSEM)}}
+	setMount = &FlagSet{Bits: []Named{nm("MS_RDONLY", unix.MS_RDONLY), nm("MS_NOSUID", unix.MS_NOSUID), nm("MS_NODEV", unix.MS_NODEV),
+		nm("MS_NOEXEC", unix.MS_NOEXEC), nm("MS_REMOUNT", unix.MS_REMOUNT), nm("MS_REC", unix.MS_REC), nm("MS_PRIVATE", unix.MS_PRIVATE),
+		nm("MS_SLAVE", unix.MS_SLAVE), nm("MS_SHARED", unix.MS_SHARED), nm("MS_UNBINDABLE", unix.MS_UNBINDABLE)}}
+	setUmount = &FlagSet{Bits: []Named{nm("MNT_FORCE", unix.MNT_FORCE), nm("MNT_DETACH", unix.MNT_DETACH), nm("MNT_EXPIRE", unix.MNT_EXPIRE),
+		nm("UMOUNT_NOFOLLOW", unix.UMOUNT_NOFOLLOW)}}
+	// ptrace: no PTRACE_TRACEME (it would make the program's thread its
+	// process parent's tracee); the pids are 0 and 1 only, never a process
+	// of the fuzzer's user (see ptrace in Syscalls).
+	setPtrace = enum(nm("PTRACE_ATTACH", unix.PTRACE_ATTACH), nm("PTRACE_SEIZE", unix.PTRACE_SEIZE), nm("PTRACE_INTERRUPT", unix.PTRACE_INTERRUPT),
+		nm("PTRACE_DETACH", unix.PTRACE_DETACH), nm("PTRACE_PEEKDATA", unix.PTRACE_PEEKDATA), nm("PTRACE_GETREGS", unix.PTRACE_GETREGS))
+	setBpfCmd = enum(nm("BPF_MAP_CREATE", unix.BPF_MAP_CREATE), nm("BPF_MAP_LOOKUP_ELEM", unix.BPF_MAP_LOOKUP_ELEM),
+		nm("BPF_PROG_LOAD", unix.BPF_PROG_LOAD), nm("BPF_OBJ_GET", unix.BPF_OBJ_GET), nm("BPF_PROG_GET_NEXT_ID", unix.BPF_PROG_GET_NEXT_ID),
+		nm("BPF_BTF_LOAD", unix.BPF_BTF_LOAD), nm("BPF_LINK_CREATE", unix.BPF_LINK_CREATE))
+	// Keys: the special keyring ids; add_key writes to the thread keyring
+	// only, which goes with the program's thread (the user's keyrings
+	// would keep the keys for the whole run, up to the user's quota).
+	setKeySpec = enum(nm("KEY_SPEC_THREAD_KEYRING", u(unix.KEY_SPEC_THREAD_KEYRING)), nm("KEY_SPEC_PROCESS_KEYRING", u(unix.KEY_SPEC_PROCESS_KEYRING)),
+		nm("KEY_SPEC_SESSION_KEYRING", u(unix.KEY_SPEC_SESSION_KEYRING)), nm("KEY_SPEC_USER_KEYRING", u(unix.KEY_SPEC_USER_KEYRING)),
+		nm("KEY_SPEC_USER_SESSION_KEYRING", u(unix.KEY_SPEC_USER_SESSION_KEYRING)))
+	setKeyThread    = enum(nm("KEY_SPEC_THREAD_KEYRING", u(unix.KEY_SPEC_THREAD_KEYRING)))
+	setKeyctlGetID  = enum(nm("KEYCTL_GET_KEYRING_ID", unix.KEYCTL_GET_KEYRING_ID))
+	setKeyctlDesc   = enum(nm("KEYCTL_DESCRIBE", unix.KEYCTL_DESCRIBE))
+	setKeyctlRead   = enum(nm("KEYCTL_READ", unix.KEYCTL_READ))
+	setKeyctlSearch = enum(nm("KEYCTL_SEARCH", unix.KEYCTL_SEARCH))
+	keyTypes        = []string{"user", "keyring", "logon"}
+	setIoUringEnter = &FlagSet{Bits: []Named{nm("IORING_ENTER_GETEVENTS", ioringEnterGetevents), nm("IORING_ENTER_SQ_WAKEUP", ioringEnterSQWakeup), nm("IORING_ENTER_SQ_WAIT", ioringEnterSQWait)}}
+	setIoUringUnreg = enum(nm("IORING_UNREGISTER_BUFFERS", ioringUnregisterBuffers), nm("IORING_UNREGISTER_FILES", ioringUnregisterFiles), nm("IORING_UNREGISTER_EVENTFD", ioringUnregisterEventfd), nm("IORING_REGISTER_PERSONALITY", ioringRegisterPersonality))
+	setIoUringProbe = enum(nm("IORING_REGISTER_PROBE", ioringRegisterProbe))
 )
 
 func sig(name string, s unix.Signal) Named { return Named{name, 1 << (uint(s) - 1)} }
@@ -445,6 +499,32 @@ var Syscalls = []*Syscall{
 		aConst("arg3", 0, nil), aConst("arg4", 0, nil), aConst("arg5", 0, nil)}},
 	{Name: "prctl$setname", NR: unix.SYS_PRCTL, Args: []ArgType{aConst("option", unix.PR_SET_NAME, setPrSet), {Name: "name", Kind: KindBuf, Size: 16},
 		aConst("arg3", 0, nil), aConst("arg4", 0, nil), aConst("arg5", 0, nil)}},
+	{Name: "unshare", NR: unix.SYS_UNSHARE, Args: []ArgType{aFlags("flags", setUnshare)}},
+	{Name: "mount", NR: unix.SYS_MOUNT, Args: []ArgType{{Name: "source", Kind: KindString}, {Name: "target", Kind: KindPath, Abs: true},
+		aConst("filesystemtype", 0, nil), aFlags("mountflags", setMount), aConst("data", 0, nil)}},
+	{Name: "umount2", NR: unix.SYS_UMOUNT2, Args: []ArgType{{Name: "target", Kind: KindPath, Abs: true}, aFlags("flags", setUmount)}},
+	// pid 0 is no process; pid 1 is root's init natively and in bubblewrap,
+	// and the fuzzer itself in a container's pid namespace: never a process
+	// the fuzzer's user may trace, which the executor also refuses to run
+	// as root (Executor.run).
+	{Name: "ptrace", NR: unix.SYS_PTRACE, Args: []ArgType{aFlags("request", setPtrace), aInt("pid", 0, 1), aConst("addr", 0, nil), aConst("data", 0, nil)}},
+	{Name: "bpf", NR: unix.SYS_BPF, Ret: ResBpf, Args: []ArgType{aFlags("cmd", setBpfCmd), aIn("attr"), aLen("size", 1, 1)}},
+	{Name: "add_key", NR: unix.SYS_ADD_KEY, Args: []ArgType{{Name: "type", Kind: KindString, Strs: keyTypes}, {Name: "description", Kind: KindString},
+		aIn("payload"), aLen("plen", 2, 1), aConst("keyring", u(unix.KEY_SPEC_THREAD_KEYRING), setKeyThread)}},
+	{Name: "keyctl$get_keyring_id", NR: unix.SYS_KEYCTL, Args: []ArgType{aConst("option", unix.KEYCTL_GET_KEYRING_ID, setKeyctlGetID), aFlags("id", setKeySpec), aConst("create", 0, nil)}},
+	{Name: "keyctl$describe", NR: unix.SYS_KEYCTL, Args: []ArgType{aConst("option", unix.KEYCTL_DESCRIBE, setKeyctlDesc), aFlags("key", setKeySpec), aOutBuf("buffer"), aLen("buflen", 2, 1)}},
+	{Name: "keyctl$read", NR: unix.SYS_KEYCTL, Args: []ArgType{aConst("option", unix.KEYCTL_READ, setKeyctlRead), aFlags("key", setKeySpec), aOutBuf("buffer"), aLen("buflen", 2, 1)}},
+	{Name: "keyctl$search", NR: unix.SYS_KEYCTL, Args: []ArgType{aConst("option", unix.KEYCTL_SEARCH, setKeyctlSearch), aFlags("keyring", setKeySpec),
+		{Name: "type", Kind: KindString, Strs: keyTypes}, {Name: "description", Kind: KindString}, aConst("dest", 0, nil)}},
+	// io_uring: the ring is never mapped, so no entry is submitted; setup,
+	// enter and register reach the instance's set-up, wait and
+	// registration code. params is zeroed: no SQPOLL thread.
+	{Name: "io_uring_setup", NR: unix.SYS_IO_URING_SETUP, Ret: ResIoUring, Args: []ArgType{aInt("entries", 1, 64), aOut("params", ioringParamsSize, false)}},
+	{Name: "io_uring_enter", NR: unix.SYS_IO_URING_ENTER, Args: []ArgType{aFd("fd", ResIoUring), aInt("to_submit", 0, 4), aConst("min_complete", 0, nil),
+		aFlags("flags", setIoUringEnter), aConst("sig", 0, nil), aConst("sigsz", 0, nil)}},
+	{Name: "io_uring_register$unregister", NR: unix.SYS_IO_URING_REGISTER, Args: []ArgType{aFd("fd", ResIoUring), aFlags("opcode", setIoUringUnreg), aConst("arg", 0, nil), aConst("nr_args", 0, nil)}},
+	{Name: "io_uring_register$probe", NR: unix.SYS_IO_URING_REGISTER, Args: []ArgType{aFd("fd", ResIoUring), aConst("opcode", ioringRegisterProbe, setIoUringProbe),
+		aOut("arg", ioringProbeSize, false), aInt("nr_args", 0, 8)}},
 	{Name: "rt_sigprocmask", NR: unix.SYS_RT_SIGPROCMASK, Args: []ArgType{aFlags("how", setSigHow), aStruct("set", "sigset", true), aOut("oldset", 8, true), aConst("sigsetsize", 8, nil)}},
 }
 

@@ -7,8 +7,8 @@
 // Syscalls describes every call a program may make, each argument with a
 // type (Kind): a number in a range, a constant, flags from a named set, a
 // resource made by an earlier call (fds of kind file, dir, pipe, unix,
-// inet, inet6, netlink, epoll, eventfd, timerfd, memfd; or a memory region
-// the program mapped), a buffer of at most MaxBuf bytes, a path in the work
+// inet, inet6, netlink, epoll, eventfd, timerfd, memfd, io_uring, bpf; or a
+// memory region the program mapped), a buffer of at most MaxBuf bytes, a path in the work
 // dir, or a small struct built in Go memory (sockaddr_in on 127.0.0.1,
 // sockaddr_in6 on ::1, sockaddr_un in the work dir, sockaddr_nl,
 // epoll_event, timespec, itimerspec, sigset, iovec, int). Generate draws a
@@ -19,13 +19,24 @@
 //
 // # Safety rules (enforced by Validate)
 //
-//   - Only described calls: no kill, fork, clone, execve, ptrace, reboot,
-//     mount or module calls exist to be named.
+//   - Only described calls: no kill, fork, clone, execve, reboot or module
+//     calls exist to be named. The privileged calls that exist (the code
+//     a sandbox's filter is there to keep out of reach) cannot take effect
+//     beyond the program's thread: ptrace names pid 0 or 1 only (no
+//     process of the fuzzer's user: root's init, or the fuzzer itself in a
+//     pid namespace), never PTRACE_TRACEME, and is not run as root; mount
+//     has a nil file system type and no MS_BIND or MS_MOVE, so even root
+//     gets EINVAL on a work-dir path; unshare's namespaces are the
+//     thread's, gone with it (an unprivileged task gets EPERM); add_key
+//     writes to the thread keyring only; bpf gets EPERM where unprivileged
+//     BPF is off (Debian's default) and its fds are closed like any; an
+//     io_uring ring is never mapped, so no operation is ever submitted.
 //   - Paths are "", "." or one to three of f0..f7, d0..d3, s0..s3 joined by
 //     "/": never absolute, never "..". AT_FDCWD means the work dir (the
 //     executor passes an fd of it) and a dirfd is a directory the program
 //     opened; with no call that makes links, nothing outside the work dir
-//     can be named. unix() addresses take exactly sizeof(sockaddr_un), so
+//     can be named (mount and umount2, which take no dirfd, get the work
+//     dir's absolute path joined with it). unix() addresses take exactly sizeof(sockaddr_un), so
 //     the kernel never sees a truncated path.
 //   - File descriptors are references to earlier calls or -1; at run time
 //     the executor passes a referenced number only while the program holds

@@ -136,6 +136,7 @@ type runner struct {
 	res    []CallResult
 	outs   [][2]int64 // fds written by pipe2/socketpair, -1 if none
 	region []*rtRegion
+	root   bool // euid 0: ptrace is not run
 	pin    runtime.Pinner
 	keep   [][]byte // every buffer handed to the kernel
 }
@@ -148,7 +149,7 @@ func run(p *Program, dir string) (*Result, error) {
 	defer unix.Close(dirfd)
 	n := len(p.Calls)
 	x := &runner{dir: dir, dirfd: dirfd, owned: map[int]bool{}, res: make([]CallResult, n),
-		outs: make([][2]int64, n), region: make([]*rtRegion, n)}
+		outs: make([][2]int64, n), region: make([]*rtRegion, n), root: unix.Geteuid() == 0}
 	defer x.cleanup()
 	for i, c := range p.Calls {
 		x.call(i, c)
@@ -203,6 +204,9 @@ var errSkip = errors.New("skip")
 
 func (x *runner) call(i int, c *Call) {
 	x.outs[i] = [2]int64{-1, -1}
+	if c.Meta.NR == unix.SYS_PTRACE && x.root {
+		return // root may trace pid 1: skipped (Ran stays false)
+	}
 	var a [6]uintptr
 	var fds []byte
 	for j := range c.Args {
@@ -332,6 +336,9 @@ func (x *runner) encode(c *Call, j int, fds *[]byte) (uintptr, error) {
 		}
 		return ptr(b), nil
 	case FormStr:
+		if t.Kind == KindPath && t.Abs {
+			return x.cstring(x.dir + "/" + a.Str), nil
+		}
 		return x.cstring(a.Str), nil
 	case FormStruct:
 		return x.encodeStruct(a), nil

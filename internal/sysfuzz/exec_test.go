@@ -122,3 +122,37 @@ func TestExecuteRejects(t *testing.T) {
 		t.Fatal("created ../f0")
 	}
 }
+
+// The privileged calls fail on a work-dir path whoever runs them (EPERM
+// unprivileged, EINVAL for root: no file system type, no mount's root),
+// and ptrace is not run as root.
+func TestExecutePrivileged(t *testing.T) {
+	dir := t.TempDir()
+	e := &Executor{Dir: dir}
+	p, err := Parse(`mkdirat(AT_FDCWD, "d0", 0x1ff)
+mount("m0", "d0", 0x0, MS_REMOUNT, 0x0)
+mount("m1", "d0", 0x0, MS_PRIVATE|MS_REC, 0x0)
+mount("m2", "d0", 0x0, MS_NOSUID, 0x0)
+mount("m3", "", 0x0, MS_SHARED, 0x0)
+umount2("d0", MNT_DETACH)
+ptrace(PTRACE_ATTACH, 0x1, 0x0, 0x0)
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Calls[0]; !r.Ran || r.Errno != 0 {
+		t.Fatalf("mkdirat: %+v", r)
+	}
+	for i, r := range res.Calls[1:6] {
+		if !r.Ran || (r.Errno != unix.EINVAL && r.Errno != unix.EPERM) {
+			t.Errorf("call %d %s: %+v, want EINVAL or EPERM", i+1, p.Calls[i+1].Meta.Name, r)
+		}
+	}
+	if r := res.Calls[6]; r.Ran == (os.Geteuid() == 0) {
+		t.Errorf("ptrace as euid %d: ran %v", os.Geteuid(), r.Ran)
+	}
+}

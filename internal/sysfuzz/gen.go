@@ -191,6 +191,9 @@ func (g *gen) genArg(c *Call, i int) (Arg, bool) {
 	case KindPath:
 		return Arg{Form: FormStr, Str: g.randPath()}, true
 	case KindString:
+		if len(t.Strs) > 0 && !g.chance(10) {
+			return Arg{Form: FormStr, Str: t.Strs[g.r.IntN(len(t.Strs))]}, true
+		}
 		return Arg{Form: FormStr, Str: "m" + strconv.Itoa(g.r.IntN(4))}, true
 	case KindBuf:
 		return g.genBuf(t), true

@@ -4,6 +4,7 @@ package sysfuzz
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -77,6 +78,9 @@ func TestLabSysfuzzExecute(t *testing.T) {
 	}
 	t.Log(b.String())
 	for _, sc := range Syscalls {
+		if sc.NR == unix.SYS_PTRACE && os.Geteuid() == 0 {
+			continue // the executor does not run ptrace as root (pid 1 would be traceable)
+		}
 		if perCall[sc.Name][0] == 0 {
 			t.Errorf("%s never ran", sc.Name)
 		}
