@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -44,7 +45,7 @@ func cmdReachable(args []string) int {
 	points := fs.Int("points", 10, "points of the growth curve")
 	runtimes := fs.String("runtimes", strings.Join(reachRuntimes, ","), "comma-separated rows")
 	guest := fs.Bool("guest", false, "this is a throwaway lab guest: make an oops, a soft lockup or a task hung for 10 min panic the kernel (which ends the lab run), and mark each program on the kernel log before it runs")
-	predictFrom := fs.String("predict-from", "docker", "row measured with its calls attributed (every call counted, no pruning), from which the cut of docker-redis-profile's seccomp profile is predicted; \"\" for none")
+	predictFrom := fs.String("predict-from", "docker", "row whose unguided run is made once more with every call counted and attributed (no pruning: many times slower), to predict what docker-redis-profile's seccomp profile cuts; \"\" for none")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope reachable --fuzzer PATH [--programs N] [--seed S] [--runtimes R,…] [flags]")
 		fmt.Fprintln(fs.Output(), "Runs the sysfuzz executor as the workload of each runtime (as nobody, driven over TCP) and")
@@ -119,39 +120,18 @@ func cmdReachable(args []string) int {
 	// once a dockerd has set up its NAT chains, every connection on the
 	// machine passes conntrack and NAT, and native would be "native on a
 	// Docker host" (measured: 30 nf_conntrack functions in native's set).
-	// The row predictions are made from runs last, under a scorer of its
-	// own that attributes every call.
-	var plain, docker, attributed []string
+	var plain, docker []string
 	for _, name := range rows {
-		switch {
-		case predict && name == *predictFrom:
-			attributed = append(attributed, name)
-		case name == "docker-redis-profile" || all[name].UsesDocker():
+		if name == "docker-redis-profile" || all[name].UsesDocker() {
 			docker = append(docker, name)
-		default:
+		} else {
 			plain = append(plain, name)
 		}
 	}
-	scorers := map[string]*hap.Scorer{}
 	var res []matrix.ReachRow
 	var profileNote string
 	var redisProfile *seccomp.Profile
-	for pass, names := range [][]string{plain, docker, attributed} {
-		psc := sc
-		if pass == 2 && len(names) > 0 {
-			ao, aerr := sf.options()
-			if aerr != nil {
-				return fail(aerr)
-			}
-			ao.Coverage.Attribution, ao.Coverage.Counts = true, true
-			if psc, err = hap.NewScorer(ctx, ao); err != nil {
-				return fail(fmt.Errorf("the attributing scorer of %s: %w", *predictFrom, err))
-			}
-			defer psc.Close()
-		}
-		for _, name := range names {
-			scorers[name] = psc
-		}
+	for _, names := range [][]string{plain, docker} {
 		plan := matrix.Plan{Workloads: []matrix.Workload{fz}}
 		for _, name := range names {
 			if name != "docker-redis-profile" {
@@ -172,10 +152,24 @@ func cmdReachable(args []string) int {
 			continue
 		}
 		var r []matrix.ReachRow
-		r, err = plan.Reach(ctx, env, psc.Tracer(), ropt)
+		r, err = plan.Reach(ctx, env, sc.Tracer(), ropt)
 		res = append(res, r...)
 		if err != nil {
 			break
+		}
+	}
+	// Last, the prediction's run: the predict-from row's unguided stream
+	// once more, every call counted by system call, under a scorer of its
+	// own.
+	var pred *prediction
+	if predict && err == nil && redisProfile != nil {
+		pred = &prediction{from: *predictFrom, to: "docker-redis-profile", profile: redisProfile}
+		pred.run, pred.sc, err = attributedRun(ctx, env, sf, fz, all[*predictFrom], ropt)
+		if err != nil && ctx.Err() == nil {
+			return fail(fmt.Errorf("the attributed run of %s: %w", *predictFrom, err))
+		}
+		if pred.sc != nil {
+			defer pred.sc.Close()
 		}
 	}
 	// Back into the order asked for.
@@ -192,15 +186,59 @@ func cmdReachable(args []string) int {
 		fmt.Fprintln(os.Stderr, "reachable:", partial)
 		profileNote = strings.TrimPrefix(profileNote+"\n"+partial, "\n")
 	}
-	var pred *prediction
-	if predict && redisProfile != nil {
-		pred = &prediction{from: *predictFrom, to: "docker-redis-profile", profile: redisProfile}
-	}
-	code := writeReachable(context.WithoutCancel(ctx), scorers, res, *out, *programs, *points, *seed, profileNote, pred, time.Since(start))
+	code := writeReachable(context.WithoutCancel(ctx), sc, res, *out, *programs, *points, *seed, profileNote, pred, time.Since(start))
 	if partial != "" {
 		return 1
 	}
 	return code
+}
+
+// predict compares what pred.profile is predicted to leave of the
+// attributed run with to, the run measured under the profile; from is the
+// predict-from row's own unguided profile (nil if it failed).
+func predict(ctx context.Context, pred *prediction, from, to *hap.Profile, out string) (*predictionJSON, error) {
+	run, err := pred.sc.Profile(ctx, pred.run.Snapshot, "sysfuzz/"+pred.from+"/unguided-attributed")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeProfile(filepath.Join(out, strings.ReplaceAll(run.Label, "/", "-")+".json"), run); err != nil {
+		return nil, err
+	}
+	pr, err := pred.profile.Predict(run)
+	if err != nil {
+		return nil, err
+	}
+	pj := &predictionJSON{From: pred.from, To: pred.to, FromLines: run.Lines.Total, PredictedLines: pr.Kept.Lines.Total,
+		MeasuredLines: to.Lines.Total, CutFunctions: len(pr.Cut), Denied: pr.Denied}
+	if to.Lines.Total > 0 {
+		pj.ErrorPercent = 100 * float64(pj.PredictedLines-pj.MeasuredLines) / float64(pj.MeasuredLines)
+	}
+	if from != nil {
+		pj.FromJaccard = jaccard(run, from)
+	}
+	return pj, nil
+}
+
+// jaccard is the Jaccard index of two profiles' function sets (by module
+// and name).
+func jaccard(a, b *hap.Profile) float64 {
+	set := map[[2]string]int{}
+	for _, f := range a.Functions {
+		set[[2]string{f.Module, f.Name}] |= 1
+	}
+	for _, f := range b.Functions {
+		set[[2]string{f.Module, f.Name}] |= 2
+	}
+	both := 0
+	for _, v := range set {
+		if v == 3 {
+			both++
+		}
+	}
+	if len(set) == 0 {
+		return 1
+	}
+	return float64(both) / float64(len(set))
 }
 
 // guestSysctls make a wedged lab guest panic, which the lab's kernel
@@ -257,6 +295,34 @@ func programLog(name string, guest bool) (before func(int, string) error, closeL
 			kmsg.Close()
 		}
 	}, nil
+}
+
+// attributedRun runs the fuzzer's unguided stream under rt with every call
+// counted and attributed to its system call, under a scorer of its own
+// (returned open: its Profile symbolizes the run).
+func attributedRun(ctx context.Context, env *matrix.Env, sf scoreFlags, fz matrix.Workload, rt matrix.Runtime, ropt reach.Options) (*reach.Result, *hap.Scorer, error) {
+	o, err := sf.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Coverage.Attribution, o.Coverage.Counts = true, true
+	sc, err := hap.NewScorer(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := matrix.Plan{Workloads: []matrix.Workload{fz}, Runtimes: []matrix.Runtime{rt}}.ReachUnguided(ctx, env, sc.Tracer(), ropt)
+	switch {
+	case err != nil:
+	case len(rows) != 1:
+		err = fmt.Errorf("%d rows, want 1", len(rows))
+	case rows[0].Unguided == nil:
+		err = fmt.Errorf("no run (skipped %q, error %v)", cmp.Or(rows[0].Skipped, "-"), rows[0].Err)
+	}
+	if err != nil {
+		sc.Close()
+		return nil, nil, err
+	}
+	return rows[0].Unguided, sc, nil
 }
 
 // redisProfileRow measures redis' system calls and the fuzzer harness' from
@@ -327,17 +393,21 @@ type reachJSON struct {
 	Predictions []predictionJSON `json:"predictions,omitempty"`
 }
 
-// prediction is what writeReachable predicts: profile's cut, from row
-// from's runs, for row to.
+// prediction is what writeReachable predicts: profile's cut, from run (row
+// from's unguided stream, attributed by sc), for row to's unguided run.
 type prediction struct {
 	from, to string
 	profile  *seccomp.Profile
+	run      *reach.Result
+	sc       *hap.Scorer
 }
 
 type predictionJSON struct {
-	From string `json:"from"` // the attributed row
-	To   string `json:"to"`   // the row run under the profile
-	Run  string `json:"run"`  // unguided or guided
+	From string `json:"from"` // the row whose unguided stream was attributed
+	To   string `json:"to"`   // the row run under the profile (its unguided run)
+	// FromJaccard compares the attributed run's function set with the
+	// from row's own unguided run: the same stream, counted and pruned.
+	FromJaccard float64 `json:"from_jaccard"`
 	// FromLines is the attributed run's lines; PredictedLines what the
 	// profile was predicted to leave of them, MeasuredLines what the run
 	// under the profile reached; ErrorPercent their difference over
@@ -369,7 +439,7 @@ type reachRunJSON struct {
 	Corpus    int           `json:"corpus"`
 }
 
-func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []matrix.ReachRow, out string, programs, points int, seed uint64, note string, pred *prediction, took time.Duration) int {
+func writeReachable(ctx context.Context, sc *hap.Scorer, rows []matrix.ReachRow, out string, programs, points int, seed uint64, note string, pred *prediction, took time.Duration) int {
 	doc := reachJSON{Programs: programs, Seed: seed, Took: took.Round(time.Second).String(), Note: note}
 	for _, c := range sysfuzz.Syscalls {
 		doc.Calls = append(doc.Calls, c.Name)
@@ -394,7 +464,7 @@ func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []
 				cols = append(cols, "-", "-")
 				continue
 			}
-			p, err := scorers[r.Runtime].Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
+			p, err := sc.Profile(ctx, res.Snapshot, fmt.Sprintf("sysfuzz/%s/%s", r.Runtime, map[int]string{0: "unguided", 1: "guided"}[i]))
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
 				if row.Error == "" {
@@ -442,26 +512,14 @@ func writeReachable(ctx context.Context, scorers map[string]*hap.Scorer, rows []
 	if note != "" {
 		fmt.Println("\n" + note)
 	}
-	if pred != nil {
-		for i, run := range []string{"unguided", "guided"} {
-			from, to := profiles[pred.from][i], profiles[pred.to][i]
-			if from == nil || to == nil {
-				continue
-			}
-			pr, err := pred.profile.Predict(from)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "hapscope:", err)
-				failed++
-				continue
-			}
-			pj := predictionJSON{From: pred.from, To: pred.to, Run: run, FromLines: from.Lines.Total,
-				PredictedLines: pr.Kept.Lines.Total, MeasuredLines: to.Lines.Total, CutFunctions: len(pr.Cut), Denied: pr.Denied}
-			if to.Lines.Total > 0 {
-				pj.ErrorPercent = 100 * float64(pj.PredictedLines-pj.MeasuredLines) / float64(pj.MeasuredLines)
-			}
-			doc.Predictions = append(doc.Predictions, pj)
-			fmt.Printf("%s %s: predicted from %s's calls %d lines (%d of %d cut: %d functions reached only through the %d calls the profile denies), measured %d: %+.1f %%\n",
-				pred.to, run, pred.from, pj.PredictedLines, pj.FromLines-pj.PredictedLines, pj.FromLines, pj.CutFunctions, len(pj.Denied), pj.MeasuredLines, pj.ErrorPercent)
+	if pred != nil && pred.run != nil && profiles[pred.to][0] != nil {
+		if pj, err := predict(ctx, pred, profiles[pred.from][0], profiles[pred.to][0], out); err != nil {
+			fmt.Fprintln(os.Stderr, "hapscope:", err)
+			failed++
+		} else {
+			doc.Predictions = append(doc.Predictions, *pj)
+			fmt.Printf("%s unguided: predicted from %s's attributed run %d lines (%d of %d cut: %d functions reached only through the %d calls the profile denies), measured %d: %+.1f %% (the attributed run's functions vs %s's own: Jaccard %.3f)\n",
+				pred.to, pred.from, pj.PredictedLines, pj.FromLines-pj.PredictedLines, pj.FromLines, pj.CutFunctions, len(pj.Denied), pj.MeasuredLines, pj.ErrorPercent, pred.from, pj.FromJaccard)
 		}
 	}
 	if err := writeJSONFile(filepath.Join(out, "reachable.json"), doc); err != nil {

@@ -69,6 +69,16 @@ type ReachRow struct {
 // guided"). When ctx ends, it returns the rows finished by then with ctx's
 // error.
 func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.Options) ([]ReachRow, error) {
+	return p.reach(ctx, e, tr, opt, false, true)
+}
+
+// ReachUnguided is Reach with the unguided run only (ReachRow.Guided nil):
+// the seed's program stream, the same under every runtime and tracer.
+func (p Plan) ReachUnguided(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.Options) ([]ReachRow, error) {
+	return p.reach(ctx, e, tr, opt, false)
+}
+
+func (p Plan) reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.Options, modes ...bool) ([]ReachRow, error) {
 	if len(p.Workloads) != 1 || p.Workloads[0].Service.Port != FuzzPort {
 		return nil, errors.New("a reach plan has one workload, the Fuzzer")
 	}
@@ -88,7 +98,7 @@ func (p Plan) Reach(ctx context.Context, e *Env, tr *coverage.Tracer, opt reach.
 			byName[rt.Name] = row
 			continue
 		}
-		for _, guided := range []bool{false, true} {
+		for _, guided := range modes {
 			o := opt
 			o.Guided = guided
 			if before := opt.Before; before != nil {
