@@ -330,14 +330,17 @@ type bind struct{ copy, orig string }
 
 // offVirtiofs copies the files of Docker's programs (and of runsc for the
 // plan's gVisor rows), with the shared libraries they load, onto Env.Data,
-// once per Plan.Run, into e.daemonBinds: startDaemon binds each copy over
-// its original in the daemons' mount namespace, which the shims, runc,
-// runsc and docker-proxy inherit. A host runs them off its own disk; without
-// this, in the lab, they would page their code in from the virtiofs root
-// and the runtime's part (and gVisor's sentry) would carry FUSE code no host
-// runs. A no-op without Env.Data or with this machine's own root.
+// into e.daemonBinds: startDaemon binds each copy over its original in the
+// daemons' mount namespace, which the shims, runc, runsc and docker-proxy
+// inherit. A host runs them off its own disk; without this, in the lab,
+// they would page their code in from the virtiofs root and the runtime's
+// part (and gVisor's sentry) would carry FUSE code no host runs. Each call
+// copies what earlier ones did not (a later plan's runsc: a plan without
+// gVisor rows once left runsc on virtiofs for every plan after it, and
+// gVisor's rows held fuse_readahead and virtio_fs_send_req). A no-op
+// without Env.Data or with this machine's own root.
 func (e *Env) offVirtiofs() error {
-	if e.Data == "" || e.Root == "" || e.Root == "/" || e.daemonBinds != nil {
+	if e.Data == "" || e.Root == "" || e.Root == "/" {
 		return nil
 	}
 	progs := slices.Clone(daemonPrograms)
@@ -363,6 +366,12 @@ func (e *Env) offVirtiofs() error {
 			files[f] = true
 		}
 	}
+	for _, b := range e.daemonBinds {
+		delete(files, b.orig)
+	}
+	if len(files) == 0 {
+		return nil
+	}
 	var binds []bind
 	var size int64
 	for _, f := range slices.Sorted(maps.Keys(files)) {
@@ -380,7 +389,10 @@ func (e *Env) offVirtiofs() error {
 		binds = append(binds, b)
 		size += st.Size()
 	}
-	e.daemonBinds = binds
+	if len(binds) == 0 {
+		return nil
+	}
+	e.daemonBinds = append(e.daemonBinds, binds...)
 	e.logf("matrix: docker: %d files of Docker's programs (%d MiB) copied onto %s, bound over the originals for the daemons", len(binds), size>>20, e.Data)
 	return nil
 }

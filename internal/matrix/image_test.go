@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
 
 // offVirtiofs copies Docker's programs, runsc and the libraries they load
 // into the data directory, and lists each copy with the original it is to
-// be bound over.
+// be bound over; a later plan's runsc is copied too.
 func TestOffVirtiofs(t *testing.T) {
 	root := t.TempDir()
 	put := func(from, to string) {
@@ -104,9 +104,22 @@ func TestOffVirtiofs(t *testing.T) {
 	put("/bin/true", "/opt/runsc")
 	put("/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6")
 	put("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2")
-	e := &Env{Root: root, Data: "/data", dockerRuntimes: map[string]DockerOptions{"r": {Runtime: "runsc", Runsc: "/opt/runsc"}}}
+	// A first plan without gVisor, then one with: the second copies runsc
+	// and nothing twice.
+	e := &Env{Root: root, Data: "/data", dockerRuntimes: map[string]DockerOptions{}}
 	if err := e.offVirtiofs(); err != nil {
 		t.Fatal(err)
+	}
+	first := len(e.daemonBinds)
+	e.dockerRuntimes = map[string]DockerOptions{"r": {Runtime: "runsc", Runsc: "/opt/runsc"}}
+	if err := e.offVirtiofs(); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.daemonBinds) != first+1 {
+		t.Errorf("%d binds after the runsc plan, want %d (the first plan's and runsc)", len(e.daemonBinds), first+1)
+	}
+	if err := e.offVirtiofs(); err != nil || len(e.daemonBinds) != first+1 {
+		t.Errorf("a third call: %v, %d binds, want %d", err, len(e.daemonBinds), first+1)
 	}
 	var origs []string
 	for _, b := range e.daemonBinds {
