@@ -324,9 +324,12 @@ var (
 	// of the fuzzer's user (see ptrace in Syscalls).
 	setPtrace = enum(nm("PTRACE_ATTACH", unix.PTRACE_ATTACH), nm("PTRACE_SEIZE", unix.PTRACE_SEIZE), nm("PTRACE_INTERRUPT", unix.PTRACE_INTERRUPT),
 		nm("PTRACE_DETACH", unix.PTRACE_DETACH), nm("PTRACE_PEEKDATA", unix.PTRACE_PEEKDATA), nm("PTRACE_GETREGS", unix.PTRACE_GETREGS))
-	setBpfCmd = enum(nm("BPF_MAP_CREATE", unix.BPF_MAP_CREATE), nm("BPF_MAP_LOOKUP_ELEM", unix.BPF_MAP_LOOKUP_ELEM),
-		nm("BPF_PROG_LOAD", unix.BPF_PROG_LOAD), nm("BPF_OBJ_GET", unix.BPF_OBJ_GET), nm("BPF_PROG_GET_NEXT_ID", unix.BPF_PROG_GET_NEXT_ID),
-		nm("BPF_BTF_LOAD", unix.BPF_BTF_LOAD), nm("BPF_LINK_CREATE", unix.BPF_LINK_CREATE))
+	// bpf$fd's commands return a new fd; bpf's return 0 (a resource there
+	// would be fd 0, the executor's stdin: TestLabReach's pipe was closed
+	// that way once BPF_PROG_GET_NEXT_ID succeeded as root).
+	setBpfFdCmd = enum(nm("BPF_MAP_CREATE", unix.BPF_MAP_CREATE), nm("BPF_PROG_LOAD", unix.BPF_PROG_LOAD),
+		nm("BPF_OBJ_GET", unix.BPF_OBJ_GET), nm("BPF_BTF_LOAD", unix.BPF_BTF_LOAD), nm("BPF_LINK_CREATE", unix.BPF_LINK_CREATE))
+	setBpfCmd = enum(nm("BPF_MAP_LOOKUP_ELEM", unix.BPF_MAP_LOOKUP_ELEM), nm("BPF_PROG_GET_NEXT_ID", unix.BPF_PROG_GET_NEXT_ID))
 	// Keys: the special keyring ids; add_key writes to the thread keyring
 	// only, which goes with the program's thread (the user's keyrings
 	// would keep the keys for the whole run, up to the user's quota).
@@ -508,7 +511,8 @@ var Syscalls = []*Syscall{
 	// the fuzzer's user may trace, which the executor also refuses to run
 	// as root (Executor.run).
 	{Name: "ptrace", NR: unix.SYS_PTRACE, Args: []ArgType{aFlags("request", setPtrace), aInt("pid", 0, 1), aConst("addr", 0, nil), aConst("data", 0, nil)}},
-	{Name: "bpf", NR: unix.SYS_BPF, Ret: ResBpf, Args: []ArgType{aFlags("cmd", setBpfCmd), aIn("attr"), aLen("size", 1, 1)}},
+	{Name: "bpf$fd", NR: unix.SYS_BPF, Ret: ResBpf, Args: []ArgType{aFlags("cmd", setBpfFdCmd), aIn("attr"), aLen("size", 1, 1)}},
+	{Name: "bpf", NR: unix.SYS_BPF, Args: []ArgType{aFlags("cmd", setBpfCmd), aIn("attr"), aLen("size", 1, 1)}},
 	{Name: "add_key", NR: unix.SYS_ADD_KEY, Args: []ArgType{{Name: "type", Kind: KindString, Strs: keyTypes}, {Name: "description", Kind: KindString},
 		aIn("payload"), aLen("plen", 2, 1), aConst("keyring", u(unix.KEY_SPEC_THREAD_KEYRING), setKeyThread)}},
 	{Name: "keyctl$get_keyring_id", NR: unix.SYS_KEYCTL, Args: []ArgType{aConst("option", unix.KEYCTL_GET_KEYRING_ID, setKeyctlGetID), aFlags("id", setKeySpec), aConst("create", 0, nil)}},

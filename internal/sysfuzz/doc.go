@@ -29,7 +29,8 @@
 //     gets EINVAL on a work-dir path; unshare's namespaces are the
 //     thread's, gone with it (an unprivileged task gets EPERM); add_key
 //     writes to the thread keyring only; bpf gets EPERM where unprivileged
-//     BPF is off (Debian's default) and its fds are closed like any; an
+//     BPF is off (Debian's default), and only bpf$fd's commands (those that
+//     return a new fd) make a resource, closed like any; an
 //     io_uring ring is never mapped, so no operation is ever submitted.
 //   - Paths are "", "." or one to three of f0..f7, d0..d3, s0..s3 joined by
 //     "/": never absolute, never "..". AT_FDCWD means the work dir (the

@@ -243,7 +243,11 @@ func (x *runner) call(i int, c *Call) {
 			g.live[p] = false
 		}
 	case m.Ret&ResFd != 0 || m.ret != nil:
-		x.owned[int(r1)] = true
+		// A new fd is never 0..2 (the executor keeps its standard
+		// streams open); a call that returned one of those made no fd.
+		if r1 > 2 {
+			x.owned[int(r1)] = true
+		}
 	case m.Outs != 0 && fds != nil:
 		for k := range 2 {
 			fd := int32(binary.LittleEndian.Uint32(fds[4*k:]))

@@ -156,3 +156,35 @@ ptrace(PTRACE_ATTACH, 0x1, 0x0, 0x0)
 		t.Errorf("ptrace as euid %d: ran %v", os.Geteuid(), r.Ran)
 	}
 }
+
+// A bpf command that returns 0 on success is no resource: no later call
+// can name its result as an fd (it would be fd 0, the executor's stdin),
+// while bpf$fd's can. As root, BPF_PROG_GET_NEXT_ID succeeds where BPF is
+// allowed, and fd 0 must still be open after the program.
+func TestBpfResult(t *testing.T) {
+	bad, err := Parse("r0 = bpf(BPF_PROG_GET_NEXT_ID, buf(0xc), 0xc)\nclose(r0)\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(bad); err == nil {
+		t.Error("a close of bpf(BPF_PROG_GET_NEXT_ID)'s result is valid")
+	}
+	p, err := Parse("r0 = bpf$fd(BPF_MAP_CREATE, buf(0x4), 0x4)\nclose(r0)\nbpf(BPF_PROG_GET_NEXT_ID, buf(0xc), 0xc)\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Executor{Dir: t.TempDir()}
+	res, err := e.Run(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Calls {
+		if !r.Ran {
+			t.Errorf("call %d did not run", i)
+		}
+	}
+	t.Logf("BPF_PROG_GET_NEXT_ID: ret %d, errno %v", res.Calls[2].Ret, res.Calls[2].Errno)
+	if _, err := unix.FcntlInt(0, unix.F_GETFD, 0); err != nil {
+		t.Errorf("fd 0 after the program: %v", err)
+	}
+}
