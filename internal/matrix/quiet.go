@@ -58,11 +58,12 @@ func parseCPUUsage(b []byte) (time.Duration, error) {
 	return 0, fmt.Errorf("cpu.stat has no usage_usec line")
 }
 
-// waitQuiet waits until cgroup dir used at most share of one CPU over the
-// last span, sampling every span/8. It returns the share over the last
-// span and how long it waited; at limit it stops waiting and returns the
-// share it saw, with ok false: the caller says so.
-func waitQuiet(ctx context.Context, dir string, span time.Duration, share float64, limit time.Duration) (last float64, waited time.Duration, ok bool, err error) {
+// waitQuiet waits until a scope whose CPU time usage reads (cpuUsage of a
+// cgroup) used at most share of one CPU over the last span, sampling every
+// span/8. It returns the share over the last span and how long it waited;
+// at limit it stops waiting and returns the share it saw, with ok false:
+// the caller says so.
+func waitQuiet(ctx context.Context, usage func() (time.Duration, error), span time.Duration, share float64, limit time.Duration) (last float64, waited time.Duration, ok bool, err error) {
 	type sample struct {
 		at    time.Time
 		usage time.Duration
@@ -70,7 +71,7 @@ func waitQuiet(ctx context.Context, dir string, span time.Duration, share float6
 	start := time.Now()
 	var samples []sample
 	for {
-		u, err := cpuUsage(dir)
+		u, err := usage()
 		if err != nil {
 			return 0, time.Since(start), false, err
 		}
@@ -102,7 +103,8 @@ func waitQuiet(ctx context.Context, dir string, span time.Duration, share float6
 // what. When dir never went quiet it returns, as unquiet, the words a
 // profile carries about it; the caller measures anyway.
 func (e *Env) awaitQuiet(ctx context.Context, dir, what string) (unquiet string, err error) {
-	share, waited, quiet, err := waitQuiet(ctx, dir, quietSpan, quietShare, quietLimit)
+	usage := func() (time.Duration, error) { return cpuUsage(dir) }
+	share, waited, quiet, err := waitQuiet(ctx, usage, quietSpan, quietShare, quietLimit)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("wait for %s to go quiet: %w", what, err)

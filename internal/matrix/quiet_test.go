@@ -2,8 +2,7 @@ package matrix
 
 import (
 	"context"
-	"fmt"
-	"os"
+	"errors"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -35,35 +34,17 @@ func FuzzParseCPUUsage(f *testing.F) {
 
 // A scope busy for a while (a runtime starting) is waited for until its
 // CPU use drops; one that stays busy is given up on at the limit, and
-// said to be not quiet.
+// said to be not quiet. The fake scope's CPU time is a function of the
+// clock, read when sampled, so a stalled test goroutine cannot fake a
+// quiet spell.
 func TestWaitQuiet(t *testing.T) {
-	dir := t.TempDir()
-	var usage atomic.Int64 // µs
-	busy := atomic.Bool{}
-	busy.Store(true)
-	write := func() { // whole, as the kernel's file reads
-		tmp := filepath.Join(dir, "cpu.stat.new")
-		os.WriteFile(tmp, fmt.Appendf(nil, "usage_usec %d\nuser_usec 0\n", usage.Load()), 0o644)
-		os.Rename(tmp, filepath.Join(dir, "cpu.stat"))
+	start := time.Now()
+	var busyFor atomic.Int64 // ns after start; busy at half a CPU until then
+	busyFor.Store(int64(400 * time.Millisecond))
+	usage := func() (time.Duration, error) {
+		return min(time.Since(start), time.Duration(busyFor.Load())) / 2, nil
 	}
-	write()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			if busy.Load() {
-				usage.Add(5000) // half a CPU
-			}
-			write()
-		}
-	}()
-	time.AfterFunc(400*time.Millisecond, func() { busy.Store(false) })
-	share, waited, ok, err := waitQuiet(context.Background(), dir, 200*time.Millisecond, 0.02, 5*time.Second)
+	share, waited, ok, err := waitQuiet(context.Background(), usage, 200*time.Millisecond, 0.02, 5*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("waitQuiet = %v, %v, %v, %v; want quiet", share, waited, ok, err)
 	}
@@ -71,13 +52,20 @@ func TestWaitQuiet(t *testing.T) {
 		t.Errorf("quiet after %v at %.3f of a CPU: want after the busy 400 ms, at ≤ 0.02", waited, share)
 	}
 
-	busy.Store(true)
-	share, waited, ok, err = waitQuiet(context.Background(), dir, 100*time.Millisecond, 0.02, 500*time.Millisecond)
-	if err != nil || ok || share < 0.1 || waited < 500*time.Millisecond {
-		t.Errorf("busy scope: waitQuiet = %.3f, %v, %v, %v; want not quiet at about 0.5 after the 500 ms limit", share, waited, ok, err)
+	busyFor.Store(int64(time.Hour))
+	share, waited, ok, err = waitQuiet(context.Background(), usage, 100*time.Millisecond, 0.02, 500*time.Millisecond)
+	if err != nil || ok || share < 0.4 || share > 0.6 || waited < 500*time.Millisecond {
+		t.Errorf("busy scope: waitQuiet = %.3f, %v, %v, %v; want not quiet at 0.5 after the 500 ms limit", share, waited, ok, err)
 	}
 
-	if _, _, _, err := waitQuiet(context.Background(), filepath.Join(dir, "gone"), time.Second, 0.02, time.Second); err == nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, ok, err := waitQuiet(ctx, usage, 100*time.Millisecond, 0.02, time.Second); ok || !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: waitQuiet = %v, %v; want context.Canceled", ok, err)
+	}
+
+	gone := func() (time.Duration, error) { return cpuUsage(filepath.Join(t.TempDir(), "gone")) }
+	if _, _, _, err := waitQuiet(context.Background(), gone, time.Second, 0.02, time.Second); err == nil {
 		t.Error("waitQuiet on a missing cgroup succeeded")
 	}
 }
