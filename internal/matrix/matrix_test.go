@@ -499,6 +499,24 @@ func TestSummaryPartsAndVariants(t *testing.T) {
 	}
 }
 
+// A row whose lines vary says whether its container part varies too.
+func TestStatusContainerCV(t *testing.T) {
+	ok := LoadResult{Requests: 10, Elapsed: time.Second}
+	var cells []Cell
+	for i, lines := range []int{10000, 12000, 14000} {
+		cells = append(cells, Cell{Workload: "w", Runtime: "docker", Run: i, Profile: testProfile(400, lines), Load: ok,
+			Parts: map[string]*hap.Profile{"container": testProfile(350, 9000+10*i)}})
+	}
+	rows := Summarize(cells)
+	if got, want := rows[0].status(), "ok; lines CV 16.7 % > 3 % (container part 0.1 %)"; got != want {
+		t.Errorf("status %q, want %q", got, want)
+	}
+	cells = cells[:1]
+	if got := Summarize(cells)[0].status(); got != "ok" {
+		t.Errorf("one run: status %q, want ok", got)
+	}
+}
+
 func TestSettled(t *testing.T) {
 	curve := func(fs ...int) *hap.Profile { return withCurve(&hap.Profile{}, fs...) }
 	for _, c := range []struct {
