@@ -369,9 +369,6 @@ func (e *Env) offVirtiofs() error {
 	for _, b := range e.daemonBinds {
 		delete(files, b.orig)
 	}
-	if len(files) == 0 {
-		return nil
-	}
 	var binds []bind
 	var size int64
 	for _, f := range slices.Sorted(maps.Keys(files)) {
