@@ -209,6 +209,7 @@ type dockerd struct {
 	ctrd   *processHandle
 	cgroup string // where its processes wait between cells
 	sock   string // the API socket, as a path here
+	state  string // the tmpfs of the daemons' state, as a path here
 	client *http.Client
 }
 
@@ -428,6 +429,20 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 	if err := os.MkdirAll(e.inRoot(base), 0o755); err != nil {
 		return nil, err
 	}
+	// The daemons' state (sockets, containerd's state, dockerd's exec
+	// root, the shims' bundles) lives on a tmpfs, as /run is on a deployed
+	// host. Under the lab's /tmp (an overlay on the host's virtiofs root)
+	// a file the daemons removed during a cell put 25 fs/fuse and 24
+	// overlay functions into the runtime's part of some runs only.
+	if err := unix.Mount("tmpfs", e.inRoot(base), "tmpfs", 0, "mode=0711"); err != nil {
+		return nil, fmt.Errorf("mount a tmpfs for the Docker daemons' state on %s: %w", e.inRoot(base), err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			unix.Unmount(e.inRoot(base), unix.MNT_DETACH)
+		}
+	}()
 	cfg := map[string]any{}
 	runtimes := map[string]any{}
 	for _, opt := range e.dockerRuntimes {
@@ -511,7 +526,7 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 		ctrd.stop()
 		return nil, fmt.Errorf("start dockerd: %w", err)
 	}
-	d := &dockerd{e: e, h: h, ctrd: ctrd, sock: e.inRoot(sock), cgroup: runtimeDir}
+	d := &dockerd{e: e, h: h, ctrd: ctrd, sock: e.inRoot(sock), cgroup: runtimeDir, state: e.inRoot(base)}
 	d.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var nd net.Dialer
@@ -531,6 +546,7 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 		d.stop()
 		return nil, fmt.Errorf("dockerd did not answer: %w; its log: %s", err, tail(h.out.String(), 2000))
 	}
+	started = true
 	return d, nil
 }
 
@@ -627,9 +643,16 @@ func (d *dockerd) image(ctx context.Context, name string, svc Service) (string, 
 	return ref, nil
 }
 
-// stop stops dockerd, then containerd: SIGTERM, SIGKILL after 30 s.
+// stop stops dockerd, then containerd: SIGTERM, SIGKILL after 30 s; then
+// it unmounts the tmpfs of their state.
 func (d *dockerd) stop() error {
-	return errors.Join(terminate(d.h), terminate(d.ctrd))
+	err := errors.Join(terminate(d.h), terminate(d.ctrd))
+	if d.state != "" {
+		if uerr := unix.Unmount(d.state, unix.MNT_DETACH); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unmount the Docker daemons' state (%s): %w", d.state, uerr))
+		}
+	}
+	return err
 }
 
 func terminate(h *processHandle) error {
