@@ -240,7 +240,8 @@ func summaryJSON(rows []matrix.Row, took time.Duration, partial string) any {
 			for k, s := range map[string]matrix.Stat{"functions": r.Functions, "lines": r.Lines, "lines_own": r.Own,
 				"lines_inlined": r.Inlined, "estimated_bugs": r.Bugs, "requests_per_second": r.RPS,
 				"container_functions": r.ContainerFunctions, "container_lines": r.ContainerLines, "runtime_process_lines": r.RuntimeLines,
-				"sentry_lines": r.SentryLines, "stub_lines": r.StubLines, "gofer_lines": r.GoferLines} {
+				"sentry_lines": r.SentryLines, "stub_lines": r.StubLines, "gofer_lines": r.GoferLines,
+				"dockerd_lines": r.DockerdLines, "containerd_lines": r.ContainerdLines, "shim_lines": r.ShimLines, "proxy_lines": r.ProxyLines} {
 				if s.N > 0 {
 					x.Stats[k] = stat{s.N, s.Mean, s.SD}
 				}

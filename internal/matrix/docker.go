@@ -765,18 +765,35 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	if !opt.daemonsApart {
 		parts["runtime"] = runtimeDir
 	}
-	var unsplit func() error
+	var undos []func() error // the splits', in the order they must be undone
+	undoSplits := func() error {
+		var errs []error
+		for _, u := range undos {
+			errs = append(errs, u())
+		}
+		return errors.Join(errs...)
+	}
 	if opt.Runtime == "runsc" {
 		sp, undo, err := splitSandbox(ctr)
 		if err != nil {
 			d.remove(created.Id)
 			return fail(err)
 		}
-		e.logf("matrix: %s: %s", id, sp)
-		for k, v := range sp.parts() {
-			parts[k] = v
+		e.logf("matrix: %s: gVisor's processes: %s", id, sp)
+		maps.Copy(parts, sp.parts())
+		undos = append(undos, undo)
+	}
+	if !opt.daemonsApart {
+		// The shim and docker-proxy exist now: each daemon gets its part.
+		sp, undo, err := splitDaemons(runtimeDir)
+		if err != nil {
+			undoSplits()
+			d.remove(created.Id)
+			return fail(err)
 		}
-		unsplit = undo
+		e.logf("matrix: %s: the runtime's processes: %s", id, sp)
+		maps.Copy(parts, sp.parts())
+		undos = append(undos, undo)
 	}
 	exited := func() error {
 		if err := d.h.exited(); err != nil {
@@ -804,10 +821,9 @@ func startDocker(ctx context.Context, e *Env, opt DockerOptions, id, dir string,
 	return &Instance{
 		Exited: exited,
 		Stop: func() error {
-			var err error
-			if unsplit != nil {
-				err = unsplit() // before runsc removes the container's cgroup
-			}
+			// Before runsc removes the container's cgroup, and before the
+			// daemons leave the cell.
+			err := undoSplits()
 			d.remove(created.Id)
 			return errors.Join(err, moveBack())
 		},

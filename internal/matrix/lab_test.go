@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -317,6 +318,20 @@ func checkDocker(t *testing.T, byRuntime map[string]Cell) {
 	}
 	// What a part drove, the cell (its parent cgroup) drove too.
 	checkWithin(t, docker, "container", "runtime")
+	// The runtime's part split by daemon (splitDaemons): dockerd, containerd,
+	// the container's shim and the published port's docker-proxy each
+	// have their part, within the runtime's.
+	for _, name := range daemonRoles {
+		p := docker.Parts[name]
+		if p == nil {
+			t.Errorf("docker cell has no %s part (parts %v): splitDaemons found no %s process in the runtime's cgroup", name, slices.Collect(maps.Keys(docker.Parts)), name)
+			continue
+		}
+		t.Logf("  %s part: %s", name, p.Summary())
+	}
+	parent := docker
+	parent.Profile = rt
+	checkWithin(t, parent, daemonRoles...)
 }
 
 // checkWithin checks that what each named part of cell c drove, the cell

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -474,7 +475,8 @@ func TestSummaryPartsAndVariants(t *testing.T) {
 	cells := []Cell{
 		{Workload: "redis-set", Runtime: "native", Profile: testProfile(300, 10000), Load: ok},
 		{Workload: "redis-set", Runtime: "docker", Profile: testProfile(400, 12500), Load: ok,
-			Parts: map[string]*hap.Profile{"container": testProfile(350, 11000), "runtime": testProfile(90, 2000)}},
+			Parts: map[string]*hap.Profile{"container": testProfile(350, 11000), "runtime": testProfile(90, 2000),
+				"dockerd": testProfile(40, 900), "containerd": testProfile(30, 700), "shim": testProfile(20, 400), "proxy": testProfile(1, 10)}},
 		{Workload: "redis-set", Runtime: "docker-noseccomp", Variant: "without seccomp", Profile: testProfile(400, 12400), Load: ok},
 	}
 	rows := Summarize(cells)
@@ -489,7 +491,13 @@ func TestSummaryPartsAndVariants(t *testing.T) {
 	if err := WriteTable(&b, rows); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"docker-noseccomp (variant)", "+2400", "+2500", "variant docker-noseccomp: without seccomp"} {
+	if got, want := rows[1].DaemonSplit(), "900 / 700 / 400 / 10"; got != want {
+		t.Errorf("docker row's daemon split %q, want %q", got, want)
+	}
+	if got := rows[0].DaemonSplit(); got != "-" {
+		t.Errorf("native row's daemon split %q, want -", got)
+	}
+	for _, want := range []string{"docker-noseccomp (variant)", "+2400", "+2500", "variant docker-noseccomp: without seccomp", "900 / 700 / 400 / 10"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
@@ -759,4 +767,78 @@ func FuzzParseTables(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDaemonRole(t *testing.T) {
+	for _, c := range []struct{ comm, parent, want string }{
+		{"dockerd", "", "dockerd"},
+		{"containerd", "", "containerd"},
+		// comm holds 15 bytes: containerd-shim-runc-v2, -runsc-v1.
+		{"containerd-shim", "", "shim"},
+		{"docker-proxy", "", "proxy"},
+		// A daemon's child takes its parent's role; anything else stays.
+		{"iptables", "dockerd", "dockerd"},
+		{"runc", "", ""},
+		{"containerd-foo", "", ""},
+	} {
+		if got := daemonRole(proc{comm: c.comm, parentRole: c.parent}); got != c.want {
+			t.Errorf("daemonRole(%q, parent %q) = %q, want %q", c.comm, c.parent, got, c.want)
+		}
+	}
+}
+
+// TestSplitProcs splits a fake cgroup (a directory whose cgroup.procs
+// lists real processes, named as Docker's daemons are) by daemonRole.
+func TestSplitProcs(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep program")
+	}
+	bin := t.TempDir()
+	var pids []string
+	for _, name := range []string{"dockerd", "containerd-shim-runc-v2", "other"} {
+		b, err := os.ReadFile(sleep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(filepath.Join(bin, name), "60")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		pids = append(pids, strconv.Itoa(c.Process.Pid))
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strings.Join(pids, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := splitProcs(dir, daemonRoles, daemonRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"dockerd": filepath.Join(dir, "dockerd"), "shim": filepath.Join(dir, "shim")}
+	if diff := cmp.Diff(want, s.parts()); diff != "" {
+		t.Errorf("parts (-want +got):\n%s", diff)
+	}
+	for role, pid := range map[string]string{"dockerd": pids[0], "shim": pids[1]} {
+		b, err := os.ReadFile(filepath.Join(dir, role, "cgroup.procs"))
+		if err != nil || strings.TrimSpace(string(b)) != pid {
+			t.Errorf("%s/cgroup.procs = %q, %v; want %s", role, b, err, pid)
+		}
+	}
+	// The roles that got no process leave no cgroup behind.
+	for _, role := range []string{"containerd", "proxy"} {
+		if _, err := os.Stat(filepath.Join(dir, role)); err == nil {
+			t.Errorf("%s: a cgroup for a role no process has", role)
+		}
+	}
+	str := s.String()
+	for _, w := range []string{"dockerd " + pids[0] + " dockerd;", "shim " + pids[1] + " containerd-shim;", "containerd none;", pids[2] + " other"} {
+		if !strings.Contains(str, w) {
+			t.Errorf("String() = %q, want it to hold %q", str, w)
+		}
+	}
 }

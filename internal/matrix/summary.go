@@ -80,6 +80,10 @@ type Row struct {
 	// platform's stub processes that run the application's threads, and
 	// the gofer; N is 0 elsewhere.
 	SentryLines, StubLines, GoferLines Stat
+	// DockerdLines, ContainerdLines, ShimLines and ProxyLines split a
+	// Docker cell's runtime part by daemon (see splitDaemons): dockerd,
+	// containerd, the container's shim, docker-proxy; N is 0 elsewhere.
+	DockerdLines, ContainerdLines, ShimLines, ProxyLines Stat
 	// Unsettled counts the successful runs whose convergence curve still
 	// rose in the last third of the window (Settled): steady state was
 	// not reached, so more window would have found more.
@@ -167,6 +171,10 @@ func Summarize(cells []Cell) []Row {
 		r.SentryLines = newStat(parts[i]["sentry"])
 		r.StubLines = newStat(parts[i]["stubs"])
 		r.GoferLines = newStat(parts[i]["gofer"])
+		r.DockerdLines = newStat(parts[i]["dockerd"])
+		r.ContainerdLines = newStat(parts[i]["containerd"])
+		r.ShimLines = newStat(parts[i]["shim"])
+		r.ProxyLines = newStat(parts[i]["proxy"])
 		if len(ps) > 0 {
 			sorted := append([]*hap.Profile(nil), ps...)
 			sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].Lines.Total < sorted[b].Lines.Total })
@@ -307,10 +315,20 @@ func (r Row) SandboxSplit() string {
 	return r.SentryLines.format(0) + " / " + r.StubLines.format(0) + " / " + r.GoferLines.format(0)
 }
 
+// DaemonSplit formats DockerdLines, ContainerdLines, ShimLines and
+// ProxyLines as "dockerd / containerd / shim / proxy" ("-" for a row
+// whose runtime part is not split by daemon).
+func (r Row) DaemonSplit() string {
+	if r.DockerdLines.N == 0 && r.ContainerdLines.N == 0 && r.ShimLines.N == 0 && r.ProxyLines.N == 0 {
+		return "-"
+	}
+	return r.DockerdLines.format(0) + " / " + r.ContainerdLines.format(0) + " / " + r.ShimLines.format(0) + " / " + r.ProxyLines.format(0)
+}
+
 // WriteTable prints rows as a plain-text table.
 func WriteTable(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer functions\tcontainer lines\truntime-process lines\tsentry / stubs / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
+	fmt.Fprintln(&b, "workload\truntime\truns ok\tfunctions\tlines (own+inlined)\town\tinlined\tlines over native\tcontainer functions\tcontainer lines\truntime-process lines\tdockerd / containerd / shim / proxy lines\tsentry / stubs / gofer lines\test. bugs\treq/s (traced)\tlines CV\t2018 functions\tstatus")
 	for _, r := range rows {
 		study := "-"
 		if r.Study2018 > 0 {
@@ -321,9 +339,9 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.Lines.N > 1 {
 			cv = fmt.Sprintf("%.1f%%", 100*r.Lines.CV())
 		}
-		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
+		fmt.Fprintf(&b, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Workload, r.runtimeLabel(), r.OK, r.Runs(),
 			r.Functions.format(0), r.Lines.format(0), r.Own.format(0), r.Inlined.format(0), r.overNative(),
-			r.ContainerFunctions.format(0), r.ContainerLines.format(0), r.RuntimeLines.format(0), r.SandboxSplit(), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
+			r.ContainerFunctions.format(0), r.ContainerLines.format(0), r.RuntimeLines.format(0), r.DaemonSplit(), r.SandboxSplit(), r.Bugs.format(2), r.RPS.format(0), cv, study, status)
 	}
 	if err := writeTabbed(w, b.String()); err != nil {
 		return err
@@ -395,12 +413,12 @@ unique-function count (ftrace function_graph, read off its graphs); runc with Do
 for its Docker row and both redis tests for its single redis row.</p>
 <table id="matrix" border="1" cellspacing="0" cellpadding="4" style="border-collapse:collapse">
 <thead><tr><th>workload</th><th>runtime</th><th>runs ok</th><th>functions</th><th>2018 functions</th><th>lines</th>
-<th>own</th><th>inlined</th><th>lines over native</th><th>container functions</th><th>container lines</th><th>runtime-process lines</th><th>sentry / stubs / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
+<th>own</th><th>inlined</th><th>lines over native</th><th>container functions</th><th>container lines</th><th>runtime-process lines</th><th>dockerd / containerd / shim / proxy lines</th><th>sentry / stubs / gofer lines</th><th>est. bugs</th><th>req/s (traced)</th><th>lines CV</th><th>status</th></tr></thead>
 <tbody>
 {{- range .Rows}}
 <tr><td>{{.Workload}}</td><td{{if .Variant}} title="{{.Variant}}"{{end}}>{{label .}}</td><td>{{.OK}}/{{.Runs}}</td>
 <td>{{stat .Functions 0}}</td><td>{{if .Study2018}}{{printf "%.0f" .Study2018}}{{else}}-{{end}}</td>
-<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerFunctions 0}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{.SandboxSplit}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
+<td>{{stat .Lines 0}}</td><td>{{stat .Own 0}}</td><td>{{stat .Inlined 0}}</td><td>{{over .}}</td><td>{{stat .ContainerFunctions 0}}</td><td>{{stat .ContainerLines 0}}</td><td>{{stat .RuntimeLines 0}}</td><td>{{.DaemonSplit}}</td><td>{{.SandboxSplit}}</td><td>{{stat .Bugs 2}}</td><td>{{stat .RPS 0}}</td><td>{{cv .Lines}}</td>
 <td>{{status .}}</td></tr>
 {{- end}}
 </tbody></table>
