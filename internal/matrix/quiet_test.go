@@ -44,28 +44,43 @@ func TestWaitQuiet(t *testing.T) {
 	usage := func() (time.Duration, error) {
 		return min(time.Since(start), time.Duration(busyFor.Load())) / 2, nil
 	}
-	share, waited, ok, err := waitQuiet(context.Background(), usage, 200*time.Millisecond, 0.02, 5*time.Second)
-	if err != nil || !ok {
-		t.Fatalf("waitQuiet = %v, %v, %v, %v; want quiet", share, waited, ok, err)
+	q, err := waitQuiet(context.Background(), usage, 200*time.Millisecond, 0.02, 5*time.Second)
+	if err != nil || !q.Quiet {
+		t.Fatalf("waitQuiet = %+v, %v; want quiet", q, err)
 	}
-	if waited < 400*time.Millisecond || share > 0.02 {
-		t.Errorf("quiet after %v at %.3f of a CPU: want after the busy 400 ms, at ≤ 0.02", waited, share)
+	if q.Waited < 400*time.Millisecond || q.Share > 0.02 {
+		t.Errorf("quiet after %v at %.3f of a CPU: want after the busy 400 ms, at ≤ 0.02", q.Waited, q.Share)
 	}
 
+	// Busy at a steady half CPU: not quiet, but steady.
 	busyFor.Store(int64(time.Hour))
-	share, waited, ok, err = waitQuiet(context.Background(), usage, 100*time.Millisecond, 0.02, 500*time.Millisecond)
-	if err != nil || ok || share < 0.4 || share > 0.6 || waited < 500*time.Millisecond {
-		t.Errorf("busy scope: waitQuiet = %.3f, %v, %v, %v; want not quiet at 0.5 after the 500 ms limit", share, waited, ok, err)
+	q, err = waitQuiet(context.Background(), usage, 100*time.Millisecond, 0.02, 500*time.Millisecond)
+	if err != nil || q.Quiet || q.Share < 0.4 || q.Share > 0.6 || q.Waited < 500*time.Millisecond {
+		t.Errorf("busy scope: waitQuiet = %+v, %v; want not quiet at 0.5 after the 500 ms limit", q, err)
+	}
+	if !q.steady(0.05) {
+		t.Errorf("busy scope at a constant half CPU: shares %.3f–%.3f, want steady within 0.05", q.Low, q.High)
+	}
+
+	// Winding down from a whole CPU: neither quiet nor steady.
+	down := time.Now()
+	slowing := func() (time.Duration, error) {
+		x := time.Since(down).Seconds() // share 1 - x: from a CPU to none over a second
+		return time.Duration((x - x*x/2) * float64(time.Second)), nil
+	}
+	q, err = waitQuiet(context.Background(), slowing, 100*time.Millisecond, 0.02, 500*time.Millisecond)
+	if err != nil || q.Quiet || q.steady(0.05) {
+		t.Errorf("a start-up winding down: waitQuiet = %+v, %v; want neither quiet nor steady (shares falling by ~0.3 over 3 spans)", q, err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, ok, err := waitQuiet(ctx, usage, 100*time.Millisecond, 0.02, time.Second); ok || !errors.Is(err, context.Canceled) {
-		t.Errorf("cancelled: waitQuiet = %v, %v; want context.Canceled", ok, err)
+	if q, err := waitQuiet(ctx, usage, 100*time.Millisecond, 0.02, time.Second); q.Quiet || !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: waitQuiet = %+v, %v; want context.Canceled", q, err)
 	}
 
 	gone := func() (time.Duration, error) { return cpuUsage(filepath.Join(t.TempDir(), "gone")) }
-	if _, _, _, err := waitQuiet(context.Background(), gone, time.Second, 0.02, time.Second); err == nil {
+	if _, err := waitQuiet(context.Background(), gone, time.Second, 0.02, time.Second); err == nil {
 		t.Error("waitQuiet on a missing cgroup succeeded")
 	}
 }
