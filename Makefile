@@ -166,23 +166,44 @@ lab-prep: deps
 # node-express under native, Docker (docker.io, bridge + published port,
 # overlay2 on the lab's ext4 disk), gVisor under Docker (netstack; systrap,
 # ptrace), bubblewrap, and the labelled variants, RUNS times per cell, in
-# the lab's Debian 6.12. Profiles, matrix.json and report.html land in out/matrix/.
-# The study runs on an SMP guest (real hosts are SMP; one and two vCPUs
-# drive different function sets): MATRIX_CPUS vCPUs on single-threaded TCG
-# (multi-threaded TCG with two vCPUs oopses under text patching).
-# MATRIX_MINUTES bounds the study: then SIGINT, and the table of the runs
-# that finished (one run of every row takes about 45 minutes).
-RUNS ?= 5
+# the lab's Debian 6.12, each over a MATRIX_WINDOW window after
+# MATRIX_WARMUP. The study runs on an SMP guest (real hosts are SMP; one
+# and two vCPUs drive different function sets): MATRIX_CPUS vCPUs on
+# single-threaded TCG (multi-threaded TCG with two vCPUs oopses under text
+# patching), so a guest takes one host CPU: MATRIX_LANES guests (one per
+# host CPU, at most 2) measure side by side, the workloads dealt out among
+# them, each into out/matrix/laneN (its log: out/matrix/laneN.log); then
+# `hapscope matrix --merge` writes the one table, profiles, matrix.json and
+# report.html into out/matrix. MATRIX_MINUTES bounds each lane: then
+# SIGINT, and the table of the runs that finished.
+RUNS ?= 3
 MATRIX_FLAGS ?=
 MATRIX_CPUS ?= 2
 MATRIX_MINUTES ?= 290
+MATRIX_WINDOW ?= 60s
+MATRIX_WARMUP ?= 3s
+MATRIX_WORKLOADS ?= redis-set,redis-get,python-tornado,node-express,idle
+MATRIX_LANES ?= $(shell n=$$(nproc); [ $$n -ge 2 ] && echo 2 || echo 1)
 matrix: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
-	@mkdir -p out/matrix
-	$(LAB) run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) -timeout $$(( $(MATRIX_MINUTES) + 10 ))m -out out/matrix -- \
-		/bin/busybox timeout -s INT $$(( $(MATRIX_MINUTES) * 60 )) out/hapscope-matrix matrix --root /host --out /out --runs $(RUNS) \
-		--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS)
-	@echo "matrix: report: $(CURDIR)/out/matrix/report.html"
+	$(GO) build -o out/lab ./internal/cmd/lab
+	@rm -rf out/matrix && mkdir -p out/matrix
+	@ws="$$(echo '$(MATRIX_WORKLOADS)' | tr , ' ')"; pids=; dirs=; \
+	for i in $$(seq 1 $(MATRIX_LANES)); do \
+		lane=; j=0; for w in $$ws; do [ $$(( j % $(MATRIX_LANES) + 1 )) = $$i ] && lane="$$lane,$$w"; j=$$((j + 1)); done; \
+		[ -n "$$lane" ] || continue; \
+		mkdir -p out/matrix/lane$$i; dirs="$$dirs,out/matrix/lane$$i"; \
+		echo "matrix: lane $$i: $${lane#,}"; \
+		( set -o pipefail; out/lab run -kernel 6.12 -cpus $(MATRIX_CPUS) $(if $(filter 1,$(MATRIX_CPUS)),,-single-thread) \
+			-timeout $$(( $(MATRIX_MINUTES) + 10 ))m -out out/matrix/lane$$i -- \
+			/bin/busybox timeout -s INT $$(( $(MATRIX_MINUTES) * 60 )) out/hapscope-matrix matrix --root /host --out /out \
+			--runs $(RUNS) --warmup $(MATRIX_WARMUP) --window $(MATRIX_WINDOW) --workloads $${lane#,} \
+			--runsc $(LAB_CACHE)/runsc/runsc --express $(LAB_CACHE)/express/node_modules/express $(MATRIX_FLAGS) 2>&1 | \
+			tee out/matrix/lane$$i.log | sed -u "s/^/[lane $$i] /" ) & pids="$$pids $$!"; \
+	done; \
+	rc=0; for p in $$pids; do wait $$p || rc=1; done; \
+	out/hapscope-matrix matrix --merge "$${dirs#,}" --out out/matrix || rc=1; \
+	echo "matrix: report: $(CURDIR)/out/matrix/report.html"; exit $$rc
 
 # Reachable HAP (issue 16): the sysfuzz executor as the workload of each
 # runtime, PROGRAMS programs unguided and guided per row, in one 6.12 boot;

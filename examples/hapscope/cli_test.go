@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,10 +14,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hapscope/hapscope/coverage"
 	"github.com/hapscope/hapscope/hap"
 	"github.com/hapscope/hapscope/internal/labtest"
+	"github.com/hapscope/hapscope/internal/matrix"
 )
 
 // cliResult is one run of the CLI.
@@ -376,4 +379,54 @@ func mustOptions(t *testing.T, sf *scoreFlags) hap.ScoreOptions {
 		t.Fatal(err)
 	}
 	return o
+}
+
+// TestMatrixMerge: make matrix's lanes each write a study; --merge makes
+// one table of them, and refuses two studies of the same cells.
+func TestMatrixMerge(t *testing.T) {
+	prof := func(n int) *hap.Profile {
+		p := &hap.Profile{Schema: hap.SchemaVersion, LineSet: map[string][]int{}}
+		for i := 1; i <= n; i++ {
+			p.LineSet["mm/x.c"] = append(p.LineSet["mm/x.c"], i)
+		}
+		p.Lines.Union, p.Lines.Total = n, n
+		return p
+	}
+	load := matrix.LoadResult{Requests: 100, Elapsed: time.Second}
+	a, b, out := t.TempDir(), t.TempDir(), t.TempDir()
+	for dir, w := range map[string]string{a: "redis-set", b: "node-express"} {
+		var cells []matrix.Cell
+		for run, n := range []int{100, 104} {
+			cells = append(cells, matrix.Cell{Workload: w, Runtime: "docker", Run: run, Profile: prof(n), Load: load,
+				Parts: map[string]*hap.Profile{"container": prof(n - 10)}})
+		}
+		if code := writeMatrix(cells, dir, time.Minute, ""); code != 0 {
+			t.Fatalf("writeMatrix = %d", code)
+		}
+	}
+	r := cli(t, "matrix", "--merge", a+","+b, "--out", out)
+	if r.code != 0 {
+		t.Fatalf("matrix --merge: exit %d, stderr %s", r.code, r.stderr)
+	}
+	var sum struct {
+		Rows []struct {
+			Workload string `json:"workload"`
+			OK       int    `json:"runs_ok"`
+		} `json:"rows"`
+	}
+	data, err := os.ReadFile(filepath.Join(out, "matrix.json"))
+	if err != nil || json.Unmarshal(data, &sum) != nil {
+		t.Fatalf("matrix.json: %v %s", err, data)
+	}
+	if len(sum.Rows) != 2 || sum.Rows[0].OK != 2 || sum.Rows[1].OK != 2 {
+		t.Errorf("merged matrix.json rows %+v, want redis-set and node-express with 2 runs each", sum.Rows)
+	}
+	for _, f := range []string{"redis-set-docker-run2-container.json", "node-express-docker-run1.json", "report.html", "cells.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("merged study lacks %s: %v", f, err)
+		}
+	}
+	if r := cli(t, "matrix", "--merge", a+","+a, "--out", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, "in two of the studies") {
+		t.Errorf("merging a study with itself: exit %d, stderr %q; want 1 and the run named", r.code, r.stderr)
+	}
 }

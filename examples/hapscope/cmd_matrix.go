@@ -35,6 +35,7 @@ func cmdMatrix(args []string) int {
 	workloads := fs.String("workloads", "redis-set,redis-get,python-tornado,node-express,idle", "comma-separated workloads (idle: the runtime's baseline, a sleeping service under no load)")
 	overhead := fs.Bool("overhead", false, "instead of the matrix: what measuring costs for redis-set and node-express natively — untraced, hapscope counts, hapscope pruned, ftrace function_graph (the 2018 way) — and the Jaccard of hapscope's and ftrace's function sets")
 	prune := fs.Bool("prune", false, "let the tracer remove a function's probe once the scope has entered it (faster; patches kernel text while workloads run, which has crashed the 6.12 lab guest under multi-threaded QEMU)")
+	merge := fs.String("merge", "", "instead of running: merge the studies in these comma-separated directories (make matrix's lanes, each a guest measuring its share of the workloads) into one table in --out")
 	runtimes := fs.String("runtimes", "", "comma-separated runtimes (default: all rows of the 2018 study and this machine: "+strings.Join(runtimeNames(), ",")+")")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hapscope matrix [--runs N] [--out DIR] [--workloads W,…] [--runtimes R,…] [flags]")
@@ -48,6 +49,9 @@ func cmdMatrix(args []string) int {
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return exitUsage
+	}
+	if *merge != "" {
+		return mergeMatrix(splitList(*merge), *out)
 	}
 	if *runs < 1 {
 		return usageError(fmt.Errorf("-runs %d: must be at least 1", *runs))
@@ -132,6 +136,27 @@ func cmdMatrix(args []string) int {
 	return writeMatrix(cells, *out, time.Since(start), "")
 }
 
+// mergeMatrix writes the table of the studies in dirs, as one, into out.
+func mergeMatrix(dirs []string, out string) int {
+	var rs []matrix.Runs
+	for _, d := range dirs {
+		r, err := matrix.ReadRuns(d)
+		if err != nil {
+			return fail(fmt.Errorf("merge %s: %w", d, err))
+		}
+		fmt.Fprintf(os.Stderr, "matrix: %s: %d runs, took %s\n", d, len(r.Cells), r.Took.Round(time.Second))
+		rs = append(rs, r)
+	}
+	m, err := matrix.MergeRuns(rs...)
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fail(err)
+	}
+	return writeMatrix(m.Cells, out, m.Took, m.Partial)
+}
+
 // writeMatrix writes every run's profile, matrix.json (the summary rows)
 // and report.html, prints the table, and returns 1 when a cell failed.
 // partial, when not "", says why the table lacks runs (matrix.json's
@@ -145,16 +170,17 @@ func writeMatrix(cells []matrix.Cell, out string, took time.Duration, partial st
 		if c.Profile == nil {
 			continue
 		}
-		name := filepath.Join(out, fmt.Sprintf("%s-%s-run%d.json", c.Workload, c.Runtime, c.Run+1))
-		if err := writeProfile(name, c.Profile); err != nil {
+		if err := writeProfile(filepath.Join(out, matrix.ProfileName(c, "")), c.Profile); err != nil {
 			fmt.Fprintln(os.Stderr, "hapscope:", err)
 		}
 		for part, p := range c.Parts {
-			name := filepath.Join(out, fmt.Sprintf("%s-%s-run%d-%s.json", c.Workload, c.Runtime, c.Run+1, part))
-			if err := writeProfile(name, p); err != nil {
+			if err := writeProfile(filepath.Join(out, matrix.ProfileName(c, part)), p); err != nil {
 				fmt.Fprintln(os.Stderr, "hapscope:", err)
 			}
 		}
+	}
+	if err := matrix.WriteRuns(out, matrix.Runs{Cells: cells, Took: took, Partial: partial}); err != nil {
+		return fail(err)
 	}
 	rows := matrix.Summarize(cells)
 	if err := matrix.WriteTable(os.Stdout, rows); err != nil {
