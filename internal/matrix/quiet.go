@@ -155,8 +155,8 @@ func (e *Env) awaitQuiet(ctx context.Context, dir, what string) (unquiet string,
 			100*q.Share, 100*q.Low, 100*q.High, steadySpans*quietSpan)
 		e.logf("matrix: %s: %s; measuring", what, unquiet)
 	case !q.Quiet:
-		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU after %s without load (the window may hold start-up)",
-			100*q.Share, q.Waited.Round(time.Second))
+		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU (%.0f–%.0f %% over its last %s) after %s without load (the window may hold start-up)",
+			100*q.Share, 100*q.Low, 100*q.High, steadySpans*quietSpan, q.Waited.Round(time.Second))
 		e.logf("matrix: %s: %s; measuring anyway", what, unquiet)
 	case q.Waited > 3*time.Second:
 		e.logf("matrix: %s: quiet (%.1f %% of a CPU) after %s", what, 100*q.Share, q.Waited.Round(100*time.Millisecond))
