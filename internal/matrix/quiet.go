@@ -27,11 +27,6 @@ var ( // variables for the host tests' fake cgroups
 	quietSpan  = 2 * time.Second
 	quietShare = 0.10
 	quietLimit = 20 * time.Second
-	// quietBand is how far apart (in CPUs) the shares of a scope that
-	// never went quiet may be for it to count as idle at its own rate:
-	// gVisor's sentry serving an idle redis' timers held 15–36 % under
-	// two emulated vCPUs.
-	quietBand = 0.05
 )
 
 // cpuUsage reads usage_usec from the cpu.stat of cgroup dir.
@@ -67,21 +62,16 @@ func parseCPUUsage(b []byte) (time.Duration, error) {
 type quietness struct {
 	// Share is the scope's CPU time over the last span, in CPUs.
 	Share float64
-	// Low and High bound the shares over the last steadySpans spans (each
-	// read over the span before it): a scope whose share stays in a
-	// narrow band runs at its own idle rate (a sentry serving redis'
-	// timers), not a start-up, which runs at a whole CPU under emulation.
+	// Low and High bound the shares over the last bandSpans spans (each
+	// read over the span before it): whether a scope that never went
+	// quiet was still winding down or swung about a rate of its own.
 	Low, High float64
 	Waited    time.Duration
 	Quiet     bool // Share came to at most the share asked for
 }
 
-// steadySpans is how many spans of shares quietness.Low and High cover.
-const steadySpans = 3
-
-// steady reports whether the shares of the last steadySpans spans stayed
-// within band of each other.
-func (q quietness) steady(band float64) bool { return q.High-q.Low <= band }
+// bandSpans is how many spans of shares quietness.Low and High cover.
+const bandSpans = 3
 
 // waitQuiet waits until a scope whose CPU time usage reads (cpuUsage of a
 // cgroup) used at most share of one CPU over the last span, sampling every
@@ -116,7 +106,7 @@ func waitQuiet(ctx context.Context, usage func() (time.Duration, error), span ti
 		if el := now.Sub(samples[0].at); el >= span {
 			q.Share = float64(u-samples[0].usage) / float64(el)
 			shares = append(shares, reading{now, q.Share})
-			for len(shares) > 1 && now.Sub(shares[0].at) > steadySpans*span {
+			for len(shares) > 1 && now.Sub(shares[0].at) > bandSpans*span {
 				shares = shares[1:]
 			}
 			q.Low, q.High = q.Share, q.Share
@@ -150,13 +140,9 @@ func (e *Env) awaitQuiet(ctx context.Context, dir, what string) (unquiet string,
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("wait for %s to go quiet: %w", what, err)
-	case !q.Quiet && q.Waited > steadySpans*quietSpan && q.steady(quietBand):
-		unquiet = fmt.Sprintf("idle at %.0f %% of a CPU before the load, steady (%.0f–%.0f %% over its last %s; a start-up runs at a whole CPU)",
-			100*q.Share, 100*q.Low, 100*q.High, steadySpans*quietSpan)
-		e.logf("matrix: %s: %s; measuring", what, unquiet)
 	case !q.Quiet:
 		unquiet = fmt.Sprintf("not quiet before the load: %.0f %% of a CPU (%.0f–%.0f %% over its last %s) after %s without load (the window may hold start-up)",
-			100*q.Share, 100*q.Low, 100*q.High, steadySpans*quietSpan, q.Waited.Round(time.Second))
+			100*q.Share, 100*q.Low, 100*q.High, bandSpans*quietSpan, q.Waited.Round(time.Second))
 		e.logf("matrix: %s: %s; measuring anyway", what, unquiet)
 	case q.Waited > 3*time.Second:
 		e.logf("matrix: %s: quiet (%.1f %% of a CPU) after %s", what, 100*q.Share, q.Waited.Round(100*time.Millisecond))
