@@ -199,6 +199,9 @@ func (e *Env) startDaemon(ctx context.Context, dir string, join *processHandle, 
 	defer syscall.Close(fd)
 	c := e.commandIn(ctx, "/", fd, wrapped...)
 	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C"}
+	if e.daemonTmp != "" {
+		c.Env = append(c.Env, "TMPDIR="+e.daemonTmp)
+	}
 	return startHandle(c)
 }
 
@@ -443,6 +446,14 @@ func startDockerd(ctx context.Context, e *Env) (*dockerd, error) {
 			unix.Unmount(e.inRoot(base), unix.MNT_DETACH)
 		}
 	}()
+	// Their temporary files too: the lab's /tmp is that overlay (in a
+	// 180 s window dockerd's part held a removal through it: vfs_unlink,
+	// shmem_undo_range, 25 fs/fuse functions). A deployed Debian 13 host's
+	// /tmp is a tmpfs.
+	e.daemonTmp = filepath.Join(base, "tmp")
+	if err := os.Mkdir(e.inRoot(e.daemonTmp), 0o755); err != nil {
+		return nil, fmt.Errorf("the Docker daemons' TMPDIR: %w", err)
+	}
 	cfg := map[string]any{}
 	runtimes := map[string]any{}
 	for _, opt := range e.dockerRuntimes {

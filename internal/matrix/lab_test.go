@@ -332,6 +332,17 @@ func checkDocker(t *testing.T, byRuntime map[string]Cell) {
 	parent := docker
 	parent.Profile = rt
 	checkWithin(t, parent, daemonRoles...)
+	// The daemons' state and temporary files are on a tmpfs, as on a
+	// deployed host: none of their parts walks the lab's virtiofs.
+	for _, name := range daemonRoles {
+		if p := docker.Parts[name]; p != nil {
+			for _, f := range p.Functions {
+				if strings.HasPrefix(f.File, "fs/fuse/") {
+					t.Errorf("%s part: %s (%s): FUSE (virtiofs) code; the daemons' files belong on a tmpfs or the ext4 disk", name, f.Name, f.File)
+				}
+			}
+		}
+	}
 }
 
 // checkWithin checks that what each named part of cell c drove, the cell

@@ -65,6 +65,7 @@ type Env struct {
 	dockerRuntimes map[string]DockerOptions // the OCI runtimes of the plan's Docker rows
 	roots          map[string]string        // service roots on Env.Data, by image name
 	daemonBinds    []bind                   // Docker's programs' copies on Env.Data (offVirtiofs)
+	daemonTmp      string                   // the daemons' TMPDIR, on their state's tmpfs
 	tablesBefore   []string                 // the firewall's tables before the plan's Docker (saveTables)
 	cleanups       []func()                 // run at the end of Plan.Run
 }
