@@ -165,12 +165,14 @@ lab-prep: deps
 # Reproduces the 2018 HAP study: redis SET/GET, python-tornado and
 # node-express under native, Docker (docker.io, bridge + published port,
 # overlay2 on the lab's ext4 disk), gVisor under Docker (netstack; systrap,
-# ptrace), bubblewrap, and the variant that explains gVisor's network
-# (MATRIX_RUNTIMES; the others: docker-noseccomp, runc-direct,
-# runc-direct-noseccomp, gvisor-systrap, gvisor-ptrace), RUNS times per
-# cell, in the lab's Debian 6.12, each over a MATRIX_WINDOW window after
+# ptrace), bubblewrap, and the labelled variants that explain them (Docker
+# without seccomp, gVisor on the host's network, runc started directly;
+# MATRIX_RUNTIMES adds runc-direct-noseccomp, gvisor-systrap, gvisor-ptrace;
+# MATRIX_WORKLOADS adds idle, the runtimes' baseline), RUNS times per cell,
+# in the lab's Debian 6.12, each over a MATRIX_WINDOW window after
 # MATRIX_WARMUP (180 s: the window at which the tenant's part of a Docker
-# and a gVisor cell varied by at most 3 % across runs; at 60 s, 2–12 %). The study runs on an SMP guest (real hosts are SMP; one
+# and a gVisor cell varied by at most 3 % across runs; at 60 s, 1–12 %).
+# About three hours. The study runs on an SMP guest (real hosts are SMP; one
 # and two vCPUs drive different function sets): MATRIX_CPUS vCPUs on
 # single-threaded TCG (multi-threaded TCG with two vCPUs oopses under text
 # patching), so a guest takes one host CPU: MATRIX_LANES guests (one per
@@ -185,8 +187,8 @@ MATRIX_CPUS ?= 2
 MATRIX_MINUTES ?= 290
 MATRIX_WINDOW ?= 180s
 MATRIX_WARMUP ?= 3s
-MATRIX_WORKLOADS ?= redis-set,redis-get,python-tornado,node-express,idle
-MATRIX_RUNTIMES ?= native,docker,docker-gvisor-systrap,docker-gvisor-ptrace,bubblewrap,docker-gvisor-systrap-hostnet,gvisor-kvm,kata-qemu,kata-firecracker,nabla
+MATRIX_WORKLOADS ?= redis-set,redis-get,python-tornado,node-express
+MATRIX_RUNTIMES ?= native,docker,docker-gvisor-systrap,docker-gvisor-ptrace,bubblewrap,docker-noseccomp,docker-gvisor-systrap-hostnet,runc-direct,gvisor-kvm,kata-qemu,kata-firecracker,nabla
 MATRIX_LANES ?= $(shell n=$$(nproc); [ $$n -ge 2 ] && echo 2 || echo 1)
 matrix: lab-prep
 	CGO_ENABLED=0 $(GO) build -o out/hapscope-matrix ./examples/hapscope
