@@ -18,7 +18,7 @@ import (
 
 // proc is what splitProcs knows of a process when it asks for its role.
 type proc struct {
-	pid, comm  string
+	comm       string
 	cmdline    []byte // NUL-separated, as /proc/PID/cmdline
 	parentRole string // the role of its parent, "" when not moved
 }
@@ -103,7 +103,7 @@ func splitProcs(dir string, roles []string, role func(p proc) string) (procSplit
 		for _, pid := range strings.Fields(string(b)) {
 			cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
-			p := proc{pid: pid, comm: strings.TrimSpace(string(comm)), cmdline: cmdline}
+			p := proc{comm: strings.TrimSpace(string(comm)), cmdline: cmdline}
 			_, parent, _ := procStat(pid)
 			p.parentRole = moved[parent]
 			who := pid + " " + p.comm

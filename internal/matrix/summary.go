@@ -309,20 +309,29 @@ func Study2018Functions(workload, runtime string) float64 {
 // "sentry / stubs / gofer" ("-" for a row that is not a split gVisor
 // container).
 func (r Row) SandboxSplit() string {
-	if r.SentryLines.N == 0 && r.StubLines.N == 0 && r.GoferLines.N == 0 {
-		return "-"
-	}
-	return r.SentryLines.format(0) + " / " + r.StubLines.format(0) + " / " + r.GoferLines.format(0)
+	return formatSplit(r.SentryLines, r.StubLines, r.GoferLines)
 }
 
 // DaemonSplit formats DockerdLines, ContainerdLines, ShimLines and
 // ProxyLines as "dockerd / containerd / shim / proxy" ("-" for a row
 // whose runtime part is not split by daemon).
 func (r Row) DaemonSplit() string {
-	if r.DockerdLines.N == 0 && r.ContainerdLines.N == 0 && r.ShimLines.N == 0 && r.ProxyLines.N == 0 {
+	return formatSplit(r.DockerdLines, r.ContainerdLines, r.ShimLines, r.ProxyLines)
+}
+
+// formatSplit formats the line counts of a split's parts as "a / b / …",
+// or "-" when none of them was measured.
+func formatSplit(parts ...Stat) string {
+	var f []string
+	measured := false
+	for _, s := range parts {
+		f = append(f, s.format(0))
+		measured = measured || s.N > 0
+	}
+	if !measured {
 		return "-"
 	}
-	return r.DockerdLines.format(0) + " / " + r.ContainerdLines.format(0) + " / " + r.ShimLines.format(0) + " / " + r.ProxyLines.format(0)
+	return strings.Join(f, " / ")
 }
 
 // WriteTable prints rows as a plain-text table.
